@@ -1,0 +1,3 @@
+from condainer.cli import main
+
+main()

@@ -1,0 +1,87 @@
+"""The ``cnd`` command line: click commands that parse options, call the library and print.
+
+No logic lives here: each command hands its options to a library function. Expected failures
+(CondainerError) print one line and exit non-zero; Ctrl-C prints "interrupted" and exits 130.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+import click
+
+from condainer import __version__, console
+from condainer.errors import CondainerError
+
+
+@dataclasses.dataclass
+class Globals:
+    """The global flags, handed to every sub-command through click's context."""
+
+    directory: str
+    quiet: bool
+    dryrun: bool
+
+
+pass_globals = click.make_pass_decorator(Globals)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-q", "--quiet", is_flag=True, help="Be quiet: print nothing unless an error occurs.")
+@click.option(
+    "-d",
+    "--directory",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Condainer project directory (default: the current working directory).",
+)
+@click.option("-y", "--dryrun", is_flag=True, help="Dry run: print what would be done, change nothing.")
+@click.version_option(__version__, "--version", prog_name="condainer")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool, directory: str | None, dryrun: bool) -> None:
+    """Create and manage conda and pip environments packed into compressed squashfs images."""
+    console.set_quiet(quiet)
+    ctx.obj = Globals(directory=os.path.abspath(directory or os.getcwd()), quiet=quiet, dryrun=dryrun)
+
+
+@cli.command()
+def version() -> None:
+    """Print version information and exit."""
+    # The version is the one thing -q must not hide: it is what was asked for.
+    click.echo(f"condainer {__version__}")
+
+
+def _register_subcommands() -> None:
+    """Attach the command groups that live in their own modules (imported late to keep startup fast)."""
+    from condainer import cli_image, cli_project
+
+    cli.add_command(cli_image.image)
+    for command in cli_project.COMMANDS:
+        cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``cnd``: run the CLI and turn expected failures into one line and an exit code."""
+    _register_subcommands()
+    try:
+        cli.main(args=argv, prog_name="cnd", standalone_mode=False)
+    except CondainerError as exc:
+        print(f"cnd: error: {exc.message}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        print("cnd: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("cnd: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        # `cnd status | head` closing the pipe early is not an error worth a traceback.
+        sys.exit(141)
+    sys.exit(0)

@@ -1,0 +1,43 @@
+"""One exception hierarchy: every expected failure is a CondainerError with a one-line message.
+
+The CLI prints ``cnd: error: <message>`` and exits with ``exit_code``; anything else that escapes is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class CondainerError(Exception):
+    """An expected failure, reported to the user as one line and a non-zero exit."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    @property
+    def message(self) -> str:
+        # Keep it to one line whatever the cause embedded in it.
+        return " ".join(str(self).split())
+
+
+class ConfigError(CondainerError):
+    """condainer.yml, environment.yml or requirements.txt is missing or invalid."""
+
+
+class ImageError(CondainerError):
+    """A squashfs image is missing, damaged or cannot be written."""
+
+
+class MountError(CondainerError):
+    """Mounting or unmounting failed (busy, stale, no FUSE, not a directory, ...)."""
+
+
+class BuildError(CondainerError):
+    """Building the environment failed (solver, installer, pip)."""
+
+
+class ToolMissing(CondainerError):
+    """A native tool or system facility that was asked for is not available."""
