@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shlex
 import socket
 import subprocess
 import sys
@@ -27,6 +28,21 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if pathlib.Path(str(item.fspath)).parent == pathlib.Path(__file__).parent:
             item.add_marker(pytest.mark.cluster)
+
+
+_TIMINGS: list[str] = []
+
+
+def record_timing(line: str) -> None:
+    """A measurement to show at the end of the session (mount times from 1 to 64 ranks, ...)."""
+    _TIMINGS.append(line)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _TIMINGS:
+        terminalreporter.section("cluster timings")
+        for line in _TIMINGS:
+            terminalreporter.write_line(line)
 
 
 def _install_slurm() -> None:
@@ -64,7 +80,8 @@ def slurm():
 
 # The interpreter running pytest (the main checkout's .venv) with PYTHONPATH pointing at this tree
 # (tests/conftest.py): srun exports the environment, so every rank runs the condainer under test.
-CND = [sys.executable, "-m", "condainer"]
+# CONDAINER_TEST_CND replaces that command (e.g. "/path/to/cnd" to test an installed cnd).
+CND = shlex.split(os.environ.get("CONDAINER_TEST_CND", "")) or [sys.executable, "-m", "condainer"]
 
 
 def cnd_commands() -> set[str]:
@@ -108,7 +125,7 @@ def project(slurm):
 
 
 class Project:
-    """A built condainer project: its directory, uuid and the mount point it uses on every node."""
+    """A built condainer project: its directory, uuid, and what a node shows of it (mount, state)."""
 
     def __init__(self, path: pathlib.Path):
         import yaml
@@ -119,3 +136,38 @@ class Project:
         self.mount_base = config.get("mount_base_directory") or "/tmp"
         self.mountpoint = f"{self.mount_base}/condainer-{self.uuid}"
         self.image = path / f"{self.uuid}.squashfs"
+
+    def on_node(self, node: Node, inside: str) -> pathlib.Path:
+        """A path as ``node`` sees it (its private /tmp), reached through its slurmd's /proc root."""
+        return pathlib.Path(f"/proc/{node.pid}/root{inside}")
+
+    def state_dirs(self, node: Node) -> list[pathlib.Path]:
+        """cnd's per-node state directories of this project: <base>/.condainer-<uuid>-<uid>-<host>."""
+        return sorted(self.on_node(node, self.mount_base).glob(f".condainer-{self.uuid}*"))
+
+    def mount_log(self, node: Node) -> list[dict[str, str]]:
+        """The mounts cnd made on ``node``, one dict per line of its mounts.log (time, host, pid, ...)."""
+        entries = []
+        for state in self.state_dirs(node):
+            log = state / "mounts.log"
+            if log.exists():
+                for line in log.read_text().splitlines():
+                    time_, *fields = line.split()
+                    entries.append({"time": time_, **dict(f.split("=", 1) for f in fields)})
+        return entries
+
+    def users(self, node: Node) -> list[str]:
+        """Entries of cnd's per-node reference count (one per exec it believes is running)."""
+        return [u.name for state in self.state_dirs(node) if (state / "users").is_dir()
+                for u in (state / "users").iterdir()]
+
+    def mounts(self, node: Node) -> list[str]:
+        """Lines of ``node``'s mount table at this project's mount point."""
+        return [line for line in node.mountinfo().splitlines() if line.split()[4] == self.mountpoint]
+
+    def statvfs_error(self, node: Node) -> str | None:
+        """What statvfs of the mount point says on ``node`` ("Transport endpoint..." when stale)."""
+        result = subprocess.run(
+            ["nsenter", "-t", str(node.pid), "-m", "python3", "-c", f"import os; os.statvfs({self.mountpoint!r})"],
+            capture_output=True, text=True, timeout=30)
+        return result.stderr.strip().splitlines()[-1] if result.returncode else None

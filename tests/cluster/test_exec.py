@@ -1,0 +1,180 @@
+"""`cnd exec` under srun and sbatch: many ranks share one mount per node, and a killed job heals.
+
+The ranks run ``python -m condainer exec`` of this tree (PYTHONPATH, exported by srun). Mounts are
+counted from the lines cnd writes to its per-node mounts.log; "unmounted" is read from the node's own
+mount table (/proc/<its slurmd>/mountinfo), right after srun returns.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import time
+
+import pytest
+
+from .conftest import CND, MULTI_NODES, exec_backends, record_timing
+
+SRUN_TIMEOUT = 120
+SIX_PROBE = ("import os, six; "
+             "print(os.environ['SLURM_PROCID'], os.environ['SLURMD_NODENAME'], six.__version__, six.__file__)")
+
+
+@pytest.fixture(params=["native", "python"])
+def backend(request):
+    if request.param not in exec_backends():
+        pytest.skip("cnd exec has no --backend yet: only the default (native) backend is tested")
+    return request.param
+
+
+def cnd_exec(backend: str, *command: str) -> list[str]:
+    option = ["--backend", backend] if "python" in exec_backends() else []
+    return [*CND, "exec", *option, "--", *command]
+
+
+def check_six_output(stdout: str, project, ranks: int, nodes: dict[str, int]) -> None:
+    """Every rank printed once, from the node it was placed on, importing six from the image."""
+    lines = [line.split() for line in stdout.splitlines() if line.strip()]
+    assert sorted(int(fields[0]) for fields in lines) == list(range(ranks)), stdout
+    per_node: dict[str, int] = {}
+    for _rank, node, _version, path in lines:
+        assert path.startswith(project.mountpoint + "/"), path
+        per_node[node] = per_node.get(node, 0) + 1
+    assert per_node == nodes
+
+
+def assert_idle(project, node) -> None:
+    """Nothing of the project is left on ``node``: not mounted, no exec counted as running."""
+    assert project.mounts(node) == [], f"{project.mountpoint} still mounted on {node.name}"
+    assert project.users(node) == [], f"reference count entries left on {node.name}: {project.users(node)}"
+
+
+def test_64_ranks_share_one_mount(slurm, project, backend):
+    node = slurm.nodes[slurm.default_node]
+    for ranks in (1, 8, 64):
+        before = len(project.mount_log(node))
+        start = time.monotonic()
+        result = slurm.run(["srun", "-n", str(ranks), *cnd_exec(backend, "python", "-c", SIX_PROBE)],
+                           SRUN_TIMEOUT, cwd=project.path)
+        wall = time.monotonic() - start
+        assert result.returncode == 0, result.stderr
+        check_six_output(result.stdout, project, ranks, {node.name: ranks})
+        new = project.mount_log(node)[before:]
+        assert len(new) == 1, f"{ranks} ranks: expected one mount on {node.name}, log says {new}"
+        assert_idle(project, node)
+        record_timing(f"{backend:6s} {ranks:3d} ranks, 1 node: mount {float(new[0]['seconds']):.3f} s, "
+                      f"srun {wall:.2f} s")
+
+
+def test_one_failing_rank(slurm, project, backend):
+    node = slurm.nodes[slurm.default_node]
+    script = ("import os, sys, time; rank = os.environ['SLURM_PROCID']; "
+              "time.sleep(0 if rank == '5' else 1); print('done', rank); sys.exit(3 if rank == '5' else 0)")
+    result = slurm.run(["srun", "-n", "8", *cnd_exec(backend, "python", "-c", script)], SRUN_TIMEOUT,
+                       cwd=project.path)
+    assert result.returncode != 0
+    # The other ranks were not killed: they kept running after rank 5 failed and finished.
+    assert sorted(result.stdout.split()[1::2], key=int) == [str(r) for r in range(8)], result.stdout
+    assert "task 5: Exited with exit code 3" in result.stderr, result.stderr
+    assert_idle(project, node)
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.mark.parametrize("how", ["sigkill", "scancel"])
+def test_next_exec_works_after_a_killed_step(slurm, project, backend, how):
+    """A step dies mid-run; the next `cnd exec` on that node cleans what it left and works."""
+    node = slurm.nodes[slurm.default_node]
+    ready = slurm.state / f"ready-{backend}-{how}"
+    ready.mkdir()
+    script = f"import os, time; open('{ready}/' + os.environ['SLURM_PROCID'], 'w').close(); time.sleep(300)"
+    srun = subprocess.Popen(["srun", "-n", "8", *cnd_exec(backend, "python", "-c", script)], env=slurm.env,
+                            cwd=project.path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _wait_for(lambda: len(os.listdir(ready)) == 8, 60, "8 ranks running")
+        assert len(project.mounts(node)) == 1
+        if how == "sigkill":
+            # Everything the step started on the node, the FUSE daemon included, dies at once:
+            # nobody gets to unmount or to drop its reference count entry.
+            victims = [pid for pid in slurm.processes(node)
+                       if _comm(pid) not in ("slurmd", "slurmstepd")]
+            assert slurm.fuse_daemons(node) and set(slurm.fuse_daemons(node)) <= set(victims)
+            for pid in victims:
+                os.kill(pid, signal.SIGKILL)
+        else:
+            # What a time limit or a user's scancel does: SIGTERM to the step's tasks, SIGKILL after KillWait.
+            subprocess.run(["scancel", "-u", "root"], env=slurm.env, check=True, timeout=30)
+        srun.wait(60)
+    finally:
+        if srun.poll() is None:
+            os.killpg(srun.pid, signal.SIGKILL)
+            srun.wait()
+    assert srun.returncode != 0
+    if how == "sigkill":
+        # The situation cnd must heal: a mount whose daemon is gone, and entries of dead execs.
+        assert len(project.mounts(node)) == 1
+        assert "Transport endpoint is not connected" in (project.statvfs_error(node) or "")
+        assert project.users(node), "expected reference count entries of the killed execs"
+
+    before = len(project.mount_log(node))
+    result = slurm.run(["srun", "-n", "4", *cnd_exec(backend, "python", "-c", SIX_PROBE)], SRUN_TIMEOUT,
+                       cwd=project.path)
+    assert result.returncode == 0, result.stderr
+    check_six_output(result.stdout, project, 4, {node.name: 4})
+    assert len(project.mount_log(node)) - before <= 1
+    assert_idle(project, node)
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+def test_sbatch_job_with_two_exec_steps(slurm, project, backend):
+    node = slurm.nodes[slurm.default_node]
+    step = shlex.join(cnd_exec(backend, "python", "-c", SIX_PROBE))
+    script = slurm.state / f"job-{backend}.sh"
+    script.write_text(f"#!/bin/sh\nset -e\ncd {project.path}\nsrun -n 8 {step}\nsrun -n 8 {step}\n")
+    out = slurm.state / f"job-{backend}.out"
+    before = len(project.mount_log(node))
+    result = slurm.run(["sbatch", "--wait", "-n", "8", "-o", str(out), str(script)], SRUN_TIMEOUT)
+    assert result.returncode == 0, result.stderr + out.read_text()
+    lines = out.read_text().splitlines()
+    check_six_output("\n".join(lines[:8]), project, 8, {node.name: 8})
+    check_six_output("\n".join(lines[8:]), project, 8, {node.name: 8})
+    # Each step mounted once: the first step's last exec unmounted at its end.
+    assert len(project.mount_log(node)) - before == 2
+    assert_idle(project, node)
+
+
+def test_three_nodes_each_mount_once(slurm, project, backend):
+    nodes = [slurm.nodes[name] for name in MULTI_NODES]
+    before = {node.name: len(project.mount_log(node)) for node in nodes}
+    start = time.monotonic()
+    result = slurm.run(["srun", "-p", "multi", "-N", "3", "-n", "48", "--ntasks-per-node=16",
+                        *cnd_exec(backend, "python", "-c", SIX_PROBE)], SRUN_TIMEOUT, cwd=project.path)
+    wall = time.monotonic() - start
+    assert result.returncode == 0, result.stderr
+    check_six_output(result.stdout, project, 48, {name: 16 for name in MULTI_NODES})
+    seconds = []
+    for node in nodes:
+        new = project.mount_log(node)[before[node.name]:]
+        assert len(new) == 1, f"expected one mount on {node.name}, log says {new}"
+        assert new[0].get("host", node.name) == node.name
+        seconds.append(float(new[0]["seconds"]))
+        assert_idle(project, node)
+    assert not os.path.ismount(project.mountpoint), "a node's mount leaked into this machine's namespace"
+    record_timing(f"{backend:6s}  48 ranks, 3 nodes: mount {max(seconds):.3f} s (slowest node), srun {wall:.2f} s")
