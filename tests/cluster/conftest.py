@@ -8,15 +8,13 @@ Everything is torn down at the end of the session, whatever happened (see slurm.
 
 from __future__ import annotations
 
-import os
 import pathlib
-import shlex
 import socket
 import subprocess
-import sys
 
 import pytest
 
+from .project import CND, build_six_project, cnd_commands
 from .slurm import ClusterUnavailable, Node, SlurmCluster, reap_leftovers
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -78,29 +76,6 @@ def slurm():
 
 # -- condainer ------------------------------------------------------------------------------------------
 
-# The interpreter running pytest (the main checkout's .venv) with PYTHONPATH pointing at this tree
-# (tests/conftest.py): srun exports the environment, so every rank runs the condainer under test.
-# CONDAINER_TEST_CND replaces that command (e.g. "/path/to/cnd" to test an installed cnd).
-CND = shlex.split(os.environ.get("CONDAINER_TEST_CND", "")) or [sys.executable, "-m", "condainer"]
-
-
-def cnd_commands() -> set[str]:
-    out = subprocess.run([*CND, "--help"], capture_output=True, text=True, timeout=60).stdout
-    commands, in_list = set(), False
-    for line in out.splitlines():
-        if line.strip().lower().startswith("commands"):
-            in_list = True
-        elif in_list and line.startswith("  ") and line.strip():
-            commands.add(line.split()[0])
-    return commands
-
-
-def exec_backends() -> list[str]:
-    """Backends ``cnd exec`` accepts (["native", "python"] once --backend exists)."""
-    out = subprocess.run([*CND, "exec", "--help"], capture_output=True, text=True, timeout=60).stdout
-    return ["native", "python"] if "--backend" in out else ["native"]
-
-
 @pytest.fixture(scope="session")
 def project(slurm):
     """A pip project (requirements.txt: six) built once into its image, on the "shared file system".
@@ -111,63 +86,4 @@ def project(slurm):
     missing = {"init", "build", "exec"} - cnd_commands()
     if missing:
         pytest.skip(f"cnd lacks {', '.join(sorted(missing))} (not on main yet)")
-    path = slurm.state / "project"
-    path.mkdir()
-    env = dict(os.environ)
-    for step in (["init"], ["build"]):
-        if step == ["build"]:
-            (path / "requirements.txt").write_text("six\n")
-            for name in ("environment.yml",):
-                (path / name).unlink(missing_ok=True)
-        result = subprocess.run([*CND, *step], cwd=path, capture_output=True, text=True, env=env, timeout=600)
-        assert result.returncode == 0, f"cnd {step[0]} failed:\n{result.stdout}\n{result.stderr}"
-    return Project(path)
-
-
-class Project:
-    """A built condainer project: its directory, uuid, and what a node shows of it (mount, state)."""
-
-    def __init__(self, path: pathlib.Path):
-        import yaml
-
-        self.path = path
-        config = yaml.safe_load((path / "condainer.yml").read_text())
-        self.uuid = config["uuid"]
-        self.mount_base = config.get("mount_base_directory") or "/tmp"
-        self.mountpoint = f"{self.mount_base}/condainer-{self.uuid}"
-        self.image = path / f"{self.uuid}.squashfs"
-
-    def on_node(self, node: Node, inside: str) -> pathlib.Path:
-        """A path as ``node`` sees it (its private /tmp), reached through its slurmd's /proc root."""
-        return pathlib.Path(f"/proc/{node.pid}/root{inside}")
-
-    def state_dirs(self, node: Node) -> list[pathlib.Path]:
-        """cnd's per-node state directories of this project: <base>/.condainer-<uuid>-<uid>-<host>."""
-        return sorted(self.on_node(node, self.mount_base).glob(f".condainer-{self.uuid}*"))
-
-    def mount_log(self, node: Node) -> list[dict[str, str]]:
-        """The mounts cnd made on ``node``, one dict per line of its mounts.log (time, host, pid, ...)."""
-        entries = []
-        for state in self.state_dirs(node):
-            log = state / "mounts.log"
-            if log.exists():
-                for line in log.read_text().splitlines():
-                    time_, *fields = line.split()
-                    entries.append({"time": time_, **dict(f.split("=", 1) for f in fields)})
-        return entries
-
-    def users(self, node: Node) -> list[str]:
-        """Entries of cnd's per-node reference count (one per exec it believes is running)."""
-        return [u.name for state in self.state_dirs(node) if (state / "users").is_dir()
-                for u in (state / "users").iterdir()]
-
-    def mounts(self, node: Node) -> list[str]:
-        """Lines of ``node``'s mount table at this project's mount point."""
-        return [line for line in node.mountinfo().splitlines() if line.split()[4] == self.mountpoint]
-
-    def statvfs_error(self, node: Node) -> str | None:
-        """What statvfs of the mount point says on ``node`` ("Transport endpoint..." when stale)."""
-        result = subprocess.run(
-            ["nsenter", "-t", str(node.pid), "-m", "python3", "-c", f"import os; os.statvfs({self.mountpoint!r})"],
-            capture_output=True, text=True, timeout=30)
-        return result.stderr.strip().splitlines()[-1] if result.returncode else None
+    return build_six_project(slurm.state / "project", CND)

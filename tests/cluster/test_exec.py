@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from .conftest import CND, MULTI_NODES, exec_backends, record_timing
+from .conftest import MULTI_NODES, record_timing
+from .project import CND, exec_backends
 
 SRUN_TIMEOUT = 120
 SIX_PROBE = ("import os, six; "
@@ -151,7 +152,7 @@ def test_sbatch_job_with_two_exec_steps(slurm, project, backend):
     out = slurm.state / f"job-{backend}.out"
     before = len(project.mount_log(node))
     result = slurm.run(["sbatch", "--wait", "-n", "8", "-o", str(out), str(script)], SRUN_TIMEOUT)
-    assert result.returncode == 0, result.stderr + out.read_text()
+    assert result.returncode == 0, f"{result.stderr}{out.read_text()}{slurm.logs_tail()}"
     lines = out.read_text().splitlines()
     check_six_output("\n".join(lines[:8]), project, 8, {node.name: 8})
     check_six_output("\n".join(lines[8:]), project, 8, {node.name: 8})

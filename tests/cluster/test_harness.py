@@ -48,7 +48,7 @@ def test_sbatch_job_with_two_steps(slurm):
     script.write_text("#!/bin/sh\nsrun -n 2 hostname\nsrun -n 3 hostname\n")
     out = slurm.state / "two-steps.out"
     result = slurm.run(["sbatch", "--wait", "-n", "3", "-o", str(out), str(script)], SRUN_TIMEOUT)
-    assert result.returncode == 0, result.stderr + out.read_text()
+    assert result.returncode == 0, f"{result.stderr}{out.read_text()}{slurm.logs_tail()}"
     assert out.read_text().split() == [slurm.default_node] * 5
 
 
