@@ -71,7 +71,7 @@ def _write_new(path: Path, text: str) -> None:
 
 def _prepare_staging(staging: Path) -> None:
     """Create the staging dir (0700) or accept an empty one that we own; refuse anything else."""
-    current = mounts.state(staging) if os.path.lexists(staging) else "unmounted"
+    current = mounts.state(staging)
     if current != "unmounted":
         raise BuildError(f"{staging} is mounted: run `cnd umount` before building")
     if os.path.lexists(staging):

@@ -30,7 +30,7 @@ def _ensure_mounted(project: Project, sessions: NodeSessions, backend: str) -> b
     """Mount the project's image unless it is mounted (cleaning a stale mount first); call under lock.
     Returns True when this call made the mount."""
     mp = project.mountpoint
-    current = mounts.state(mp) if os.path.lexists(mp) else "unmounted"
+    current = mounts.state(mp)
     if current == "mounted":
         return False
     if current == "stale":
@@ -70,7 +70,7 @@ def umount_project(directory: Path, *, dryrun: bool = False) -> None:
         return
     with sessions.locked():
         running = sessions.active()
-        current = mounts.state(mp) if os.path.lexists(mp) else "unmounted"
+        current = mounts.state(mp)
         if current == "unmounted":
             sessions.pin(False)
             console.info(f"{mp} is not mounted")
@@ -89,7 +89,7 @@ def _release(project: Project, sessions: NodeSessions, pid: int) -> None:
         if sessions.active() or sessions.pinned:
             return
         mp = project.mountpoint
-        current = mounts.state(mp) if os.path.lexists(mp) else "unmounted"
+        current = mounts.state(mp)
         if current == "unmounted":
             return
         try:
