@@ -8,13 +8,14 @@ symlink, is mounted or is not empty is refused rather than touched.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import stat
 import time
 from pathlib import Path
 
-from condainer import config, console, mounts
+from condainer import activation, config, console, mounts
 from condainer.backends.pack import pack
 from condainer.dryrun import Actions
 from condainer.environments import conda, envfile, pip, rattler
@@ -99,33 +100,54 @@ def _remove_staging(staging: Path) -> None:
         shutil.rmtree(staging, onerror=onerror)
 
 
-def _install(project: Project, staging: Path) -> dict[str, str]:
-    """Build the environment at STAGING; returns the env variables activation must export."""
+@dataclasses.dataclass
+class BuildPlan:
+    """What `cnd build` will install, worked out (and validated) before anything is created."""
+
+    env: envfile.EnvironmentFile | None
+    requirements: Path | None
+    installer: Path | None
+    conda_exe: str | None
+
+    def describe(self) -> str:
+        if self.env is None:
+            return "a venv of the host Python"
+        if self.installer:
+            return f"the installer {self.installer.name}"
+        if self.conda_exe:
+            return os.path.basename(self.conda_exe)
+        return "the embedded py-rattler builder"
+
+
+def plan(project: Project) -> BuildPlan:
     env_yml = project.path_of("environment_yml")
     req = project.path_of("requirements_txt")
     has_env = env_yml is not None and env_yml.is_file()
     has_req = req is not None and req.is_file()
     if not has_env and not has_req:
-        raise ConfigError(f"neither {env_yml or 'environment.yml'} nor {req or 'requirements.txt'} found in {project.directory}")
-    env_vars: dict[str, str] = {}
-    if has_env:
-        env = envfile.read(env_yml)
-        env_vars = env.variables
-        installer = conda.find_installer(project.directory, project.cfg.get("installer_url", ""))
-        exe = conda.find_conda_exe(project.cfg.get("conda_exe", ""))
-        if installer:
-            conda.install_with_installer(installer, env_yml, staging, project.cfg.get("conda_exe", ""))
-        elif exe:
-            conda.create_with_exe(exe, env_yml, staging)
-        else:
-            rattler.install_conda_packages(env, staging)
-            if env.pip_requirements:
-                _pip_section(env, staging)
-    else:
+        raise ConfigError(f"neither {env_yml or 'environment.yml'} nor {req or 'requirements.txt'} found "
+                          f"in {project.directory}")
+    env = envfile.read(env_yml) if has_env else None
+    installer = conda.find_installer(project.directory, project.cfg.get("installer_url", "")) if env else None
+    exe = conda.find_conda_exe(project.cfg.get("conda_exe", "")) if env and not installer else None
+    return BuildPlan(env, req if has_req else None, installer, exe)
+
+
+def _install(project: Project, build_plan: BuildPlan, staging: Path) -> None:
+    """Build the environment at STAGING as planned."""
+    env = build_plan.env
+    if env is None:
         pip.create_venv(staging)
-    if has_req:
-        pip.pip_install(staging, req)
-    return env_vars
+    elif build_plan.installer:
+        conda.install_with_installer(build_plan.installer, env.path, staging, project.cfg.get("conda_exe", ""))
+    elif build_plan.conda_exe:
+        conda.create_with_exe(build_plan.conda_exe, env.path, staging)
+    else:
+        rattler.install_conda_packages(env, staging)
+        if env.pip_requirements:
+            _pip_section(env, staging)
+    if build_plan.requirements:
+        pip.pip_install(staging, build_plan.requirements)
 
 
 def _pip_section(env: envfile.EnvironmentFile, prefix: Path) -> None:
@@ -156,9 +178,10 @@ def build(directory: Path, *, backend: str | None = None, force: bool = False, d
         actions.do("drop user_env_name from condainer.yml (the environment is built at the mount point)",
                    lambda: config.save(directory, cfg))
         project.cfg = cfg
+    build_plan = plan(project)
     if dryrun:
         actions.do(f"create staging directory {staging} (mode 0700)", lambda: None)
-        actions.do(f"install the environment into {staging}", lambda: None)
+        actions.do(f"install the environment into {staging} with {build_plan.describe()}", lambda: None)
         actions.do(f"pack {staging} into {image} ({backend} backend)", lambda: None)
         actions.do(f"remove {staging}; write {project.activate_script} and {project.deactivate_script}", lambda: None)
         return image
@@ -166,7 +189,8 @@ def build(directory: Path, *, backend: str | None = None, force: bool = False, d
     _prepare_staging(staging)
     try:
         console.info(f"[1/3] building the environment in {staging}")
-        env_vars = _install(project, staging)
+        _install(project, build_plan, staging)
+        env_kind = activation.kind(project.env_prefix)
         console.info(f"[2/3] packing it into {image.name}")
         options = project.pack_options(progress=not console.is_quiet())
         used = pack(staging, image, options, backend)
@@ -178,7 +202,7 @@ def build(directory: Path, *, backend: str | None = None, force: bool = False, d
     finally:
         console.info(f"[3/3] removing the staging directory {staging}")
         _remove_staging(staging)
-    write_scripts(project.directory, project.env_prefix, env_vars)
+    write_scripts(project.directory, project.env_prefix, build_plan.env.variables if build_plan.env else {}, env_kind)
     size = image.stat().st_size
     console.info(f"built {image} ({console.human_bytes(size)}) in {time.monotonic() - started:.1f} s; "
                  f"use it with `cnd exec -- CMD` or `source ./activate`")

@@ -11,8 +11,6 @@ import shlex
 import sys
 from pathlib import Path
 
-from condainer.activation import kind
-
 SAVED = ["PATH", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "CONDA_SHLVL", "VIRTUAL_ENV", "PYTHONHOME"]
 
 _SAVE_FN = r"""_condainer_save() {
@@ -34,10 +32,9 @@ def _q(value: object) -> str:
     return shlex.quote(str(value))
 
 
-def activate_text(project_dir: Path, prefix: Path, env_vars: dict[str, str]) -> str:
+def activate_text(project_dir: Path, prefix: Path, env_vars: dict[str, str], env_kind: str) -> str:
     cnd = f"{_q(sys.executable)} -m condainer"
     names = SAVED + sorted(env_vars)
-    env_kind = kind(prefix)
     lines = [
         "# condainer: `source ./activate` (bash or zsh) mounts the image if needed and activates it.",
         "# Written by `cnd build`; undo with `source ./deactivate`.",
@@ -102,9 +99,10 @@ def deactivate_text(prefix: Path) -> str:
     return "\n".join(lines)
 
 
-def write_scripts(project_dir: Path, prefix: Path, env_vars: dict[str, str]) -> list[Path]:
+def write_scripts(project_dir: Path, prefix: Path, env_vars: dict[str, str], env_kind: str) -> list[Path]:
+    """Write both scripts; ENV_KIND ('conda', 'venv', 'plain') is read from the staged env before it goes."""
     written = []
-    for name, text in (("activate", activate_text(project_dir, prefix, env_vars)),
+    for name, text in (("activate", activate_text(project_dir, prefix, env_vars, env_kind)),
                        ("deactivate", deactivate_text(prefix))):
         path = project_dir / name
         path.write_text(text)
