@@ -15,7 +15,7 @@ import stat
 import time
 from pathlib import Path
 
-from condainer import activation, config, console, mounts
+from condainer import config, console, mounts
 from condainer.backends.pack import pack
 from condainer.dryrun import Actions
 from condainer.environments import conda, envfile, pip, rattler
@@ -190,7 +190,8 @@ def build(directory: Path, *, backend: str | None = None, force: bool = False, d
     try:
         console.info(f"[1/3] building the environment in {staging}")
         _install(project, build_plan, staging)
-        env_kind = activation.kind(project.env_prefix)
+        write_scripts(project.directory, project.env_prefix,
+                      build_plan.env.variables if build_plan.env else {}, project.env_prefix)
         console.info(f"[2/3] packing it into {image.name}")
         options = project.pack_options(progress=not console.is_quiet())
         used = pack(staging, image, options, backend)
@@ -202,7 +203,6 @@ def build(directory: Path, *, backend: str | None = None, force: bool = False, d
     finally:
         console.info(f"[3/3] removing the staging directory {staging}")
         _remove_staging(staging)
-    write_scripts(project.directory, project.env_prefix, build_plan.env.variables if build_plan.env else {}, env_kind)
     size = image.stat().st_size
     console.info(f"built {image} ({console.human_bytes(size)}) in {time.monotonic() - started:.1f} s; "
                  f"use it with `cnd exec -- CMD` or `source ./activate`")

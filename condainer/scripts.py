@@ -32,7 +32,8 @@ def _q(value: object) -> str:
     return shlex.quote(str(value))
 
 
-def activate_text(project_dir: Path, prefix: Path, env_vars: dict[str, str], env_kind: str) -> str:
+def activate_text(project_dir: Path, prefix: Path, env_vars: dict[str, str], env_kind: str,
+                  hooks: list[str]) -> str:
     cnd = f"{_q(sys.executable)} -m condainer"
     names = SAVED + sorted(env_vars)
     lines = [
@@ -59,11 +60,7 @@ def activate_text(project_dir: Path, prefix: Path, env_vars: dict[str, str], env
             "export CONDA_SHLVL=1",
         ]
         lines += [f"export {k}={_q(v)}" for k, v in sorted(env_vars.items())]
-        lines += [
-            f'for _cnd_f in {_q(prefix / "etc/conda/activate.d")}/*.sh; do',
-            '    [ -f "$_cnd_f" ] && . "$_cnd_f"',
-            "done",
-        ]
+        lines += [f". {_q(prefix / 'etc/conda/activate.d' / h)}" for h in hooks]
     lines += [
         "unset _cnd_f _cnd_v",
         "unset -f _condainer_save",
@@ -73,16 +70,14 @@ def activate_text(project_dir: Path, prefix: Path, env_vars: dict[str, str], env
     return "\n".join(lines)
 
 
-def deactivate_text(prefix: Path) -> str:
+def deactivate_text(prefix: Path, hooks: list[str]) -> str:
     lines = [
         "# condainer: `source ./deactivate` restores the environment from before `source ./activate`.",
         'if [ -z "${_CONDAINER_ACTIVE:-}" ]; then',
         '    echo "condainer: no condainer environment is active" >&2',
         "    return 1 2>/dev/null || exit 1",
         "fi",
-        f'for _cnd_f in {_q(prefix / "etc/conda/deactivate.d")}/*.sh; do',
-        '    [ -f "$_cnd_f" ] && . "$_cnd_f"',
-        "done",
+        *[f". {_q(prefix / 'etc/conda/deactivate.d' / h)}" for h in hooks],
         _RESTORE_FN,
         "_condainer_restore_saved() {",
         "    # word splitting of the saved list is intended; zsh needs it asked for (undone on return)",
@@ -99,11 +94,23 @@ def deactivate_text(prefix: Path) -> str:
     return "\n".join(lines)
 
 
-def write_scripts(project_dir: Path, prefix: Path, env_vars: dict[str, str], env_kind: str) -> list[Path]:
-    """Write both scripts; ENV_KIND ('conda', 'venv', 'plain') is read from the staged env before it goes."""
+def conda_hooks(prefix: Path, which: str) -> list[str]:
+    """Names of the etc/conda/{activate,deactivate}.d/*.sh scripts of PREFIX, in the order conda runs them."""
+    d = prefix / "etc" / "conda" / which
+    return sorted(p.name for p in d.glob("*.sh")) if d.is_dir() else []
+
+
+def write_scripts(project_dir: Path, prefix: Path, env_vars: dict[str, str], staged: Path) -> list[Path]:
+    """Write both scripts for PREFIX; what kind of env it is and which hooks it has is read from the
+    staged copy STAGED (the same tree, before the staging directory is removed)."""
+    from condainer.activation import kind
+
+    env_kind = kind(staged)
     written = []
-    for name, text in (("activate", activate_text(project_dir, prefix, env_vars, env_kind)),
-                       ("deactivate", deactivate_text(prefix))):
+    for name, text in (
+        ("activate", activate_text(project_dir, prefix, env_vars, env_kind, conda_hooks(staged, "activate.d"))),
+        ("deactivate", deactivate_text(prefix, conda_hooks(staged, "deactivate.d"))),
+    ):
         path = project_dir / name
         path.write_text(text)
         path.chmod(0o644)

@@ -129,7 +129,14 @@ def test_conda_project_from_local_channel(tmp_path, mount_base, conda_channel):
         assert lines[0] == f"1 42 {mp}"
         assert lines[1] == f"prefix={mp}", "the prefix placeholder must hold the mount path"
         assert lines[2] == f"hello from {mp}/bin/hello"
+        script = ('export DEMO_VAR=old\nsource ./activate || exit 11\n'
+                  'echo "$HELLO_ACTIVE $DEMO_VAR $CONDA_PREFIX $(command -v hello)"\n'
+                  'source ./deactivate || exit 12\necho "${HELLO_ACTIVE:-unset} $DEMO_VAR ${CONDA_PREFIX:-unset}"\n')
+        r = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines() == [f"1 42 {mp} {mp}/bin/hello", "unset old unset"]
     finally:
+        cnd("umount", cwd=tmp_path)
         force_unmount(mp)
 
 
