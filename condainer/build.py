@@ -186,15 +186,18 @@ def build(directory: Path, *, backend: str | None = None, force: bool = False, d
         actions.do(f"remove {staging}; write {project.activate_script} and {project.deactivate_script}", lambda: None)
         return image
     started = time.monotonic()
+    steps: dict[str, float] = {}
     _prepare_staging(staging)
     try:
-        console.info(f"[1/3] building the environment in {staging}")
+        console.info(f"[1/3] building the environment in {staging} with {build_plan.describe()}")
         _install(project, build_plan, staging)
         write_scripts(project.directory, project.env_prefix,
                       build_plan.env.variables if build_plan.env else {}, project.env_prefix)
+        steps["environment"] = time.monotonic() - started
         console.info(f"[2/3] packing it into {image.name}")
         options = project.pack_options(progress=not console.is_quiet())
         used = pack(staging, image, options, backend)
+        steps["pack"] = time.monotonic() - started - steps["environment"]
         console.info(f"      packed with the {used} backend")
     except CondainerError:
         raise
@@ -202,8 +205,11 @@ def build(directory: Path, *, backend: str | None = None, force: bool = False, d
         raise BuildError(f"build failed: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from exc
     finally:
         console.info(f"[3/3] removing the staging directory {staging}")
+        cleanup_start = time.monotonic()
         _remove_staging(staging)
+        steps["cleanup"] = time.monotonic() - cleanup_start
     size = image.stat().st_size
-    console.info(f"built {image} ({console.human_bytes(size)}) in {time.monotonic() - started:.1f} s; "
-                 f"use it with `cnd exec -- CMD` or `source ./activate`")
+    split = ", ".join(f"{k} {v:.1f} s" for k, v in steps.items())
+    console.info(f"built {image} ({console.human_bytes(size)}) in {time.monotonic() - started:.1f} s ({split})")
+    console.info(f"use it with `cnd exec -- CMD` or `source {project.activate_script}`")
     return image
