@@ -128,17 +128,18 @@ def clean_stale(path: os.PathLike | str) -> bool:
 def check_mountpoint(path: os.PathLike | str, *, must_be_empty: bool = True) -> Path:
     """Refuse a mount point that is missing, not a directory, a symlink, not empty or already mounted."""
     p = Path(path).absolute()
+    # Ask the mount table first: lstat on a stale mount fails with ENOTCONN.
+    current = state(p)
+    if current == "stale":
+        raise MountError(f"{p} is a stale mount (its daemon died): run `cnd image umount {p}` first")
+    if current == "mounted":
+        raise MountError(f"{p} is already a mount point")
     if not os.path.lexists(p):
         raise MountError(f"mount point {p} does not exist")
     if p.is_symlink():
         raise MountError(f"mount point {p} is a symlink: refusing to mount there")
     if not p.is_dir():
         raise MountError(f"mount point {p} is not a directory")
-    current = state(p)
-    if current == "stale":
-        raise MountError(f"{p} is a stale mount (its daemon died): run `cnd image umount {p}` first")
-    if current == "mounted":
-        raise MountError(f"{p} is already a mount point")
     if must_be_empty:
         try:
             with os.scandir(p) as it:
