@@ -53,19 +53,21 @@ def measure(cluster, command: list[str], ranks: int, cwd, timeout: float = 300) 
     return {"first": stamps[0] - start, "last": stamps[-1] - start, "srun": end - start}
 
 
-def run(cluster, project_dir, cnd: list[str], *, ranks: list[int], backends: list[str], repeat: int,
+def run(cluster, project_dir, cnd_exec, *, ranks: list[int], backends: list[str], repeat: int,
         accepted: list[str]) -> list[dict]:
-    """Every measurement as one row: {"what", "ranks", "first", "last", "srun"} (medians) or "skipped"."""
+    """Every measurement as one row: {"what", "ranks", "first", "last", "srun"} (medians) or "skipped".
+
+    ``cnd_exec(backend, *command)`` gives the argv of `cnd exec`; ``accepted``: the backends it can use.
+    """
     rows = []
     variants = [("srun python", [sys.executable, "-c", PROBE])]
     for backend in backends:
-        option = ["--backend", backend] if len(accepted) > 1 else []
-        command = [*cnd, "exec", *option, "--", "python", "-c", PROBE]
+        command = cnd_exec(backend, "python", "-c", PROBE)
         variants.append((f"cnd exec {backend}", command if backend in accepted else None))
     for what, command in variants:
         for n in ranks:
             if command is None:
-                rows.append({"what": what, "ranks": n, "skipped": "cnd exec has no --backend yet"})
+                rows.append({"what": what, "ranks": n, "skipped": "backend not available in this cnd"})
                 continue
             runs = [measure(cluster, command, n, project_dir) for _ in range(repeat)]
             rows.append({"what": what, "ranks": n,
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         project_dir = args.project
         if project_dir is None:
             project_dir = project.build_six_project(cluster.state / "project").path
-        rows = run(cluster, project_dir.resolve(), project.CND, ranks=[int(n) for n in args.ranks.split(",")],
+        rows = run(cluster, project_dir.resolve(), project.cnd_exec, ranks=[int(n) for n in args.ranks.split(",")],
                    backends=args.backends.split(","), repeat=args.repeat, accepted=project.exec_backends())
     finally:
         cluster.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import pathlib
 import shlex
@@ -30,10 +31,21 @@ def cnd_commands() -> set[str]:
 
 
 @functools.cache
+def _exec_help() -> str:
+    return subprocess.run([*CND, "exec", "--help"], capture_output=True, text=True, timeout=60).stdout
+
+
 def exec_backends() -> list[str]:
-    """Backends ``cnd exec`` accepts (["native", "python"] once --backend exists)."""
-    out = subprocess.run([*CND, "exec", "--help"], capture_output=True, text=True, timeout=60).stdout
-    return ["native", "python"] if "--backend" in out else ["native"]
+    """Backends `cnd exec` can use: ["native", "python"] once --backend and the Python FUSE reader exist."""
+    if "--backend" not in _exec_help() or importlib.util.find_spec("condainer.fs.fuse") is None:
+        return ["native"]
+    return ["native", "python"]
+
+
+def cnd_exec(backend: str, *command: str, cnd: list[str] = CND) -> list[str]:
+    """`cnd exec [--backend BACKEND] -- COMMAND` (the option only where cnd has it; native is its default)."""
+    option = ["--backend", backend] if "--backend" in _exec_help() else []
+    return [*cnd, "exec", *option, "--", *command]
 
 
 def build_six_project(path: pathlib.Path, cnd: list[str] = CND) -> Project:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 from .conftest import REPO
-from .project import CND, exec_backends
+from .project import cnd_exec, exec_backends
 
 
 def load_benchmark():
@@ -17,7 +17,7 @@ def load_benchmark():
 
 def test_benchmark_measures_every_cell(slurm, project):
     bench = load_benchmark()
-    rows = bench.run(slurm, project.path, CND, ranks=[1, 4], backends=["native", "python"], repeat=1,
+    rows = bench.run(slurm, project.path, cnd_exec, ranks=[1, 4], backends=["native", "python"], repeat=1,
                      accepted=exec_backends())
     assert [(r["what"], r["ranks"]) for r in rows] == [
         (what, n) for what in ("srun python", "cnd exec native", "cnd exec python") for n in (1, 4)
