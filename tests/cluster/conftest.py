@@ -1,9 +1,9 @@
-"""Session fixtures for the cluster tests: one real Slurm for the whole session, one built project.
+"""Fixtures for the cluster tests: one real Slurm for all of tests/cluster, one built project.
 
 The cluster has four nodes on this machine, each slurmd in its own mount and UTS namespace with a
 private tmpfs on /tmp: ``vm`` (this host's short name, partition ``single``, the default) and
 ``cn1``..``cn3`` (partition ``multi``), on loopback addresses 127.0.0.1 and 127.0.1.1-3.
-Everything is torn down at the end of the session, whatever happened (see slurm.py).
+Everything is torn down after the last cluster test, whatever happened (see slurm.py).
 """
 
 from __future__ import annotations
@@ -23,9 +23,15 @@ MULTI_NODES = ("cn1", "cn2", "cn3")
 
 
 def pytest_collection_modifyitems(items):
+    here = pathlib.Path(__file__).parent
     for item in items:
-        if pathlib.Path(str(item.fspath)).parent == pathlib.Path(__file__).parent:
+        if pathlib.Path(str(item.fspath)).parent == here:
             item.add_marker(pytest.mark.cluster)
+    # The harness's own tests first: when Slurm itself misbehaves, they say so before cnd is blamed.
+    slots = [i for i, item in enumerate(items) if pathlib.Path(str(item.fspath)).parent == here]
+    ours = sorted((items[i] for i in slots), key=lambda item: pathlib.Path(str(item.fspath)).name != "test_harness.py")
+    for i, item in zip(slots, ours, strict=True):
+        items[i] = item
 
 
 _TIMINGS: list[str] = []
@@ -49,7 +55,8 @@ def _install_slurm() -> None:
         raise ClusterUnavailable(f"scripts/install-slurm.sh failed: {result.stderr.strip()[-500:]}")
 
 
-@pytest.fixture(scope="session")
+# Package scope: one Slurm for all of tests/cluster, stopped as soon as its last test is done.
+@pytest.fixture(scope="package")
 def slurm():
     """A running Slurm cluster; the cluster tests skip only if Slurm cannot be installed or started."""
     try:
@@ -76,7 +83,7 @@ def slurm():
 
 # -- condainer ------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def project(slurm):
     """A pip project (requirements.txt: six) built once into its image, on the "shared file system".
 

@@ -13,7 +13,9 @@ Facts measured here (Debian 12, Slurm 22.05): proctrack/cgroup cannot start task
 proctrack/linuxproc and task/none; a node declares more CPUs than the machine has
 (SlurmdParameters=config_overrides) so 64 ranks fit on 2 cores; munged's key must be mode 0400 and
 its socket directory world-executable; a failed task launch can hang srun, so every srun the tests
-run has a timeout.
+run has a timeout. Several slurmd on one host work: Debian's Slurm is built with multiple-slurmd
+(`scontrol show config` says MULTIPLE_SLURMD = Yes), and each slurmd here has its own -N name,
+NodeAddr (127.0.1.N), Port, spool directory (%n) and log, so nothing is shared but the machine.
 """
 
 from __future__ import annotations

@@ -165,7 +165,11 @@ def test_next_exec_works_after_a_killed_step(slurm, project, backend, how, barri
                        cwd=project.path)
     assert result.returncode == 0, result.stderr
     check_six_output(result.stdout, project, 4, {node.name: 4})
-    assert len(project.mount_log(node)) - before == 1
+    # After SIGKILL the stale mount had to be replaced. After scancel the execs may have unmounted on
+    # SIGTERM, or left a live mount (busy while the other ranks died, or cut short by SIGKILL after
+    # KillWait) that this step reused.
+    mounted = len(project.mount_log(node)) - before
+    assert mounted == 1 if how == "sigkill" else mounted <= 1, project.mount_log(node)[before:]
     assert_idle(project, node)
 
 
