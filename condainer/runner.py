@@ -88,7 +88,7 @@ def _release(project: Project, sessions: NodeSessions, pid: int) -> None:
     step = slurm.current_step()
     with sessions.locked():
         sessions.remove(pid)
-        step_over = sessions.step_done(*step) if step else True
+        step_over = sessions.step_done(step[0], step[2], step[1]) if step else True
         if sessions.active() or sessions.pinned:
             return
         if not step_over:
