@@ -101,6 +101,11 @@ class Project:
         return [u.name for state in self.state_dirs(node) if (state / "users").is_dir()
                 for u in (state / "users").iterdir()]
 
+    def open_steps(self, node: Node) -> list[str]:
+        """Slurm steps cnd still counts as having tasks to come on ``node`` (its steps/ directory)."""
+        return [d.name for state in self.state_dirs(node) if (state / "steps").is_dir()
+                for d in (state / "steps").iterdir()]
+
     def mounts(self, node: Node) -> list[str]:
         """Lines of ``node``'s mount table at this project's mount point."""
         return [line for line in node.mountinfo().splitlines() if line.split()[4] == self.mountpoint]

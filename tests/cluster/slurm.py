@@ -68,7 +68,7 @@ def free_port(addr: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: get SIGTERM when the test process dies, even by SIGKILL."""
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -185,7 +185,7 @@ class SlurmCluster:
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         log = open(self.state / "log" / f"{name}.out", "ab")  # noqa: SIM115 (the child owns it)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=self.env, preexec_fn=_die_with_parent)
+                                env=self.env, preexec_fn=die_with_parent)
         log.close()
         self.daemons.append((name, proc))
         # Recorded on disk too, so a later run can reap this one if the test process is SIGKILLed.
@@ -343,7 +343,7 @@ class SlurmCluster:
         group is killed and the step cancelled, then TimeoutExpired is raised.
         """
         proc = subprocess.Popen(argv, env={**self.env, **(env or {})}, cwd=cwd, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent)
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

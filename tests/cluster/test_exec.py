@@ -17,31 +17,11 @@ import pytest
 
 from .conftest import MULTI_NODES, record_timing
 from .project import cnd_exec, exec_backends
+from .slurm import die_with_parent
 
 SRUN_TIMEOUT = 120
 SIX_PROBE = ("import os, six; "
              "print(os.environ['SLURM_PROCID'], os.environ['SLURMD_NODENAME'], six.__version__, six.__file__)")
-
-
-def six_probe_with_barrier(directory) -> str:
-    """SIX_PROBE, after waiting until every rank of the step is running inside `cnd exec`.
-
-    With all ranks alive at once, "one mount" tests the lock (many execs starting together), not
-    whether a rank that finishes before another starts lets the mount go (see the staggered test).
-    """
-    return ("import os, time; d = " + repr(str(directory)) + "; n = int(os.environ['SLURM_STEP_NUM_TASKS']); "
-            "os.makedirs(d, exist_ok=True); open(os.path.join(d, os.environ['SLURM_PROCID']), 'w').close(); "
-            "t = time.monotonic() + 60\n"
-            "while len(os.listdir(d)) < n and time.monotonic() < t: time.sleep(0.05)\n" + SIX_PROBE)
-
-
-_BARRIERS = iter(range(1_000_000))
-
-
-@pytest.fixture
-def barrier(slurm):
-    """A fresh directory for six_probe_with_barrier (on the shared file system, seen by every node)."""
-    return lambda: six_probe_with_barrier(slurm.state / "barriers" / str(next(_BARRIERS)))
 
 
 @pytest.fixture(params=["native", "python"])
@@ -62,18 +42,21 @@ def check_six_output(stdout: str, project, ranks: int, nodes: dict[str, int]) ->
     assert per_node == nodes
 
 
-def assert_idle(project, node) -> None:
-    """Nothing of the project is left on ``node``: not mounted, no exec counted as running."""
+def assert_idle(project, node, steps_closed: bool = True) -> None:
+    """Nothing of the project is left on ``node``: not mounted, no exec counted as running, and (unless
+    a step was killed, whose tasks never report back) no step waiting for tasks."""
     assert project.mounts(node) == [], f"{project.mountpoint} still mounted on {node.name}"
     assert project.users(node) == [], f"reference count entries left on {node.name}: {project.users(node)}"
+    if steps_closed:
+        assert project.open_steps(node) == [], f"steps left open on {node.name}: {project.open_steps(node)}"
 
 
-def test_64_ranks_share_one_mount(slurm, project, backend, barrier):
+def test_64_ranks_share_one_mount(slurm, project, backend):
     node = slurm.nodes[slurm.default_node]
     for ranks in (1, 8, 64):
         before = len(project.mount_log(node))
         start = time.monotonic()
-        result = slurm.run(["srun", "-n", str(ranks), *cnd_exec(backend, "python", "-c", barrier())],
+        result = slurm.run(["srun", "-n", str(ranks), *cnd_exec(backend, "python", "-c", SIX_PROBE)],
                            SRUN_TIMEOUT, cwd=project.path)
         wall = time.monotonic() - start
         assert result.returncode == 0, result.stderr
@@ -85,9 +68,6 @@ def test_64_ranks_share_one_mount(slurm, project, backend, barrier):
                       f"srun {wall:.2f} s")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cnd releases the mount when its last *running* exec ends: a rank that finishes before another rank "
-    "of the same step has started lets the mount go, and the late rank mounts again"))
 def test_staggered_ranks_of_one_step_share_one_mount(slurm, project, backend):
     """Ranks of a step do not all start at once (a loaded node, a slow file system): still one mount."""
     node = slurm.nodes[slurm.default_node]
@@ -125,7 +105,7 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["sigkill", "scancel"])
-def test_next_exec_works_after_a_killed_step(slurm, project, backend, how, barrier):
+def test_next_exec_works_after_a_killed_step(slurm, project, backend, how):
     """A step dies mid-run; the next `cnd exec` on that node cleans what it left and works."""
     node = slurm.nodes[slurm.default_node]
     ready = slurm.state / f"ready-{backend}-{how}"
@@ -133,7 +113,7 @@ def test_next_exec_works_after_a_killed_step(slurm, project, backend, how, barri
     script = f"import os, time; open('{ready}/' + os.environ['SLURM_PROCID'], 'w').close(); time.sleep(300)"
     srun = subprocess.Popen(["srun", "-n", "8", *cnd_exec(backend, "python", "-c", script)], env=slurm.env,
                             cwd=project.path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            preexec_fn=die_with_parent)
     try:
         _wait_for(lambda: len(os.listdir(ready)) == 8, 60, "8 ranks running")
         assert len(project.mounts(node)) == 1
@@ -161,7 +141,7 @@ def test_next_exec_works_after_a_killed_step(slurm, project, backend, how, barri
         assert project.users(node), "expected reference count entries of the killed execs"
 
     before = len(project.mount_log(node))
-    result = slurm.run(["srun", "-n", "4", *cnd_exec(backend, "python", "-c", barrier())], SRUN_TIMEOUT,
+    result = slurm.run(["srun", "-n", "4", *cnd_exec(backend, "python", "-c", SIX_PROBE)], SRUN_TIMEOUT,
                        cwd=project.path)
     assert result.returncode == 0, result.stderr
     check_six_output(result.stdout, project, 4, {node.name: 4})
@@ -170,7 +150,7 @@ def test_next_exec_works_after_a_killed_step(slurm, project, backend, how, barri
     # KillWait) that this step reused.
     mounted = len(project.mount_log(node)) - before
     assert mounted == 1 if how == "sigkill" else mounted <= 1, project.mount_log(node)[before:]
-    assert_idle(project, node)
+    assert_idle(project, node, steps_closed=False)
 
 
 def _comm(pid: int) -> str:
@@ -181,11 +161,11 @@ def _comm(pid: int) -> str:
         return ""
 
 
-def test_sbatch_job_with_two_exec_steps(slurm, project, backend, barrier):
+def test_sbatch_job_with_two_exec_steps(slurm, project, backend):
     node = slurm.nodes[slurm.default_node]
-    steps = [shlex.join(cnd_exec(backend, "python", "-c", barrier())) for _ in range(2)]
+    step = shlex.join(cnd_exec(backend, "python", "-c", SIX_PROBE))
     script = slurm.state / f"job-{backend}.sh"
-    script.write_text(f"#!/bin/sh\nset -e\ncd {project.path}\nsrun -n 8 {steps[0]}\nsrun -n 8 {steps[1]}\n")
+    script.write_text(f"#!/bin/sh\nset -e\ncd {project.path}\nsrun -n 8 {step}\nsrun -n 8 {step}\n")
     out = slurm.state / f"job-{backend}.out"
     before = len(project.mount_log(node))
     result = slurm.run(["sbatch", "--wait", "-n", "8", "-o", str(out), str(script)], SRUN_TIMEOUT)
@@ -198,12 +178,12 @@ def test_sbatch_job_with_two_exec_steps(slurm, project, backend, barrier):
     assert_idle(project, node)
 
 
-def test_three_nodes_each_mount_once(slurm, project, backend, barrier):
+def test_three_nodes_each_mount_once(slurm, project, backend):
     nodes = [slurm.nodes[name] for name in MULTI_NODES]
     before = {node.name: len(project.mount_log(node)) for node in nodes}
     start = time.monotonic()
     result = slurm.run(["srun", "-p", "multi", "-N", "3", "-n", "48", "--ntasks-per-node=16",
-                        *cnd_exec(backend, "python", "-c", barrier())], SRUN_TIMEOUT, cwd=project.path)
+                        *cnd_exec(backend, "python", "-c", SIX_PROBE)], SRUN_TIMEOUT, cwd=project.path)
     wall = time.monotonic() - start
     assert result.returncode == 0, result.stderr
     check_six_output(result.stdout, project, 48, {name: 16 for name in MULTI_NODES})
