@@ -34,18 +34,18 @@ def pytest_collection_modifyitems(items):
         items[i] = item
 
 
-_TIMINGS: list[str] = []
+_NOTES: list[str] = []
 
 
-def record_timing(line: str) -> None:
-    """A measurement to show at the end of the session (mount times from 1 to 64 ranks, ...)."""
-    _TIMINGS.append(line)
+def report(line: str) -> None:
+    """A line for the "cluster report" at the end of the run (mount times from 1 to 64 ranks, ...)."""
+    _NOTES.append(line)
 
 
 def pytest_terminal_summary(terminalreporter):
-    if _TIMINGS:
-        terminalreporter.section("cluster timings")
-        for line in _TIMINGS:
+    if _NOTES:
+        terminalreporter.section("cluster report")
+        for line in _NOTES:
             terminalreporter.write_line(line)
 
 
