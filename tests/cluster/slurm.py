@@ -33,7 +33,6 @@ import subprocess
 import tempfile
 import time
 
-SLURM_PACKAGES = ("slurmd", "slurmctld", "slurm-client", "munge")
 # The state directory must not live under /tmp: every node mounts a private tmpfs there and could
 # not see its slurm.conf, its spool directory or the test project.
 STATE_PARENT = pathlib.Path(os.environ.get("CND_CLUSTER_STATE_PARENT", "/var/tmp"))
@@ -50,7 +49,8 @@ class Node:
     addr: str  # NodeAddr: where slurmctld and srun reach this node's slurmd
     cpus: int = 256
     port: int = 0
-    pid: int | None = None
+    pid: int | None = None  # its slurmd's
+    ns: str | None = None  # its mount namespace, e.g. "mnt:[4026532179]"
     proc: subprocess.Popen | None = None
 
     def mountinfo(self) -> str:
@@ -58,7 +58,7 @@ class Node:
         return pathlib.Path(f"/proc/{self.pid}/mountinfo").read_text()
 
     def mnt_namespace(self) -> str:
-        return os.readlink(f"/proc/{self.pid}/ns/mnt")
+        return self.ns or os.readlink(f"/proc/{self.pid}/ns/mnt")
 
 
 def free_port(addr: str = "127.0.0.1") -> int:
@@ -95,14 +95,23 @@ def reap_leftovers() -> None:
             continue
         if _alive(owner):
             continue
-        for pidfile in state.glob("*.pidrec"):
+        for record in state.glob("*.pidrec"):
             with contextlib.suppress(OSError, ValueError):
-                pid, *ns = pidfile.read_text().split()
-                _kill_namespace_and_pid(int(pid), ns)
+                pid, *ns = record.read_text().split()
+                kill_cluster_processes(state, [int(pid)], ns[0] if ns else None)
         shutil.rmtree(state, ignore_errors=True)
 
 
-def _processes_in_namespace(ns: str) -> list[int]:
+def _mentions(pid: int, text: bytes) -> bool:
+    """True if the process's command line or environment names ``text`` (our state directory)."""
+    for part in ("cmdline", "environ"):
+        with contextlib.suppress(OSError):
+            if text in pathlib.Path(f"/proc/{pid}/{part}").read_bytes():
+                return True
+    return False
+
+
+def processes_in_namespace(ns: str) -> list[int]:
     pids = []
     for entry in pathlib.Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -113,12 +122,20 @@ def _processes_in_namespace(ns: str) -> list[int]:
     return pids
 
 
-def _kill_namespace_and_pid(pid: int, ns: list[str]) -> None:
-    """SIGKILL ``pid`` and every process in mount namespace ``ns`` (when given and not our own)."""
-    own_ns = os.readlink("/proc/self/ns/mnt")
-    victims = {pid}
-    if ns and ns[0] != own_ns:
-        victims.update(_processes_in_namespace(ns[0]))
+def kill_cluster_processes(state: pathlib.Path, pids: list[int], ns: str | None) -> None:
+    """SIGKILL ``pids`` and every process in mount namespace ``ns``, all only if they are this cluster's.
+
+    PIDs and namespace ids get reused: a recorded PID is killed only if its command line or
+    environment names the cluster's state directory (every daemon's arguments do, every task's
+    SLURM_CONF does, every FUSE daemon's image path does), and a namespace's processes only if one
+    of them does.
+    """
+    marker = str(state).encode()
+    victims = {pid for pid in pids if _mentions(pid, marker)}
+    if ns and ns != os.readlink("/proc/self/ns/mnt"):
+        members = processes_in_namespace(ns)
+        if any(_mentions(pid, marker) for pid in members):
+            victims.update(members)
     for victim in victims:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(victim, signal.SIGKILL)
@@ -167,8 +184,7 @@ class SlurmCluster:
                            capture_output=True)
         for node in self.nodes.values():
             if node.pid is not None:
-                with contextlib.suppress(OSError):
-                    _kill_namespace_and_pid(node.pid, [node.mnt_namespace()])
+                kill_cluster_processes(self.state, [node.pid], node.ns)
         for _name, proc in reversed(self.daemons):
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
@@ -221,7 +237,8 @@ class SlurmCluster:
                    f"slurmd {node.name} did not start")
         if proc.poll() is not None:
             raise ClusterUnavailable(f"slurmd {node.name} exited {proc.returncode}: {self.tail(f'slurmd-{node.name}.out')}")
-        (self.state / f"slurmd-{node.name}.pidrec").write_text(f"{proc.pid} {node.mnt_namespace()}\n")
+        node.ns = os.readlink(f"/proc/{node.pid}/ns/mnt")
+        (self.state / f"slurmd-{node.name}.pidrec").write_text(f"{proc.pid} {node.ns}\n")
 
     def _write_conf(self) -> None:
         s = self.state
@@ -281,7 +298,7 @@ class SlurmCluster:
 
     def processes(self, node: Node) -> list[int]:
         """Every process running on ``node`` (in its mount namespace), slurmd included."""
-        return _processes_in_namespace(node.mnt_namespace())
+        return processes_in_namespace(node.mnt_namespace())
 
     def fuse_daemons(self, node: Node) -> list[int]:
         """Processes on ``node`` holding /dev/fuse open: the daemons serving its FUSE mounts."""
@@ -359,6 +376,6 @@ def _is_slurmd_in_own_namespace(node: Node) -> bool:
     """True once the node's process has set up its namespace and exec'd slurmd."""
     try:
         comm = pathlib.Path(f"/proc/{node.pid}/comm").read_text().strip()
-        return comm == "slurmd" and node.mnt_namespace() != os.readlink("/proc/self/ns/mnt")
+        return comm == "slurmd" and os.readlink(f"/proc/{node.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
     except OSError:
         return False
