@@ -98,7 +98,8 @@ def _measure_on_own_cluster(ranks: list[int], backends: list[str], repeats: int,
     slurm, project = _load_harness()
     slurm.reap_leftovers()
     host = socket.gethostname().split(".")[0]
-    cluster = slurm.SlurmCluster([slurm.Node(host, "127.0.0.1")], {"bench": [host]}, default="bench")
+    cluster = slurm.SlurmCluster([slurm.Node(host, "127.0.0.1")], {"bench": [host]}, default="bench",
+                                 keep_visible=[REPO, sys.prefix, sys.base_prefix])
     try:
         cluster.start()
         if project_dir is None:

@@ -8,9 +8,11 @@ Everything is torn down after the last cluster test, whatever happened (see slur
 
 from __future__ import annotations
 
+import os
 import pathlib
 import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -56,6 +58,11 @@ def _install_slurm() -> None:
 
 
 # Package scope: one Slurm for all of tests/cluster, stopped as soon as its last test is done.
+def task_paths() -> list[str]:
+    """What every rank needs to see: this checkout (PYTHONPATH) and the interpreter running the tests."""
+    return [str(REPO), sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))]
+
+
 @pytest.fixture(scope="package")
 def slurm():
     """A running Slurm cluster; the cluster tests skip only if Slurm cannot be installed or started."""
@@ -66,7 +73,8 @@ def slurm():
     reap_leftovers()
     host = socket.gethostname().split(".")[0]
     nodes = [Node(host, "127.0.0.1")] + [Node(n, f"127.0.1.{i}") for i, n in enumerate(MULTI_NODES, 1)]
-    cluster = SlurmCluster(nodes, {"single": [host], "multi": list(MULTI_NODES)}, default="single")
+    cluster = SlurmCluster(nodes, {"single": [host], "multi": list(MULTI_NODES)}, default="single",
+                           keep_visible=task_paths())
     try:
         cluster.start()
     except ClusterUnavailable as exc:

@@ -26,6 +26,7 @@ import dataclasses
 import os
 import pathlib
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -144,8 +145,11 @@ def kill_cluster_processes(state: pathlib.Path, pids: list[int], ns: str | None)
 class SlurmCluster:
     """munged + slurmctld + one slurmd per node, all started by ``start()`` and ended by ``stop()``."""
 
-    def __init__(self, nodes: list[Node], partitions: dict[str, list[str]], default: str):
+    def __init__(self, nodes: list[Node], partitions: dict[str, list[str]], default: str,
+                 keep_visible: list[os.PathLike | str] = ()):
+        """``keep_visible``: paths the tasks must see even if they lie under /tmp (the checkout, the venv)."""
         self.nodes = {n.name: n for n in nodes}
+        self.keep_visible = sorted({pathlib.Path(os.path.realpath(p)) for p in keep_visible})
         self.partitions = partitions
         self.default_partition = default
         self.state = pathlib.Path(tempfile.mkdtemp(prefix=STATE_PREFIX, dir=STATE_PARENT))
@@ -227,9 +231,19 @@ class SlurmCluster:
         (self.state / "spool" / node.name).mkdir()
         # A mount namespace of its own with a private /tmp: what this node's jobs mount stays its own.
         # A UTS namespace too, so `hostname` on the node says the node's name, as on a real cluster.
-        script = (f"hostname {node.name} && mount --make-rprivate / && "
-                  "mount -t tmpfs -o mode=1777,size=2g tmpfs /tmp && "
-                  f"exec slurmd -D -N {node.name} -f {self.conf}")
+        # Paths under /tmp that the tasks need (a checkout or venv cloned there, as CI may do) are
+        # carried over the new tmpfs: bind-mounted aside first, then back at the same path.
+        keep = [p for p in self.keep_visible if p.is_relative_to("/tmp") and p != pathlib.Path("/tmp")]
+        hold = self.state / "hold" / node.name
+        aside = [f"mkdir -p {shlex.quote(str(hold / str(i)))} && mount --bind {shlex.quote(str(p))} "
+                 f"{shlex.quote(str(hold / str(i)))}" for i, p in enumerate(keep)]
+        back = [f"mkdir -p {shlex.quote(str(p))} && mount --bind {shlex.quote(str(hold / str(i)))} "
+                f"{shlex.quote(str(p))}" for i, p in enumerate(keep)]
+        script = " && ".join([
+            f"hostname {node.name}", "mount --make-rprivate /", *aside,
+            "mount -t tmpfs -o mode=1777,size=2g tmpfs /tmp", *back,
+            f"exec slurmd -D -N {node.name} -f {shlex.quote(str(self.conf))}",
+        ])
         proc = self._spawn(f"slurmd-{node.name}", ["unshare", "--mount", "--uts", "sh", "-c", script])
         node.proc = proc
         node.pid = proc.pid  # unshare and sh exec: this is slurmd's PID
