@@ -76,8 +76,7 @@ def test_64_ranks_share_one_mount(slurm, project, backend):
         new = project.mount_log(node)[before:]
         assert len(new) == 1, f"{ranks} ranks: expected one mount on {node.name}, log says {new}"
         assert_idle(project, node)
-        report(f"{backend:6s} {ranks:3d} ranks, 1 node: mount {float(new[0]['seconds']):.3f} s, "
-                      f"srun {wall:.2f} s")
+        report(f"{backend:6s} {ranks:3d} ranks, 1 node: mount {float(new[0]['seconds']):.3f} s, srun {wall:.2f} s")
 
 
 def test_staggered_ranks_of_one_step_share_one_mount(slurm, project, backend):
@@ -225,7 +224,7 @@ def test_step_where_only_some_ranks_use_cnd_exec_leaves_nothing(slurm, project, 
         check_six_output(result.stdout, project, 1, {node.name: 1})
         # A helper that unmounts once the step is over may need a moment after srun returns.
         with contextlib.suppress(AssertionError):
-            _wait_for(lambda: not project.mounts(node), 10, "the mount to go")
+            _wait_for(lambda: not project.mounts(node), 3, "the mount to go")
         assert_idle(project, node)
     finally:
         slurm.run(["srun", "-n", "1", *CND, "umount"], SRUN_TIMEOUT, cwd=project.path)
