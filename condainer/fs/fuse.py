@@ -302,8 +302,11 @@ def _make_fuse_class(mfusepy):
             node = ops.node(path)
             entries = ops.guard(ops.reader.listdir, node)
             st = c_stat()
+            # Dot entries need their inode numbers: readdir(3) drops entries whose d_ino is 0.
             st.st_mode = stat.S_IFDIR
+            st.st_ino = node.ino
             filler(buf, b".", st, 0, 0)
+            st.st_ino = node.ino if node is ops.reader.root else node.parent
             filler(buf, b"..", st, 0, 0)
             if flags & FUSE_READDIR_PLUS:
                 inode = ops.reader.inode

@@ -99,7 +99,7 @@ class Inode:
 
     __slots__ = ("ref", "ino", "type", "mode", "uid", "gid", "mtime", "nlink", "size", "rdev",
                  "xattr", "blocks_start", "fragment", "frag_offset", "sparse", "list_ref",
-                 "dir_block", "dir_offset", "parent", "target", "_index")
+                 "dir_block", "dir_offset", "parent", "target", "_index", "blocks")
 
     def __init__(self) -> None:
         self.rdev = 0
@@ -107,6 +107,7 @@ class Inode:
         self.sparse = 0
         self.target = b""
         self._index = None
+        self.blocks = 0
 
     @property
     def is_dir(self) -> bool:
@@ -122,11 +123,7 @@ class Inode:
 
     @property
     def st_blocks(self) -> int:
-        # As the kernel's fs/squashfs/inode.c reports them: 512-byte units of the file size less
-        # its sparse bytes; other types report none.
-        if self.type != 2 or self.size == 0:
-            return 0
-        return (self.size - self.sparse + 511) >> 9
+        return self.blocks
 
 
 class DirEntry:
@@ -548,8 +545,18 @@ class SquashfsReader:
             if itype > 7:
                 n.xattr = vals[1]
             n.size = 0
-        if n.xattr != INVALID_XATTR and n.xattr >= self._xattr_ids:
-            raise DamagedImage(f"{what}: xattr index {n.xattr} beyond the xattr table")
+        # st_blocks as the kernel's fs/squashfs/inode.c counts them: 512-byte units of the data
+        # (a basic file rounds up from size - 1, an extended one leaves out its sparse bytes),
+        # plus the units its xattrs take.
+        if itype == 2:
+            n.blocks = ((n.size - 1) >> 9) + 1 if n.size else 0
+        elif itype == 9:
+            n.blocks = max(0, (n.size - n.sparse + 511) >> 9)
+        if n.xattr != INVALID_XATTR:
+            if n.xattr >= self._xattr_ids:
+                raise DamagedImage(f"{what}: xattr index {n.xattr} beyond the xattr table")
+            _, _, xsize = self._table_entry(self._xattr_id_index, n.xattr, _XATTR_ID, "xattr id table")
+            n.blocks += ((xsize - 1) >> 9) + 1
         return n
 
     # -- directories -------------------------------------------------------------------------------
@@ -774,3 +781,26 @@ class SquashfsReader:
         return {"block_hits": self._blocks.hits, "block_misses": self._blocks.misses,
                 "block_bytes": self._blocks.weight, "meta_hits": self._meta.hits,
                 "meta_misses": self._meta.misses}
+
+
+def walk(reader: SquashfsReader):
+    """Every entry below the root, depth first in image order: yields (path, inode).
+
+    A directory reached twice (a directory hard link or a loop back to an ancestor) is damage, so
+    walking a hostile image ends; the stack replaces recursion, so depth costs no Python frames."""
+    seen_dirs = {reader.root.ref}
+    stack = [(b"", reader.root)]
+    while stack:
+        path, node = stack.pop()
+        children = []
+        for entry in reader.listdir(node):
+            child = reader.lookup(node, entry.name)
+            child_path = path + b"/" + entry.name
+            yield child_path, child
+            if child.is_dir:
+                if child.ref in seen_dirs:
+                    raise DamagedImage(f"directory loop: {os.fsdecode(child_path)} is a directory "
+                                       f"already reached (inode {child.ino})")
+                seen_dirs.add(child.ref)
+                children.append((child_path, child))
+        stack.extend(reversed(children))
