@@ -56,8 +56,11 @@ def main() -> int:
                 shutil.copy(path, kept)
                 print(f"FAIL {label}: {e} (kept {kept})", flush=True)
             if (i + 1) % 1000 == 0:
-                print(f"{i + 1} images, {refused} refused by check, {failures} failures, "
-                      f"{time.monotonic() - t0:.0f} s", flush=True)
+                print(
+                    f"{i + 1} images, {refused} refused by check, {failures} failures, "
+                    f"{time.monotonic() - t0:.0f} s",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"done: seed {args.seed}, {args.images} images, {failures} failures")

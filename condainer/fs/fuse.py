@@ -31,7 +31,7 @@ import threading
 import time
 
 from condainer.errors import CondainerError, ImageError, MountError, ToolMissing
-from condainer.fs.reader import DamagedImage, Inode, SquashfsReader
+from condainer.fs.reader import _IFMT, DamagedImage, Inode, SquashfsReader
 
 FSNAME_PREFIX = "condainer"
 SUBTYPE = "condainer"  # mountinfo shows fstype "fuse.condainer"
@@ -46,6 +46,11 @@ FUSE_CAP_CACHE_SYMLINKS = 1 << 23
 
 log = logging.getLogger("condainer.fuse")
 
+# Choices measured by request counts (see benchmarks/fuse_requests.py); env switches for re-measuring.
+TRACE = bool(os.environ.get("CONDAINER_FUSE_TRACE"))
+ZERO_MESSAGE_OPEN = os.environ.get("CONDAINER_FUSE_OPEN", "none") == "none"
+PASS_OPENDIR_FLAGS = True  # set by _load_mfusepy from the libfuse version
+
 
 def _load_mfusepy():
     """Import mfusepy bound to libfuse3 (it prefers libfuse2 whenever both are installed)."""
@@ -54,6 +59,8 @@ def _load_mfusepy():
         import mfusepy
     except (OSError, AttributeError) as e:
         raise ToolMissing(f"libfuse3 not usable: {e}") from None
+    global PASS_OPENDIR_FLAGS
+    PASS_OPENDIR_FLAGS = (mfusepy.fuse_version_major, mfusepy.fuse_version_minor) >= (3, 16)
     return mfusepy
 
 
@@ -85,10 +92,12 @@ def build_operations(reader: SquashfsReader, mfusepy, ready=None):
 
         # -- helpers -------------------------------------------------------------------------------
 
-        def count(self, op: str) -> None:
+        def count(self, op: str, path=None) -> None:
             if self.count_requests:
                 with self._count_lock:
                     self.counts[op] = self.counts.get(op, 0) + 1
+                if TRACE:
+                    log.info("request %s %s", op, path)
 
         def node(self, path) -> Inode:
             try:
@@ -154,9 +163,14 @@ def build_operations(reader: SquashfsReader, mfusepy, ready=None):
 
         def open(self, path, fi):
             self.count("open")
-            node = self.node(path)
             if fi.flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
                 raise FuseOSError(errno.EROFS)
+            node = self.node(path)
+            if ZERO_MESSAGE_OPEN:
+                # ENOSYS from open tells the kernel (>= 4.19) to stop sending OPEN and RELEASE and
+                # to treat every open as keep_cache (fs/fuse/file.c, fuse_file_open): two requests
+                # fewer per open, and reads find files by path.
+                raise FuseOSError(errno.ENOSYS)
             fh = next(self._fh)
             self.handles[fh] = node
             fi.fh = fh
@@ -176,9 +190,6 @@ def build_operations(reader: SquashfsReader, mfusepy, ready=None):
 
         def readdir(self, path, fh):  # see _Fuse.readdir_fuse_3
             return []
-
-        def releasedir(self, path, fh):
-            return 0
 
         def statfs(self, path):
             self.count("statfs")
@@ -213,6 +224,11 @@ def build_operations(reader: SquashfsReader, mfusepy, ready=None):
         setxattr = removexattr = symlink = truncate = unlink = utimens = write = _erofs
         fallocate = _erofs
 
+    if not PASS_OPENDIR_FLAGS:
+        # libfuse < 3.16.1 drops the flags a high-level opendir sets (fixed by libfuse commit
+        # 98eb808, "Pass cache_readdir and keep_cache from high level API"): an opendir in Python
+        # would be a round trip that buys nothing, so libfuse answers opendir alone.
+        SquashfsOperations.opendir = None
     return SquashfsOperations()
 
 
@@ -261,7 +277,7 @@ def _make_fuse_class(mfusepy):
 
         def fgetattr(self, path, buf, fip):
             ops = self.operations
-            ops.count("getattr")
+            ops.count("getattr", path)
             if fip:
                 node = ops.handles.get(fip.contents.fh)
                 if node is None:
@@ -297,33 +313,40 @@ def _make_fuse_class(mfusepy):
             return 0
 
         def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):
+            # Entries carry their position (index + 1) as offset.  With offsets, libfuse sends
+            # each READDIRPLUS entry's attributes and entry timeouts to the kernel as they are
+            # filled; without them it buffers the listing and strips the attributes again
+            # (libfuse 3.14 lib/fuse.c readdir_fill_from_list), so every name would still cost
+            # a LOOKUP.  The price: one call per kernel buffer (about 4 KiB) instead of one per
+            # directory.
             ops = self.operations
-            ops.count("readdir")
+            plus = flags & FUSE_READDIR_PLUS
+            ops.count("readdirplus" if plus else "readdir")
             node = ops.node(path)
             entries = ops.guard(ops.reader.listdir, node)
             st = c_stat()
-            # Dot entries need their inode numbers: readdir(3) drops entries whose d_ino is 0.
-            st.st_mode = stat.S_IFDIR
-            st.st_ino = node.ino
-            filler(buf, b".", st, 0, 0)
-            st.st_ino = node.ino if node is ops.reader.root else node.parent
-            filler(buf, b"..", st, 0, 0)
-            if flags & FUSE_READDIR_PLUS:
-                inode = ops.reader.inode
-                for e in entries:
-                    child = ops.guard(inode, e.ref)
+            inode = ops.reader.inode
+            end = len(entries) + 2
+            for pos in range(offset, end):
+                if pos < 2:
+                    # Dot entries need their inode numbers: readdir(3) drops entries with d_ino 0.
                     memset(ctypes.byref(st), 0, sizeof(c_stat))
-                    _fill_stat(st, child)
-                    if filler(buf, e.name, st, 0, FUSE_FILL_DIR_PLUS):
+                    st.st_mode = stat.S_IFDIR
+                    st.st_ino = node.ino if pos == 0 or node is ops.reader.root else node.parent
+                    if filler(buf, b"." if pos == 0 else b"..", st, pos + 1, 0):
                         break
-            else:
-                imode = {1: stat.S_IFDIR, 2: stat.S_IFREG, 3: stat.S_IFLNK, 4: stat.S_IFBLK,
-                         5: stat.S_IFCHR, 6: stat.S_IFIFO, 7: stat.S_IFSOCK}
-                for e in entries:
+                    continue
+                e = entries[pos - 2]
+                memset(ctypes.byref(st), 0, sizeof(c_stat))
+                if plus:
+                    _fill_stat(st, ops.guard(inode, e.ref))
+                    full = filler(buf, e.name, st, pos + 1, FUSE_FILL_DIR_PLUS)
+                else:
                     st.st_ino = e.ino
-                    st.st_mode = imode[e.type]
-                    if filler(buf, e.name, st, 0, 0):
-                        break
+                    st.st_mode = _IFMT[e.type]
+                    full = filler(buf, e.name, st, pos + 1, 0)
+                if full:
+                    break
             return 0
 
         def readlink(self, path, buf, bufsize):
@@ -364,8 +387,15 @@ def fuse_options(image: str, *, allow_other: bool = False) -> dict:
     return opts
 
 
-def serve(image: str, mountpoint: str, *, foreground: bool = True, allow_other: bool = False,
-          ready=None, reader: SquashfsReader | None = None) -> None:
+def serve(
+    image: str,
+    mountpoint: str,
+    *,
+    foreground: bool = True,
+    allow_other: bool = False,
+    ready=None,
+    reader: SquashfsReader | None = None,
+) -> None:
     """Run the FUSE loop for ``image`` at ``mountpoint`` in this process until it is unmounted."""
     mfusepy = _load_mfusepy()
     if reader is None:
@@ -373,8 +403,13 @@ def serve(image: str, mountpoint: str, *, foreground: bool = True, allow_other: 
     ops = build_operations(reader, mfusepy, ready=ready)
     fuse_cls = _make_fuse_class(mfusepy)
     try:
-        fuse_cls(ops, mountpoint, raw_fi=True, foreground=foreground,
-                 **fuse_options(image, allow_other=allow_other))
+        fuse_cls(
+            ops,
+            mountpoint,
+            raw_fi=True,
+            foreground=foreground,
+            **fuse_options(image, allow_other=allow_other),
+        )
     except RuntimeError as e:
         raise MountError(f"{mountpoint}: FUSE mount failed ({e})") from None
     finally:
@@ -417,9 +452,15 @@ def default_log_path() -> str:
     return os.path.join(base, "fuse.log")
 
 
-def mount_image(image: os.PathLike, mountpoint: os.PathLike, *, foreground: bool = False,
-                allow_other: bool = False, ready_timeout: float = 10.0,
-                log_path: os.PathLike | None = None) -> None:
+def mount_image(
+    image: os.PathLike,
+    mountpoint: os.PathLike,
+    *,
+    foreground: bool = False,
+    allow_other: bool = False,
+    ready_timeout: float = 10.0,
+    log_path: os.PathLike | None = None,
+) -> None:
     """Mount IMAGE read-only at MOUNTPOINT with the Python FUSE daemon; return when the mount is
     ready (daemon detached unless foreground) or raise ImageError/MountError with one line."""
     image = os.path.abspath(os.fspath(image))
@@ -444,8 +485,17 @@ def mount_image(image: os.PathLike, mountpoint: os.PathLike, *, foreground: bool
     env["PYTHONPATH"] = os.pathsep.join(p for p in [pkg_root, env.get("PYTHONPATH", "")] if p)
     try:
         with open(os.devnull, "rb") as devnull, open(log_path, "ab") as logf:
-            proc = subprocess.Popen(cmd, stdin=devnull, stdout=logf, stderr=logf, pass_fds=(wfd,),
-                                    start_new_session=True, cwd="/", env=env, close_fds=True)
+            proc = subprocess.Popen(
+                cmd,
+                stdin=devnull,
+                stdout=logf,
+                stderr=logf,
+                pass_fds=(wfd,),
+                start_new_session=True,
+                cwd="/",
+                env=env,
+                close_fds=True,
+            )
     finally:
         os.close(wfd)
     try:
@@ -479,8 +529,10 @@ def _wait_ready(rfd: int, proc: subprocess.Popen, timeout: float) -> str:
             chunk = os.read(rfd, 4096)
             if not chunk:
                 code = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-                return (buf.decode(errors="replace").strip()
-                        or f"FUSE daemon exited with status {code} before the mount was ready")
+                return (
+                    buf.decode(errors="replace").strip()
+                    or f"FUSE daemon exited with status {code} before the mount was ready"
+                )
             buf += chunk
             if b"\n" in buf:
                 return buf.split(b"\n", 1)[0].decode(errors="replace")
@@ -510,8 +562,10 @@ def _daemon_main(argv=None) -> int:
     args = p.parse_args(argv)
     tag = f"{os.getpid()} {args.mountpoint}"
     logging.basicConfig(
-        filename=args.log, level=logging.DEBUG if args.debug else logging.INFO,
-        format=f"%(asctime)s {tag}: %(message)s")
+        filename=args.log,
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format=f"%(asctime)s {tag}: %(message)s",
+    )
     logging.getLogger("mfusepy").setLevel(logging.WARNING)
 
     sent = False
@@ -529,8 +583,14 @@ def _daemon_main(argv=None) -> int:
     try:
         reader = SquashfsReader(args.image)
         log.info("serving %s", args.image)
-        serve(args.image, args.mountpoint, foreground=True, allow_other=args.allow_other,
-              ready=lambda: report("ok"), reader=reader)
+        serve(
+            args.image,
+            args.mountpoint,
+            foreground=True,
+            allow_other=args.allow_other,
+            ready=lambda: report("ok"),
+            reader=reader,
+        )
     except CondainerError as e:
         log.error("%s", e.message)
         report(e.message)

@@ -57,8 +57,15 @@ def image_info(image: os.PathLike) -> dict:
     try:
         with SquashfsReader(path) as reader:
             sb = reader.sb
-            counts = {"files": 0, "directories": 1, "symlinks": 0, "devices": 0, "fifos": 0,
-                      "sockets": 0, "hard_links": 0}
+            counts = {
+                "files": 0,
+                "directories": 1,
+                "symlinks": 0,
+                "devices": 0,
+                "fifos": 0,
+                "sockets": 0,
+                "hard_links": 0,
+            }
             seen = {reader.root.ref}
             file_bytes = 0
             for _, node in walk(reader):

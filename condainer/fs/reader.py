@@ -44,8 +44,15 @@ XATTR_PREFIXES = {0: b"user.", 1: b"trusted.", 2: b"security."}
 XATTR_VALUE_OOL = 0x100
 
 # Inode type -> file type bits; basic types 1-7, extended 8-14 (format.adoc "Inode Table").
-_IFMT = {1: stat.S_IFDIR, 2: stat.S_IFREG, 3: stat.S_IFLNK, 4: stat.S_IFBLK, 5: stat.S_IFCHR,
-         6: stat.S_IFIFO, 7: stat.S_IFSOCK}
+_IFMT = {
+    1: stat.S_IFDIR,
+    2: stat.S_IFREG,
+    3: stat.S_IFLNK,
+    4: stat.S_IFBLK,
+    5: stat.S_IFCHR,
+    6: stat.S_IFIFO,
+    7: stat.S_IFSOCK,
+}
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -97,9 +104,30 @@ class SuperInfo:
 class Inode:
     """One inode, as stat() should see it, plus what reading its data or listing needs."""
 
-    __slots__ = ("ref", "ino", "type", "mode", "uid", "gid", "mtime", "nlink", "size", "rdev",
-                 "xattr", "blocks_start", "fragment", "frag_offset", "sparse", "list_ref",
-                 "dir_block", "dir_offset", "parent", "target", "_index", "blocks")
+    __slots__ = (
+        "ref",
+        "ino",
+        "type",
+        "mode",
+        "uid",
+        "gid",
+        "mtime",
+        "nlink",
+        "size",
+        "rdev",
+        "xattr",
+        "blocks_start",
+        "fragment",
+        "frag_offset",
+        "sparse",
+        "list_ref",
+        "dir_block",
+        "dir_offset",
+        "parent",
+        "target",
+        "_index",
+        "blocks",
+    )
 
     def __init__(self) -> None:
         self.rdev = 0
@@ -251,8 +279,14 @@ class SquashfsReader:
     Methods raise :class:`DamagedImage` on anything the image does not allow.
     """
 
-    def __init__(self, path: os.PathLike | str, *, cache_bytes: int = 64 << 20,
-                 metadata_cache_bytes: int = 64 << 20, inode_cache_items: int = 1 << 17) -> None:
+    def __init__(
+        self,
+        path: os.PathLike | str,
+        *,
+        cache_bytes: int = 64 << 20,
+        metadata_cache_bytes: int = 64 << 20,
+        inode_cache_items: int = 1 << 17,
+    ) -> None:
         self.path = os.fspath(path)
         try:
             self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
@@ -268,11 +302,11 @@ class SquashfsReader:
             self._inodes = LRUCache(inode_cache_items)
             self._dirs = LRUCache(inode_cache_items)
             self._paths = LRUCache(inode_cache_items)
-            self._ids = self._read_lookup_table(self.sb.id_table_start, self.sb.id_count, 4,
-                                                "id table")
+            self._ids = self._read_lookup_table(self.sb.id_table_start, self.sb.id_count, 4, "id table")
             self._ids = [v for (v,) in _U32.iter_unpack(self._ids)]
-            self._fragment_index = self._read_index(self.sb.fragment_table_start,
-                                                    self.sb.fragments * 16, "fragment table")
+            self._fragment_index = self._read_index(
+                self.sb.fragment_table_start, self.sb.fragments * 16, "fragment table"
+            )
             self._xattr_start, self._xattr_id_index, self._xattr_ids = self._read_xattr_header()
             self.root = self.inode(self.sb.root_ref)
             if not self.root.is_dir:
@@ -327,14 +361,18 @@ class SquashfsReader:
         if sb.s_magic != SQUASHFS_MAGIC:
             raise DamagedImage(f"{self.path}: not a squashfs image (bad magic)")
         if (sb.s_major, sb.s_minor) != (4, 0):
-            raise DamagedImage(f"{self.path}: squashfs version {sb.s_major}.{sb.s_minor}, only 4.0 is supported")
+            raise DamagedImage(
+                f"{self.path}: squashfs version {sb.s_major}.{sb.s_minor}, only 4.0 is supported"
+            )
         if sb.compression not in COMPRESSORS:
             raise DamagedImage(f"{self.path}: unsupported compressor id {sb.compression}")
         if not (12 <= sb.block_log <= 20) or sb.block_size != 1 << sb.block_log:
             raise DamagedImage(f"{self.path}: bad block size {sb.block_size} (log {sb.block_log})")
         if sb.bytes_used > self.file_size:
-            raise DamagedImage(f"{self.path}: image truncated: superblock says {sb.bytes_used} bytes, "
-                               f"file has {self.file_size}")
+            raise DamagedImage(
+                f"{self.path}: image truncated: superblock says {sb.bytes_used} bytes, "
+                f"file has {self.file_size}"
+            )
         self.sb_end = sb.bytes_used
         for name in ("inode_table_start", "directory_table_start", "id_table_start"):
             if getattr(sb, name) >= sb.bytes_used:
@@ -344,14 +382,24 @@ class SquashfsReader:
         if sb.no_ids == 0:
             raise DamagedImage(f"{self.path}: superblock has no uid/gid table")
         return SuperInfo(
-            inodes=sb.inodes, mkfs_time=sb.mkfs_time, block_size=sb.block_size,
-            block_log=sb.block_log, fragments=sb.fragments, compression=COMPRESSORS[sb.compression],
-            compression_id=sb.compression, flags=sb.flags, id_count=sb.no_ids,
-            root_ref=sb.root_inode, bytes_used=sb.bytes_used, id_table_start=sb.id_table_start,
-            xattr_id_table_start=sb.xattr_id_table_start, inode_table_start=sb.inode_table_start,
+            inodes=sb.inodes,
+            mkfs_time=sb.mkfs_time,
+            block_size=sb.block_size,
+            block_log=sb.block_log,
+            fragments=sb.fragments,
+            compression=COMPRESSORS[sb.compression],
+            compression_id=sb.compression,
+            flags=sb.flags,
+            id_count=sb.no_ids,
+            root_ref=sb.root_inode,
+            bytes_used=sb.bytes_used,
+            id_table_start=sb.id_table_start,
+            xattr_id_table_start=sb.xattr_id_table_start,
+            inode_table_start=sb.inode_table_start,
             directory_table_start=sb.directory_table_start,
             fragment_table_start=sb.fragment_table_start,
-            export_table_start=sb.lookup_table_start)
+            export_table_start=sb.lookup_table_start,
+        )
 
     def metablock(self, pos: int) -> tuple[bytes, int]:
         """The 8 KiB metadata block stored at absolute ``pos`` and the position of the next one."""
@@ -506,8 +554,7 @@ class SquashfsReader:
             n.dir_block, n.nlink, n.size, n.dir_offset, n.parent = _DIR.unpack(raw)
         elif itype == 8:
             raw, pos, offset = self._meta_read(pos, offset, _LDIR.size, what)
-            (n.nlink, n.size, n.dir_block, n.parent, _idx_count, n.dir_offset,
-             n.xattr) = _LDIR.unpack(raw)
+            (n.nlink, n.size, n.dir_block, n.parent, _idx_count, n.dir_offset, n.xattr) = _LDIR.unpack(raw)
         elif itype == 2 or itype == 9:
             if itype == 2:
                 raw, pos, offset = self._meta_read(pos, offset, _REG.size, what)
@@ -515,8 +562,9 @@ class SquashfsReader:
                 n.nlink = 1
             else:
                 raw, pos, offset = self._meta_read(pos, offset, _LREG.size, what)
-                (n.blocks_start, n.size, n.sparse, n.nlink, n.fragment, n.frag_offset,
-                 n.xattr) = _LREG.unpack(raw)
+                (n.blocks_start, n.size, n.sparse, n.nlink, n.fragment, n.frag_offset, n.xattr) = (
+                    _LREG.unpack(raw)
+                )
             n.list_ref = (pos, offset)  # the block list follows the inode
         elif itype == 3 or itype == 10:
             raw, pos, offset = self._meta_read(pos, offset, _SYMLINK.size, what)
@@ -615,8 +663,10 @@ class SquashfsReader:
             return None
         node = self.inode(entry.ref)
         if node.type != entry.type:
-            raise DamagedImage(f"directory inode {dirnode.ino}: entry {name!r} says type "
-                               f"{entry.type}, its inode is type {node.type}")
+            raise DamagedImage(
+                f"directory inode {dirnode.ino}: entry {name!r} says type "
+                f"{entry.type}, its inode is type {node.type}"
+            )
         return node
 
     def resolve(self, path: bytes | str) -> Inode | None:
@@ -695,8 +745,7 @@ class SquashfsReader:
                 if word == 0:  # sparse block
                     parts.append(bytes(hi - lo))
                     continue
-                data = self.data_block(starts[i], word, expect,
-                                       f"inode {node.ino} data block {i}")
+                data = self.data_block(starts[i], word, expect, f"inode {node.ino} data block {i}")
             else:
                 data = self._tail(node)
             parts.append(data[lo:hi] if (lo or hi != len(data)) else data)
@@ -710,7 +759,7 @@ class SquashfsReader:
         block = self.data_block(start, word, None, what)
         if node.frag_offset + tail > len(block):
             raise DamagedImage(f"{what}: tail {node.frag_offset}+{tail} beyond the fragment block")
-        return block[node.frag_offset:node.frag_offset + tail]
+        return block[node.frag_offset : node.frag_offset + tail]
 
     def readlink(self, node: Inode) -> bytes:
         if not node.is_symlink:
@@ -724,8 +773,7 @@ class SquashfsReader:
         if node.xattr == INVALID_XATTR:
             return {}
         what = f"inode {node.ino} xattrs"
-        ref, count, size = self._table_entry(self._xattr_id_index, node.xattr, _XATTR_ID,
-                                             "xattr id table")
+        ref, count, size = self._table_entry(self._xattr_id_index, node.xattr, _XATTR_ID, "xattr id table")
         if count > 65536 or size > 1 << 26:
             raise DamagedImage(f"{what}: implausible count {count} or size {size}")
         pos = self._xattr_start + (ref >> 16)
@@ -778,9 +826,13 @@ class SquashfsReader:
         }
 
     def cache_stats(self) -> dict[str, int]:
-        return {"block_hits": self._blocks.hits, "block_misses": self._blocks.misses,
-                "block_bytes": self._blocks.weight, "meta_hits": self._meta.hits,
-                "meta_misses": self._meta.misses}
+        return {
+            "block_hits": self._blocks.hits,
+            "block_misses": self._blocks.misses,
+            "block_bytes": self._blocks.weight,
+            "meta_hits": self._meta.hits,
+            "meta_misses": self._meta.misses,
+        }
 
 
 def walk(reader: SquashfsReader):
@@ -799,8 +851,10 @@ def walk(reader: SquashfsReader):
             yield child_path, child
             if child.is_dir:
                 if child.ref in seen_dirs:
-                    raise DamagedImage(f"directory loop: {os.fsdecode(child_path)} is a directory "
-                                       f"already reached (inode {child.ino})")
+                    raise DamagedImage(
+                        f"directory loop: {os.fsdecode(child_path)} is a directory "
+                        f"already reached (inode {child.ino})"
+                    )
                 seen_dirs.add(child.ref)
                 children.append((child_path, child))
         stack.extend(reversed(children))

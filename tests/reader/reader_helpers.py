@@ -114,17 +114,19 @@ def build_tree(root: str, *, big_dir: int = 3000, seed: int = 1) -> None:
         with open(j("bigdir", f"entry_{i:05d}_{'p' * (i % 40)}"), "wb") as f:
             f.write(b"%d\n" % i)
     # varied mtimes, set last (children change their directory's mtime)
-    for i, (dirpath, dirnames, filenames) in enumerate(os.walk(root, topdown=False)):
+    for i, (dirpath, _dirnames, filenames) in enumerate(os.walk(root, topdown=False)):
         for k, name in enumerate(filenames):
             p = os.path.join(dirpath, name)
-            os.utime(p, (1_600_000_000 + i * 1000 + k, 1_600_000_000 + i * 1000 + k),
-                     follow_symlinks=False)
+            os.utime(p, (1_600_000_000 + i * 1000 + k, 1_600_000_000 + i * 1000 + k), follow_symlinks=False)
         os.utime(dirpath, (1_500_000_000 + i, 1_500_000_000 + i))
 
 
 def mksquashfs(src: str, image: str, comp: str, *extra: str) -> str:
-    subprocess.run(["mksquashfs", src, image, "-comp", comp, "-noappend", "-no-progress", "-quiet",
-                    *extra], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["mksquashfs", src, image, "-comp", comp, "-noappend", "-no-progress", "-quiet", *extra],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return image
 
 
@@ -133,8 +135,12 @@ def mksquashfs(src: str, image: str, comp: str, *extra: str) -> str:
 
 def unmount(mnt: str) -> None:
     """Unmount, whatever state the mount is in: fusermount3 -u, umount, then lazy umount."""
-    for cmd in (["fusermount3", "-u", mnt], ["umount", mnt], ["umount", "-l", mnt],
-                ["fusermount3", "-u", "-z", mnt]):
+    for cmd in (
+        ["fusermount3", "-u", mnt],
+        ["umount", mnt],
+        ["umount", "-l", mnt],
+        ["fusermount3", "-u", "-z", mnt],
+    ):
         if not os.path.ismount(mnt):
             return
         if have(cmd[0]):
@@ -161,8 +167,12 @@ def fuse_mounted(image: str, mnt: str, log_path: str | None = None):
 def kernel_mounted(image: str, mnt: str):
     os.makedirs(mnt, exist_ok=True)
     try:
-        subprocess.run(["mount", "-o", "loop,ro", "-t", "squashfs", image, mnt], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        subprocess.run(
+            ["mount", "-o", "loop,ro", "-t", "squashfs", image, mnt],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         yield mnt
     finally:
         unmount(mnt)
@@ -182,25 +192,52 @@ def snapshot(root: str, *, content: bool = True) -> dict:
         rel = stack.pop()
         path = root_b + rel
         st = os.lstat(path)
-        xattrs = tuple(sorted((n, os.getxattr(path, n, follow_symlinks=False))
-                              for n in os.listxattr(path, follow_symlinks=False)))
+        xattrs = tuple(
+            sorted(
+                (n, os.getxattr(path, n, follow_symlinks=False))
+                for n in os.listxattr(path, follow_symlinks=False)
+            )
+        )
         extra = None
         if stat.S_ISREG(st.st_mode) and content:
             with open(path, "rb") as f:
                 extra = hashlib.sha256(f.read()).hexdigest()
         elif stat.S_ISLNK(st.st_mode):
             extra = os.readlink(path)
-        out[rel or b"/"] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
-                            st.st_mtime_ns, st.st_size, st.st_nlink, st.st_rdev, st.st_ino, st.st_blocks,
-                            xattrs, extra)
+        out[rel or b"/"] = (
+            stat.S_IFMT(st.st_mode),
+            stat.S_IMODE(st.st_mode),
+            st.st_uid,
+            st.st_gid,
+            st.st_mtime_ns,
+            st.st_size,
+            st.st_nlink,
+            st.st_rdev,
+            st.st_ino,
+            st.st_blocks,
+            xattrs,
+            extra,
+        )
         if stat.S_ISDIR(st.st_mode):
             names = sorted(os.listdir(path))
             stack.extend(rel + b"/" + n for n in reversed(names))
     return out
 
 
-FIELDS = ("type", "mode", "uid", "gid", "mtime_ns", "size", "nlink", "rdev", "ino", "blocks", "xattrs",
-          "content")
+FIELDS = (
+    "type",
+    "mode",
+    "uid",
+    "gid",
+    "mtime_ns",
+    "size",
+    "nlink",
+    "rdev",
+    "ino",
+    "blocks",
+    "xattrs",
+    "content",
+)
 
 
 def diff_snapshots(a: dict, b: dict, limit: int = 20) -> list[str]:
@@ -209,7 +246,7 @@ def diff_snapshots(a: dict, b: dict, limit: int = 20) -> list[str]:
         if path not in a or path not in b:
             problems.append(f"{path!r}: only in {'first' if path in a else 'second'}")
             continue
-        for name, x, y in zip(FIELDS, a[path], b[path]):
+        for name, x, y in zip(FIELDS, a[path], b[path], strict=True):
             if x != y:
                 problems.append(f"{path!r}: {name} {x!r} != {y!r}")
         if len(problems) >= limit:

@@ -89,21 +89,48 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     elif kind == 2:
         i = rng.randrange(len(buf))
         n = rng.randint(1, 64)
-        buf[i:i + n] = rng.randbytes(min(n, len(buf) - i))
+        buf[i : i + n] = rng.randbytes(min(n, len(buf) - i))
     elif kind == 3:
         i = rng.randrange(len(buf))
-        buf[i:i + rng.randint(1, 512)] = bytes(min(512, len(buf) - i))
+        buf[i : i + rng.randint(1, 512)] = bytes(min(512, len(buf) - i))
         buf = buf[: len(data)]
     elif kind == 4:
         buf = buf[: rng.randrange(len(buf))]
     elif kind == 5:  # a superblock field
-        fields = [(0, "<I"), (4, "<I"), (12, "<I"), (16, "<I"), (20, "<H"), (22, "<H"), (24, "<H"),
-                  (26, "<H"), (28, "<H"), (32, "<Q"), (40, "<Q"), (48, "<Q"), (56, "<Q"), (64, "<Q"),
-                  (72, "<Q"), (80, "<Q"), (88, "<Q")]
+        fields = [
+            (0, "<I"),
+            (4, "<I"),
+            (12, "<I"),
+            (16, "<I"),
+            (20, "<H"),
+            (22, "<H"),
+            (24, "<H"),
+            (26, "<H"),
+            (28, "<H"),
+            (32, "<Q"),
+            (40, "<Q"),
+            (48, "<Q"),
+            (56, "<Q"),
+            (64, "<Q"),
+            (72, "<Q"),
+            (80, "<Q"),
+            (88, "<Q"),
+        ]
         off, fmt = rng.choice(fields)
         size = struct.calcsize(fmt)
-        value = rng.choice([0, 1, 2, 3, 7, 255, (1 << (8 * size)) - 1, rng.randrange(1 << (8 * size)),
-                            struct.unpack_from(fmt, buf, off)[0] + rng.choice([-1, 1, 8192])])
+        value = rng.choice(
+            [
+                0,
+                1,
+                2,
+                3,
+                7,
+                255,
+                (1 << (8 * size)) - 1,
+                rng.randrange(1 << (8 * size)),
+                struct.unpack_from(fmt, buf, off)[0] + rng.choice([-1, 1, 8192]),
+            ]
+        )
         struct.pack_into(fmt, buf, off, value % (1 << (8 * size)))
     else:  # a 16-bit field somewhere in the tables set to an extreme value
         lo = min(struct.unpack_from("<Q", buf, 64)[0], used - 2)
@@ -277,8 +304,9 @@ def test_mutated_images_mounted(bases, tmp_path):
         try:
             with fuse_mounted(path, mnt, log_path=str(tmp_path / "fuse.log")):
                 mounted += 1
-                proc = subprocess.run([sys.executable, "-c", MOUNT_WALK, mnt], capture_output=True,
-                                      timeout=60)
+                proc = subprocess.run(
+                    [sys.executable, "-c", MOUNT_WALK, mnt], capture_output=True, timeout=60
+                )
                 assert proc.returncode == 0, f"{label}: {proc.stderr.decode()[-2000:]}"
         except (ImageError, MountError) as e:
             assert "\n" not in e.message, label

@@ -27,8 +27,9 @@ from tests.reader.reader_helpers import (
     unmount,
 )
 
-pytestmark = pytest.mark.skipif(not (fuse_usable() and have("mksquashfs")),
-                                reason="needs /dev/fuse, fusermount3 and mksquashfs")
+pytestmark = pytest.mark.skipif(
+    not (fuse_usable() and have("mksquashfs")), reason="needs /dev/fuse, fusermount3 and mksquashfs"
+)
 needs_kernel = pytest.mark.skipif(not IS_ROOT, reason="kernel loop mount needs root")
 
 COMPRESSORS = ("zstd", "gzip", "xz")
@@ -122,8 +123,10 @@ def test_eight_concurrent_readers_get_correct_bytes(tree, images, mnt):
                 with open(p, "rb") as f:
                     expected[os.path.relpath(p, tree)] = hashlib.sha256(f.read()).hexdigest()
     with fuse_mounted(images["zstd"], mnt):
-        procs = [subprocess.Popen([sys.executable, "-c", READER_SCRIPT, mnt, str(i)],
-                                  stdout=subprocess.PIPE) for i in range(8)]
+        procs = [
+            subprocess.Popen([sys.executable, "-c", READER_SCRIPT, mnt, str(i)], stdout=subprocess.PIPE)
+            for i in range(8)
+        ]
         results = [p.communicate(timeout=120)[0] for p in procs]
         assert all(p.returncode == 0 for p in procs)
     for raw in results:
@@ -138,14 +141,16 @@ def test_mount_is_read_only_and_answers_errors(images, mnt):
         with pytest.raises(OSError) as e:
             open(os.path.join(mnt, "size_1"), "r+b")
         assert e.value.errno == errno.EROFS
-        for call in (lambda: os.mkdir(os.path.join(mnt, "new")),
-                     lambda: os.unlink(os.path.join(mnt, "size_1")),
-                     lambda: os.rename(os.path.join(mnt, "size_1"), os.path.join(mnt, "x")),
-                     lambda: os.symlink("a", os.path.join(mnt, "ln")),
-                     lambda: os.chmod(os.path.join(mnt, "size_1"), 0o600),
-                     lambda: os.utime(os.path.join(mnt, "size_1"), (1, 1)),
-                     lambda: open(os.path.join(mnt, "created"), "wb"),
-                     lambda: os.setxattr(os.path.join(mnt, "size_1"), "user.x", b"1")):
+        for call in (
+            lambda: os.mkdir(os.path.join(mnt, "new")),
+            lambda: os.unlink(os.path.join(mnt, "size_1")),
+            lambda: os.rename(os.path.join(mnt, "size_1"), os.path.join(mnt, "x")),
+            lambda: os.symlink("a", os.path.join(mnt, "ln")),
+            lambda: os.chmod(os.path.join(mnt, "size_1"), 0o600),
+            lambda: os.utime(os.path.join(mnt, "size_1"), (1, 1)),
+            lambda: open(os.path.join(mnt, "created"), "wb"),
+            lambda: os.setxattr(os.path.join(mnt, "size_1"), "user.x", b"1"),
+        ):
             with pytest.raises(OSError) as e:
                 call()
             assert e.value.errno == errno.EROFS
