@@ -400,6 +400,16 @@ def serve(
     mfusepy = _load_mfusepy()
     if reader is None:
         reader = SquashfsReader(image)
+    if fuse_api(mfusepy) == "low":
+        from condainer.fs.lowlevel import serve_lowlevel
+
+        opts = fuse_options(image, allow_other=allow_other)
+        text = ",".join(k if v is True else f"{k}={v}" for k, v in opts.items())
+        try:
+            serve_lowlevel(reader, mountpoint, text, mfusepy, timeout=TIMEOUT, ready=ready)
+        finally:
+            reader.close()
+        return
     ops = build_operations(reader, mfusepy, ready=ready)
     fuse_cls = _make_fuse_class(mfusepy)
     try:
@@ -414,6 +424,15 @@ def serve(
         raise MountError(f"{mountpoint}: FUSE mount failed ({e})") from None
     finally:
         reader.close()
+
+
+def fuse_api(mfusepy) -> str:
+    """"low" (libfuse3's inode-based API, the fast one) or "high" (mfusepy's path-based FUSE
+    class, for libfuse2); CONDAINER_FUSE_API=high|low overrides."""
+    forced = os.environ.get("CONDAINER_FUSE_API")
+    if forced in ("low", "high"):
+        return forced
+    return "low" if mfusepy.fuse_version_major == 3 else "high"
 
 
 def _is_mountpoint(path: str) -> bool:
