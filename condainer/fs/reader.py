@@ -283,9 +283,11 @@ class SquashfsReader:
         self,
         path: os.PathLike | str,
         *,
-        cache_bytes: int = 64 << 20,
-        metadata_cache_bytes: int = 64 << 20,
-        inode_cache_items: int = 1 << 17,
+        # The kernel keeps file pages and attributes; these caches only spare re-decompressing a
+        # block that several reads share and the metadata of a working set.
+        cache_bytes: int = 16 << 20,
+        metadata_cache_bytes: int = 32 << 20,
+        inode_cache_items: int = 1 << 16,
     ) -> None:
         self.path = os.fspath(path)
         try:
