@@ -427,7 +427,7 @@ def serve(
 
 
 def fuse_api(mfusepy) -> str:
-    """"low" (libfuse3's inode-based API, the fast one) or "high" (mfusepy's path-based FUSE
+    """ "low" (libfuse3's inode-based API, the fast one) or "high" (mfusepy's path-based FUSE
     class, for libfuse2); CONDAINER_FUSE_API=high|low overrides."""
     forced = os.environ.get("CONDAINER_FUSE_API")
     if forced in ("low", "high"):

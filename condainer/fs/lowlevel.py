@@ -46,15 +46,24 @@ def bind(mfusepy):
     if mfusepy.fuse_version_major != 3:
         raise ToolMissing("the low-level FUSE layer needs libfuse3")
     lib = mfusepy._libfuse
-    c_stat, fi_t, conn_t, c_statvfs = (mfusepy.c_stat, mfusepy.fuse_file_info, mfusepy.fuse_conn_info,
-                                       mfusepy.c_statvfs)
+    c_stat, fi_t, conn_t, c_statvfs = (
+        mfusepy.c_stat,
+        mfusepy.fuse_file_info,
+        mfusepy.fuse_conn_info,
+        mfusepy.c_statvfs,
+    )
 
     class fuse_args(ctypes.Structure):  # noqa: N801 - C name
         _fields_ = [("argc", c_int), ("argv", POINTER(c_char_p)), ("allocated", c_int)]
 
     class fuse_entry_param(ctypes.Structure):  # noqa: N801 - C name
-        _fields_ = [("ino", c_uint64), ("generation", c_uint64), ("attr", c_stat),
-                    ("attr_timeout", c_double), ("entry_timeout", c_double)]
+        _fields_ = [
+            ("ino", c_uint64),
+            ("generation", c_uint64),
+            ("attr", c_stat),
+            ("attr_timeout", c_double),
+            ("entry_timeout", c_double),
+        ]
 
     fi_p = POINTER(fi_t)
     ops_fields = [
@@ -113,9 +122,15 @@ def bind(mfusepy):
 
     api = type("LibFuse3", (), {})()
     api.fuse_args, api.entry_param, api.ops_t, api.c_stat, api.c_statvfs = (
-        fuse_args, fuse_entry_param, fuse_lowlevel_ops, c_stat, c_statvfs)
-    api.session_new = fn("fuse_session_new", c_void_p, POINTER(fuse_args), POINTER(fuse_lowlevel_ops),
-                         c_size_t, c_void_p)
+        fuse_args,
+        fuse_entry_param,
+        fuse_lowlevel_ops,
+        c_stat,
+        c_statvfs,
+    )
+    api.session_new = fn(
+        "fuse_session_new", c_void_p, POINTER(fuse_args), POINTER(fuse_lowlevel_ops), c_size_t, c_void_p
+    )
     api.session_mount = fn("fuse_session_mount", c_int, c_void_p, c_char_p)
     api.session_unmount = fn("fuse_session_unmount", None, c_void_p)
     api.session_destroy = fn("fuse_session_destroy", None, c_void_p)
@@ -132,18 +147,35 @@ def bind(mfusepy):
     api.reply_buf = fn("fuse_reply_buf", c_int, req_t, c_void_p, c_size_t)
     api.reply_statfs = fn("fuse_reply_statfs", c_int, req_t, POINTER(c_statvfs))
     api.reply_xattr = fn("fuse_reply_xattr", c_int, req_t, c_size_t)
-    api.add_direntry = fn("fuse_add_direntry", c_size_t, req_t, c_void_p, c_size_t, c_char_p,
-                          POINTER(c_stat), c_off_t)
-    api.add_direntry_plus = fn("fuse_add_direntry_plus", c_size_t, req_t, c_void_p, c_size_t, c_char_p,
-                               POINTER(fuse_entry_param), c_off_t)
+    api.add_direntry = fn(
+        "fuse_add_direntry", c_size_t, req_t, c_void_p, c_size_t, c_char_p, POINTER(c_stat), c_off_t
+    )
+    api.add_direntry_plus = fn(
+        "fuse_add_direntry_plus",
+        c_size_t,
+        req_t,
+        c_void_p,
+        c_size_t,
+        c_char_p,
+        POINTER(fuse_entry_param),
+        c_off_t,
+    )
     return api
 
 
 class LowLevelFS:
     """Request handlers over a reader; every handler sends exactly one reply."""
 
-    def __init__(self, reader: SquashfsReader, api, *, timeout: float, ready=None,
-                 count_requests: bool = False, damaged: set | None = None) -> None:
+    def __init__(
+        self,
+        reader: SquashfsReader,
+        api,
+        *,
+        timeout: float,
+        ready=None,
+        count_requests: bool = False,
+        damaged: set | None = None,
+    ) -> None:
         self.reader = reader
         self.api = api
         self.timeout = timeout
@@ -363,12 +395,21 @@ class LowLevelFS:
         return ops
 
 
-def serve_lowlevel(reader: SquashfsReader, mountpoint: str, options: str, mfusepy, *, timeout: float,
-                   ready=None, threads: bool = True) -> None:
+def serve_lowlevel(
+    reader: SquashfsReader,
+    mountpoint: str,
+    options: str,
+    mfusepy,
+    *,
+    timeout: float,
+    ready=None,
+    threads: bool = True,
+) -> None:
     """Mount and serve until unmounted (or SIGTERM/SIGHUP); raises MountError if mounting fails."""
     api = bind(mfusepy)
-    fs = LowLevelFS(reader, api, timeout=timeout, ready=ready,
-                    count_requests=bool(os.environ.get("CONDAINER_FUSE_STATS")))
+    fs = LowLevelFS(
+        reader, api, timeout=timeout, ready=ready, count_requests=bool(os.environ.get("CONDAINER_FUSE_STATS"))
+    )
     argv_list = [b"condainer", b"-o", options.encode()]
     argv = (c_char_p * len(argv_list))(*argv_list)
     args = api.fuse_args(len(argv_list), argv, 0)

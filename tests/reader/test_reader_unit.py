@@ -1,0 +1,93 @@
+"""The reader in-process: lazy open, ranged reads against the source files, lz4, info."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+
+import pytest
+
+from condainer.errors import ImageError
+from condainer.fs.check import check_image
+from condainer.fs.info import image_info
+from condainer.fs.reader import SquashfsReader, walk
+from tests.reader.reader_helpers import have, mksquashfs
+
+pytestmark = pytest.mark.skipif(not have("mksquashfs"), reason="needs mksquashfs")
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    """20,000 files in 200 directories."""
+    d = tmp_path_factory.mktemp("wide")
+    src = d / "src"
+    for i in range(200):
+        sub = src / f"d{i:03d}"
+        sub.mkdir(parents=True)
+        for k in range(100):
+            (sub / f"f{k:03d}").write_bytes(b"%d/%d\n" % (i, k))
+    return src, mksquashfs(str(src), str(d / "wide.sqfs"), "zstd")
+
+
+def test_open_reads_no_directory(wide):
+    _, img = wide
+    with SquashfsReader(img) as r:
+        # superblock, id table, fragment index, root inode: a handful of metadata blocks
+        assert r.cache_stats()["meta_misses"] <= 6
+        assert len(r._dirs) == 0
+        node = r.resolve("/d123/f045")
+        assert r.read(node, 0, 100) == b"123/45\n"
+        assert len(r._dirs) == 2  # the root and /d123, nothing else
+
+
+def test_walk_and_info_count_everything(wide):
+    _, img = wide
+    with SquashfsReader(img) as r:
+        paths = [p for p, _ in walk(r)]
+    assert len(paths) == 20_200
+    info = image_info(img)
+    assert info["files"] == 20_000 and info["directories"] == 201 and info["compression"] == "zstd"
+    assert info["block_size"] == 128 * 1024 and info["inodes"] == 20_201
+    result = check_image(img)
+    assert result.files == 20_000 and result.directories == 201
+
+
+@pytest.mark.parametrize("comp", ["zstd", "gzip", "xz", "lz4"])
+def test_ranged_reads_match_source(comp, tmp_path):
+    if comp == "lz4":
+        pytest.importorskip("lz4.block")
+    rng = random.Random(5)
+    src = tmp_path / "src"
+    src.mkdir()
+    blobs = {}
+    for n in (0, 1, 4096, 131071, 131072, 131073, 700_000):
+        data = rng.randbytes(n // 2) + b"z" * (n - n // 2)
+        (src / f"f{n}").write_bytes(data)
+        blobs[f"/f{n}"] = data
+    img = mksquashfs(str(src), str(tmp_path / "i.sqfs"), comp)
+    with SquashfsReader(img) as r:
+        for path, data in blobs.items():
+            node = r.resolve(path)
+            assert node.size == len(data)
+            assert r.read(node, 0, len(data) + 10) == data
+            for _ in range(40):
+                off = rng.randrange(0, len(data) + 3)
+                n = rng.choice([1, 100, 131072, 300000])
+                assert r.read(node, off, n) == data[off : off + n]
+        assert r.resolve("/missing") is None and r.resolve("/f1/below") is None
+    assert hashlib.sha256(b"".join(blobs.values())).digest()
+
+
+def test_not_an_image(tmp_path):
+    p = tmp_path / "x.sqfs"
+    p.write_bytes(b"\0" * 4096)
+    with pytest.raises(ImageError, match="not a squashfs image"):
+        check_image(p)
+    with pytest.raises(ImageError, match="not a squashfs image"):
+        image_info(p)
+    with pytest.raises(ImageError, match="cannot open"):
+        SquashfsReader(tmp_path / "absent.sqfs")
+    os.truncate(p, 10)
+    with pytest.raises(ImageError):
+        check_image(p)
