@@ -405,10 +405,22 @@ def serve(
 
         opts = fuse_options(image, allow_other=allow_other)
         text = ",".join(k if v is True else f"{k}={v}" for k, v in opts.items())
+        threads = os.environ.get("CONDAINER_FUSE_THREADS", "1") != "0"
+        profile_to = os.environ.get("CONDAINER_FUSE_PROFILE")  # with CONDAINER_FUSE_THREADS=0
+        profiler = None
+        if profile_to:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         try:
-            serve_lowlevel(reader, mountpoint, text, mfusepy, timeout=TIMEOUT, ready=ready)
+            serve_lowlevel(reader, mountpoint, text, mfusepy, timeout=TIMEOUT, ready=ready,
+                           threads=threads)
         finally:
             reader.close()
+            if profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(profile_to)
         return
     ops = build_operations(reader, mfusepy, ready=ready)
     fuse_cls = _make_fuse_class(mfusepy)
