@@ -460,6 +460,8 @@ def check_mount_prerequisites(mountpoint: str) -> None:
         raise ToolMissing("/dev/fuse does not exist: FUSE is not available on this system")
     if not stat.S_ISCHR(os.stat("/dev/fuse").st_mode):
         raise ToolMissing("/dev/fuse is not a character device")
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        raise ToolMissing("no permission to open /dev/fuse (ask for membership of its group)")
     if os.geteuid() != 0 and not (shutil.which("fusermount3") or shutil.which("fusermount")):
         raise ToolMissing("fusermount3 not found on PATH (package fuse3)")
     if not os.path.lexists(mountpoint):
