@@ -28,6 +28,17 @@ class CheckResult:
     xattrs: int = 0
     seconds: float = 0.0
 
+    def __str__(self) -> str:
+        return (
+            f"{self.inodes} inodes: {self.directories} directories, {self.files} files, "
+            f"{self.symlinks} symlinks, {self.others} other; {self.data_bytes / 1e6:.1f} MB of file data, "
+            f"{self.fragments} fragment blocks, {self.xattrs} xattrs read in {self.seconds:.2f} s"
+        )
+
+
+def _located(path: str, message: str) -> str:
+    return message if message.startswith(path) else f"{path}: {message}"
+
 
 def check_image(image: os.PathLike) -> CheckResult:
     """Read all of IMAGE; raise ImageError naming the first damage found."""
@@ -36,7 +47,7 @@ def check_image(image: os.PathLike) -> CheckResult:
     try:
         reader = SquashfsReader(path, cache_bytes=8 << 20)
     except DamagedImage as e:
-        raise ImageError(f"{path}: {e.message}") from None
+        raise ImageError(_located(path, e.message)) from None
     result = CheckResult(image=path, inodes=1, directories=1)
     where = "/"
     try:

@@ -88,7 +88,7 @@ def image_info(image: os.PathLike) -> dict:
                     counts["sockets"] += 1
             options = _compressor_options(reader)
     except DamagedImage as e:
-        raise ImageError(f"{path}: {e.message}") from None
+        raise ImageError(e.message if e.message.startswith(path) else f"{path}: {e.message}") from None
     return {
         "image": path,
         "image_bytes": os.path.getsize(path),
