@@ -240,6 +240,14 @@ def test_directory_loop_is_damage_not_a_hang(bases, tmp_path):
     with pytest.raises(ImageError, match="directory loop"):
         check_image(p)
     full_walk(str(p))
+    if fuse_usable():
+        mnt = str(tmp_path / "mnt")
+        os.makedirs(mnt)
+        with fuse_mounted(str(p), mnt, log_path=str(tmp_path / "fuse.log")):
+            proc = subprocess.run([sys.executable, "-c", MOUNT_WALK, mnt], capture_output=True, timeout=60)
+            assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+            os.statvfs(mnt)  # the daemon survived the walk
+        assert not os.path.ismount(mnt)
 
 
 class SquashfsReader_from_bytes:  # noqa: N801 - a tiny context helper
