@@ -312,6 +312,12 @@ def _make_fuse_class(mfusepy):
             fi.cache_readdir = 1  # the kernel answers later getdents from its own copy
             return 0
 
+        def readdir_fuse_2(self, path, buf, filler, offset, fip):
+            # libfuse2's filler takes no flags argument.
+            return self.readdir_fuse_3(
+                path, buf, lambda b, n, st, off, fl: filler(b, n, st, off), offset, fip, 0
+            )
+
         def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):
             # Entries carry their position (index + 1) as offset.  With offsets, libfuse sends
             # each READDIRPLUS entry's attributes and entry timeouts to the kernel as they are
@@ -414,8 +420,7 @@ def serve(
             profiler = cProfile.Profile()
             profiler.enable()
         try:
-            serve_lowlevel(reader, mountpoint, text, mfusepy, timeout=TIMEOUT, ready=ready,
-                           threads=threads)
+            serve_lowlevel(reader, mountpoint, text, mfusepy, timeout=TIMEOUT, ready=ready, threads=threads)
         finally:
             reader.close()
             if profiler is not None:
