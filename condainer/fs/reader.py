@@ -712,8 +712,10 @@ class SquashfsReader:
         if count * (bs // 2) > self.sb_end * 1024 + (1 << 40):
             raise DamagedImage(f"{what}: file size {node.size} is implausible")
         if count:
-            if count * 4 > self.sb.directory_table_start - self.sb.inode_table_start:
-                raise DamagedImage(f"{what}: block list larger than the inode table")
+            # Each metadata block takes at least 3 bytes on disk and holds at most 8 KiB.
+            table = self.sb.directory_table_start - self.sb.inode_table_start
+            if count * 4 > (table // 3 + 1) * METADATA_SIZE:
+                raise DamagedImage(f"{what}: block list larger than the inode table can hold")
             raw, _, _ = self._meta_read(*node.list_ref, 4 * count, f"{what} block list")
             words = [w for (w,) in _U32.iter_unpack(raw)]
         else:

@@ -91,3 +91,32 @@ def test_not_an_image(tmp_path):
     os.truncate(p, 10)
     with pytest.raises(ImageError):
         check_image(p)
+
+
+def test_file_beyond_4gib(tmp_path):
+    """An extended inode: size and sparse count past 32 bits, data past 4 GiB."""
+    src = tmp_path / "src"
+    src.mkdir()
+    huge = src / "huge"
+    with open(huge, "wb") as f:
+        f.truncate(4 * 2**30 + 5)
+        f.seek(4 * 2**30 + 12)
+        f.write(b"past 4 GiB")
+    img = mksquashfs(str(src), str(tmp_path / "i.sqfs"), "zstd")
+    with SquashfsReader(img) as r:
+        node = r.resolve("/huge")
+        assert node.size == 4 * 2**30 + 22
+        assert r.read(node, 4 * 2**30 + 10, 100) == b"\0\0past 4 GiB"
+        assert r.read(node, 2**31, 8) == bytes(8)
+    from tests.reader.reader_helpers import IS_ROOT, fuse_mounted, fuse_usable, kernel_mounted
+
+    if IS_ROOT and fuse_usable():
+        with kernel_mounted(img, str(tmp_path / "k")) as k, fuse_mounted(img, str(tmp_path / "f")) as m:
+            for root in (k, m):
+                st = os.stat(os.path.join(root, "huge"))
+                assert (st.st_size, st.st_blocks) == (
+                    os.stat(os.path.join(k, "huge")).st_size,
+                    os.stat(os.path.join(k, "huge")).st_blocks,
+                )
+                with open(os.path.join(root, "huge"), "rb") as f:
+                    assert os.pread(f.fileno(), 20, 4 * 2**30 + 8) == bytes(4) + b"past 4 GiB"
