@@ -151,8 +151,8 @@ def build_operations(reader: SquashfsReader, mfusepy, ready=None):
 
         # -- reads ---------------------------------------------------------------------------------
 
-        def getattr(self, path, fh=None):  # only its presence matters: _Fuse.fgetattr answers
-            return self.node(path)
+        def getattr(self, path, fh=None):  # _Fuse.fgetattr answers without this dict
+            return self.reader.getattr(self.node(path))
 
         def readlink(self, path):
             self.count("readlink")

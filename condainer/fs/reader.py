@@ -693,6 +693,22 @@ class SquashfsReader:
             self._paths.put(path, node)
         return node
 
+    def getattr(self, node: Inode) -> dict[str, int]:
+        """stat() of an inode as the kernel's squashfs reports it (one mtime serves all times)."""
+        return {
+            "st_ino": node.ino,
+            "st_mode": node.mode,
+            "st_nlink": node.nlink,
+            "st_uid": node.uid,
+            "st_gid": node.gid,
+            "st_rdev": node.rdev,
+            "st_size": node.size,
+            "st_blocks": node.blocks,
+            "st_atime": node.mtime,
+            "st_mtime": node.mtime,
+            "st_ctime": node.mtime,
+        }
+
     def listdir(self, dirnode: Inode) -> list[DirEntry]:
         return self.listing(dirnode)[0]
 

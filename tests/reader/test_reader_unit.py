@@ -120,3 +120,17 @@ def test_file_beyond_4gib(tmp_path):
                 )
                 with open(os.path.join(root, "huge"), "rb") as f:
                     assert os.pread(f.fileno(), 20, 4 * 2**30 + 8) == bytes(4) + b"past 4 GiB"
+
+
+def test_getattr_matches_lstat_of_the_source(tmp_path):
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_bytes(b"12345")
+    os.symlink("d/f", src / "l")
+    os.utime(src / "d" / "f", (1_000_000_000, 1_000_000_000))
+    img = mksquashfs(str(src), str(tmp_path / "i.sqfs"), "gzip")
+    with SquashfsReader(img) as r:
+        for rel in ("d/f", "l"):  # a directory's size is its listing size in squashfs
+            a = r.getattr(r.resolve("/" + rel))
+            st = os.lstat(src / rel)
+            assert (a["st_mode"], a["st_size"], a["st_mtime"]) == (st.st_mode, st.st_size, int(st.st_mtime))
