@@ -513,6 +513,10 @@ def mount_image(
 
     log_path = os.fspath(log_path) if log_path else default_log_path()
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    try:
+        log_start = os.path.getsize(log_path)
+    except OSError:
+        log_start = 0
     rfd, wfd = os.pipe()
     cmd = [sys.executable, "-m", "condainer.fs.fuse", "--ready-fd", str(wfd), "--log", log_path]
     if allow_other:
@@ -544,13 +548,31 @@ def mount_image(
         if proc.poll() is None:
             proc.terminate()
             _lazy_unmount(mountpoint)
-        raise MountError(f"{mountpoint}: {message}")
+        reason = _libfuse_reason(log_path, log_start)
+        raise MountError(f"{mountpoint}: {message}" + (f": {reason}" if reason else ""))
     try:
         os.statvfs(mountpoint)  # blocks until the daemon answered INIT; proves the mount serves
     except OSError as e:
         proc.terminate()
         _lazy_unmount(mountpoint)
         raise MountError(f"{mountpoint}: mount does not answer: {e.strerror}") from None
+
+
+def _libfuse_reason(log_path: str, start: int) -> str:
+    """The last line libfuse or fusermount3 wrote to the daemon's stderr (our own log lines carry
+    a timestamp; theirs do not)."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(start)
+            lines = f.read(65536).decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    foreign = [
+        line.strip()
+        for line in lines
+        if line.strip() and not line[:4].isdigit() and "Ignoring invalid max threads" not in line
+    ]
+    return foreign[-1] if foreign else ""
 
 
 def _wait_ready(rfd: int, proc: subprocess.Popen, timeout: float) -> str:
