@@ -627,32 +627,40 @@ class SquashfsReader:
         offset = dirnode.dir_offset
         if pos >= self.sb_end:
             raise DamagedImage(f"{what}: listing outside the directory table")
-        done = 0
+        # Read the listing in one piece, then parse it in memory.
+        table = self.sb_end - self.sb.directory_table_start
+        if size > (table // 3 + 1) * METADATA_SIZE:
+            raise DamagedImage(f"{what}: listing of {size} bytes exceeds the directory table")
+        data, _, _ = self._meta_read(pos, offset, size, what) if size else (b"", 0, 0)
+        i = 0
         prev = b""
-        while done < size:
-            raw, pos, offset = self._meta_read(pos, offset, 12, what)
-            count, start_block, base = _DIR_HEADER.unpack(raw)
-            done += 12
+        header_unpack, entry_unpack = _DIR_HEADER.unpack_from, _DIR_ENTRY.unpack_from
+        while i < size:
+            if i + 12 > size:
+                raise DamagedImage(f"{what}: listing ends inside a header")
+            count, start_block, base = header_unpack(data, i)
+            i += 12
             if count >= DIR_COUNT_MAX:
                 raise DamagedImage(f"{what}: header with {count + 1} entries")
             for _ in range(count + 1):
-                raw, pos, offset = self._meta_read(pos, offset, 8, what)
-                eoff, delta, etype, nsize = _DIR_ENTRY.unpack(raw)
+                if i + 8 > size:
+                    raise DamagedImage(f"{what}: listing overruns its size")
+                eoff, delta, etype, nsize = entry_unpack(data, i)
                 nsize += 1
                 if nsize > NAME_MAX:
                     raise DamagedImage(f"{what}: entry name of {nsize} bytes")
-                name, pos, offset = self._meta_read(pos, offset, nsize, what)
-                done += 8 + nsize
+                name = data[i + 8 : i + 8 + nsize]
+                i += 8 + nsize
+                if i > size:
+                    raise DamagedImage(f"{what}: listing overruns its size")
                 if not 1 <= etype <= 7 or eoff >= METADATA_SIZE:
                     raise DamagedImage(f"{what}: entry {name!r} has a bad type or reference")
-                if b"/" in name or b"\0" in name or name in (b".", b".."):
-                    raise DamagedImage(f"{what}: invalid entry name {name!r}")
                 if name <= prev:
                     raise DamagedImage(f"{what}: entries not sorted or duplicated at {name!r}")
+                if b"/" in name or b"\0" in name or name in (b".", b".."):
+                    raise DamagedImage(f"{what}: invalid entry name {name!r}")
                 prev = name
                 entries.append(DirEntry(name, (start_block << 16) | eoff, etype, base + delta))
-            if done > size:
-                raise DamagedImage(f"{what}: listing overruns its size")
         by_name = {e.name: e for e in entries}
         result = (entries, by_name)
         self._dirs.put(dirnode.ref, result)
