@@ -73,6 +73,12 @@ def check_image(image: os.PathLike) -> CheckResult:
                     reader.readlink(node)
                 else:
                     result.others += 1
+            where = "export table"
+            # Inodes by number, reachable or not: each must parse and carry its own number.
+            for ino, ref in reader.export_refs():
+                node = reader.inode(ref)
+                if node.ino != ino:
+                    raise DamagedImage(f"entry {ino} points at inode {node.ino}")
             where = "fragment table"
             # Fragments no file uses are still part of the image: read them too.
             for n in range(reader.sb.fragments):

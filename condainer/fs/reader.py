@@ -490,6 +490,16 @@ class SquashfsReader:
         index = self._read_index(start + 16, ids * 16, "xattr id table")
         return table_start, index, ids
 
+    def export_refs(self):
+        """(inode number, inode reference) from the export table, if the image has one."""
+        start = self.sb.export_table_start
+        if start == INVALID_TABLE:
+            return
+        index = self._read_index(start, self.sb.inodes * 8, "export table")
+        for ino in range(1, self.sb.inodes + 1):
+            (ref,) = self._table_entry(index, ino - 1, _U64, "export table")
+            yield ino, ref
+
     def fragment(self, n: int) -> tuple[int, int]:
         if n >= self.sb.fragments:
             raise DamagedImage(f"fragment {n} does not exist ({self.sb.fragments} fragments)")
