@@ -22,7 +22,7 @@ def have(tool: str) -> bool:
 
 
 def fuse_usable() -> bool:
-    return os.path.exists("/dev/fuse") and (IS_ROOT or have("fusermount3"))
+    return os.access("/dev/fuse", os.R_OK | os.W_OK) and (IS_ROOT or have("fusermount3"))
 
 
 def _data(rng: random.Random, n: int) -> bytes:

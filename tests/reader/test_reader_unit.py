@@ -134,3 +134,23 @@ def test_getattr_matches_lstat_of_the_source(tmp_path):
             a = r.getattr(r.resolve("/" + rel))
             st = os.lstat(src / rel)
             assert (a["st_mode"], a["st_size"], a["st_mtime"]) == (st.st_mode, st.st_size, int(st.st_mtime))
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (("-comp", "gzip", "-Xcompression-level", "6"), {"level": 6, "window_size": 15, "strategies": 0}),
+        (("-comp", "zstd", "-Xcompression-level", "3"), {"level": 3}),
+        (("-comp", "gzip"), {}),  # defaults: mksquashfs writes no options block
+    ],
+)
+def test_info_reports_compressor_options(args, expected, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"x" * 1000)
+    img = mksquashfs(str(src), str(tmp_path / "i.sqfs"), args[1], *args[2:])
+    info = image_info(img)
+    assert info["compression"] == args[1]
+    assert info["compression_options"] == expected
+    assert ("compressor options" in info["flags"]) == bool(expected)
+    assert info["files"] == 1 and info["file_bytes"] == 1000 and info["mkfs_time"] > 0
