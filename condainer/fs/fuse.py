@@ -1,18 +1,23 @@
-"""Mount a squashfs image read-only with a Python FUSE daemon (mfusepy on libfuse3).
+"""Mount a squashfs image read-only with a Python FUSE daemon over mfusepy and libfuse3.
 
-The operations only adapt :class:`condainer.fs.reader.SquashfsReader` to FUSE.  Because the image
-never changes, the daemon asks the kernel to cache everything it can, so that repeated stats, reads,
-directory listings, symlinks and failed lookups never come back to Python:
+The FUSE layers only adapt :class:`condainer.fs.reader.SquashfsReader`.  On libfuse3 the daemon
+serves through libfuse's low-level, inode-based API (:mod:`condainer.fs.lowlevel`); mfusepy's
+path-based ``FUSE`` class below is the fallback for libfuse2 (``CONDAINER_FUSE_API=high`` forces
+it).  Because the image never changes, both ask the kernel to cache everything it can, so repeated
+stats, reads, listings, symlinks and failed lookups never come back to Python:
 
-- entry, attribute and negative-lookup timeouts of a day (libfuse high-level config);
-- ``keep_cache`` on every open and ``cache_readdir`` on every opendir (mfusepy's opendir wrapper
+- entry, attribute and negative-lookup timeouts of a day;
+- zero-message opens (OPEN answered ENOSYS once: the kernel then keeps page caches) and, in the
+  low-level layer, zero-message opendirs (cached listings); the high-level layer sets
+  ``cache_readdir`` in opendir where libfuse passes it on (>= 3.16.1; mfusepy's own opendir wrapper
   drops the fuse_file_info, so :class:`_Fuse` overrides it);
 - readdirplus with full attributes (mfusepy passes only the mode), so a listing also answers the
   lookups and stats that usually follow it;
-- FUSE_CAP_CACHE_SYMLINKS; default_permissions so the kernel checks modes itself.
+- FUSE_CAP_CACHE_SYMLINKS; default_permissions, so the kernel checks modes itself; multithreaded.
 
-``mount_image`` starts ``python -m condainer.fs.fuse`` in a new session and returns once the daemon
-reports through a pipe that the kernel's INIT arrived and the mount answers statvfs.
+Mounts show in /proc/self/mountinfo with fstype ``fuse.condainer`` and the absolute image path as
+source.  ``mount_image`` starts ``python -m condainer.fs.fuse`` in a new session and returns once
+the daemon reports through a pipe that the kernel's INIT arrived and the mount answers statvfs.
 """
 
 from __future__ import annotations
@@ -33,7 +38,6 @@ import time
 from condainer.errors import CondainerError, ImageError, MountError, ToolMissing
 from condainer.fs.reader import _IFMT, DamagedImage, Inode, SquashfsReader
 
-FSNAME_PREFIX = "condainer"
 SUBTYPE = "condainer"  # mountinfo shows fstype "fuse.condainer"
 TIMEOUT = 86400.0  # seconds the kernel may trust an entry, an attribute or a failed lookup
 BLKSIZE = 128 * 1024  # st_blksize: invites applications to read in large chunks
