@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from condainer import console, mounts
+from condainer import console, mounts, slurm
 from condainer.activation import activated_environ
 from condainer.backends.mount import check_image_file, mount
 from condainer.dryrun import Actions
@@ -83,10 +83,16 @@ def umount_project(directory: Path, *, dryrun: bool = False) -> None:
 
 
 def _release(project: Project, sessions: NodeSessions, pid: int) -> None:
-    """Drop this exec; the last one out unmounts, unless pinned or still busy."""
+    """Drop this exec; the last one out unmounts, unless pinned, still busy, or (under Slurm) tasks of
+    the same job step on this node have yet to run."""
+    step = slurm.current_step()
     with sessions.locked():
         sessions.remove(pid)
+        step_over = sessions.step_done(step[0], step[2], step[1]) if step else True
         if sessions.active() or sessions.pinned:
+            return
+        if not step_over:
+            # Tasks of this job step that have not started their exec yet will use the mount.
             return
         mp = project.mountpoint
         current = mounts.state(mp)

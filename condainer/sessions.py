@@ -86,6 +86,19 @@ class NodeSessions:
         else:
             self.pin_file.unlink(missing_ok=True)
 
+    def step_done(self, step: str, local_id: str, expected: int) -> bool:
+        """Record that task LOCAL_ID of Slurm step STEP finished here; True once all EXPECTED have."""
+        d = self.dir / "steps" / step
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (d / local_id).write_text("")
+        done = sum(1 for _ in d.iterdir())
+        if done >= expected:
+            for entry in d.iterdir():
+                entry.unlink(missing_ok=True)
+            d.rmdir()
+            return True
+        return False
+
     def log_mount(self, backend: str, seconds: float) -> None:
         """One line per mount made on this node: lets tests and admins count mounts per job step."""
         line = f"{time.time():.3f} host={hostname()} pid={os.getpid()} backend={backend} seconds={seconds:.3f}\n"

@@ -111,3 +111,18 @@ def test_killed_exec_and_daemon_do_not_break_the_next_exec(pip_project):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "again"
     assert mounts.find_mount(mp) is None, "stale entries of the killed exec must not keep the mount alive"
+
+
+def test_mount_stays_until_the_last_task_of_a_slurm_step_is_done(pip_project):
+    import os as _os
+
+    mp = mountpoint_of(pip_project)
+    step = {"SLURM_JOB_ID": "999", "SLURM_STEP_ID": "0", "SLURM_STEP_TASKS_PER_NODE": "2"}
+    first = cnd("exec", "--backend", backend_of(pip_project), "--", "true", cwd=pip_project,
+                env={**_os.environ, **step, "SLURM_LOCALID": "0"})
+    assert first.returncode == 0, first.stderr
+    assert mounts.state(mp) == "mounted", "task 1 of the step has not run yet: keep the mount"
+    second = cnd("exec", "--backend", backend_of(pip_project), "--", "true", cwd=pip_project,
+                 env={**_os.environ, **step, "SLURM_LOCALID": "1"})
+    assert second.returncode == 0, second.stderr
+    assert mounts.find_mount(mp) is None, "the step's last local task unmounts"
