@@ -305,11 +305,14 @@ class LowLevelFS:
         node = self.node(ino)
         entries = self.reader.listdir(node)
         api = self.api
+        end = len(entries) + 2
+        if off >= end:  # the kernel's closing call: nothing left
+            api.reply_buf(req, None, 0)
+            return
         buf = ctypes.create_string_buffer(size)
         base = ctypes.addressof(buf)
         used = 0
         st = api.c_stat()
-        end = len(entries) + 2
         for pos in range(off, end):
             if pos < 2:
                 # Dot entries need inode numbers (readdir(3) drops d_ino 0) but no attributes.

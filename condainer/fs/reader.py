@@ -126,6 +126,7 @@ class Inode:
         "parent",
         "target",
         "_index",
+        "_frag",
         "blocks",
     )
 
@@ -135,6 +136,7 @@ class Inode:
         self.sparse = 0
         self.target = b""
         self._index = None
+        self._frag = None
         self.blocks = 0
 
     @property
@@ -792,7 +794,10 @@ class SquashfsReader:
     def _tail(self, node: Inode) -> bytes:
         bs = self.sb.block_size
         tail = node.size % bs
-        start, word = self.fragment(node.fragment)
+        frag = node._frag
+        if frag is None:
+            frag = node._frag = self.fragment(node.fragment)
+        start, word = frag
         what = f"inode {node.ino} fragment {node.fragment}"
         block = self.data_block(start, word, None, what)
         if node.frag_offset + tail > len(block):
