@@ -154,3 +154,27 @@ def test_info_reports_compressor_options(args, expected, tmp_path):
     assert info["compression_options"] == expected
     assert ("compressor options" in info["flags"]) == bool(expected)
     assert info["files"] == 1 and info["file_bytes"] == 1000 and info["mkfs_time"] > 0
+
+
+@pytest.mark.parametrize(
+    "extra", [("-b", "4096"), ("-b", "1M"), ("-no-fragments",), ("-always-use-fragments",), ("-noI", "-noD")]
+)
+def test_layouts_read_back(extra, tmp_path):
+    """Block sizes at both ends, no fragments, tail ends in fragments, raw metadata and data."""
+    rng = random.Random(11)
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    blobs = {}
+    for n in (0, 5, 4095, 4097, 70_000, 1 << 20, (1 << 20) + 3, 2_500_000):
+        data = rng.randbytes(n // 3) + b"q" * (n - n // 3)
+        (src / "sub" / f"f{n}").write_bytes(data)
+        blobs[f"/sub/f{n}"] = data
+    img = mksquashfs(str(src), str(tmp_path / "i.sqfs"), "zstd", *extra)
+    check_image(img)
+    with SquashfsReader(img) as r:
+        for path, data in blobs.items():
+            node = r.resolve(path)
+            assert r.read(node, 0, len(data)) == data
+            for _ in range(20):
+                off = rng.randrange(0, len(data) + 2)
+                assert r.read(node, off, 5000) == data[off : off + 5000]
