@@ -178,3 +178,32 @@ def test_layouts_read_back(extra, tmp_path):
             for _ in range(20):
                 off = rng.randrange(0, len(data) + 2)
                 assert r.read(node, off, 5000) == data[off : off + 5000]
+
+
+def test_refusals_name_the_problem(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"data" * 1000)
+    good = open(mksquashfs(str(src), str(tmp_path / "g.sqfs"), "gzip"), "rb").read()
+
+    def variant(name, data):
+        p = tmp_path / name
+        p.write_bytes(data)
+        return p
+
+    bad_magic = variant("magic.sqfs", b"hsqX" + good[4:])
+    lzo = variant("lzo.sqfs", good[:20] + (3).to_bytes(2, "little") + good[22:])
+    unknown = variant("unknown.sqfs", good[:20] + (99).to_bytes(2, "little") + good[22:])
+    v3 = variant("v3.sqfs", good[:28] + (3).to_bytes(2, "little") + good[30:])
+    used = int.from_bytes(good[40:48], "little")
+    truncated = variant("trunc.sqfs", good[: used - 10])
+    for path, pattern in (
+        (bad_magic, "bad magic"),
+        (lzo, "lzo"),
+        (unknown, "unsupported compressor id 99"),
+        (v3, "version 3.0"),
+        (truncated, "truncated"),
+    ):
+        for call in (check_image, image_info, SquashfsReader):
+            with pytest.raises(ImageError, match=pattern):
+                call(path)
