@@ -207,3 +207,40 @@ def test_refusals_name_the_problem(tmp_path):
         for call in (check_image, image_info, SquashfsReader):
             with pytest.raises(ImageError, match=pattern):
                 call(path)
+
+
+def test_threads_share_one_reader(tmp_path):
+    """Eight threads, one reader, tiny caches (constant eviction): every range still right."""
+    import threading
+
+    rng = random.Random(13)
+    src = tmp_path / "src"
+    src.mkdir()
+    blobs = {}
+    for i in range(6):
+        data = rng.randbytes(300_000 + i * 50_000)
+        (src / f"f{i}").write_bytes(data)
+        blobs[f"/f{i}"] = data
+    img = mksquashfs(str(src), str(tmp_path / "i.sqfs"), "zstd")
+    errors = []
+    with SquashfsReader(img, cache_bytes=300_000, metadata_cache_bytes=20_000) as r:
+
+        def work(seed):
+            local = random.Random(seed)
+            try:
+                for _ in range(300):
+                    path = local.choice(list(blobs))
+                    data = blobs[path]
+                    off = local.randrange(len(data))
+                    n = local.choice([1, 4096, 131072, 200_000])
+                    if r.read(r.resolve(path), off, n) != data[off : off + n]:
+                        errors.append((path, off, n))
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=work, args=(s,)) for s in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
