@@ -9,7 +9,8 @@ structure and its constants and does the rest itself:
 - ``read(offset, size)`` decompresses only the data blocks it touches, found through a per-file
   block index (prefix sums of the block list that follows a file inode);
 - all I/O is ``os.pread`` on one descriptor, so threads share no file position;
-- each thread gets its own decompressor (python-zstandard objects are not thread-safe);
+- a decompressor is used by one thread at a time (python-zstandard objects are not
+  thread-safe): calls take one from a pool;
 - decompressed data and metadata blocks live in bounded, locked LRU caches.
 
 Every value read from the image is checked before it is used to seek, allocate or loop, so a damaged
@@ -299,8 +300,7 @@ class SquashfsReader:
         try:
             self.file_size = os.fstat(self._fd).st_size
             self.sb = self._read_superblock()
-            self._local = threading.local()
-            self._decompressor()  # fail now on a compressor we cannot decode
+            self._decompressors = [_make_decompressor(self.sb.compression_id)]  # fails now if unsupported
             self._blocks = LRUCache(cache_bytes)
             self._meta = LRUCache(metadata_cache_bytes)
             self._inodes = LRUCache(inode_cache_items)
@@ -340,19 +340,22 @@ class SquashfsReader:
             raise DamagedImage(f"{what} at {pos}: image truncated")
         return data
 
-    def _decompressor(self):
-        d = getattr(self._local, "decompress", None)
-        if d is None:
-            d = self._local.decompress = _make_decompressor(self.sb.compression_id)
-        return d
-
     def _inflate(self, data: bytes, limit: int, what: str) -> bytes:
+        # Decompressors are not thread-safe, so each call takes one from a pool and gives it back.
+        # Not threading.local: libfuse's worker threads are foreign to Python, and ctypes drops
+        # their thread state (and its locals) after every callback.
+        pool = self._decompressors
         try:
-            out = self._decompressor()(data, limit)
+            decompress = pool.pop()
+        except IndexError:
+            decompress = _make_decompressor(self.sb.compression_id)
+        try:
+            out = decompress(data, limit)
         except DamagedImage:
             raise
         except Exception as e:  # every codec has its own error type; all mean damage here
             raise DamagedImage(f"{what}: cannot decompress: {e}") from None
+        pool.append(decompress)  # only after success: a failed one may hold a broken state
         if len(out) > limit:
             raise DamagedImage(f"{what}: inflates to {len(out)} bytes, more than {limit}")
         return out
