@@ -78,7 +78,7 @@ class Project:
         self.image = path / f"{self.uuid}.squashfs"
 
     def on_node(self, node: Node, inside: str) -> pathlib.Path:
-        """A path as ``node`` sees it (its private /tmp), reached through its slurmd's /proc root."""
+        """A path as ``node`` sees it (its private /tmp), reached through /proc/<pid>/root of a process on the node."""
         return pathlib.Path(f"/proc/{node.pid}/root{inside}")
 
     def state_dirs(self, node: Node) -> list[pathlib.Path]:

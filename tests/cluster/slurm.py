@@ -50,7 +50,7 @@ class Node:
     addr: str  # NodeAddr: where slurmctld and srun reach this node's slurmd
     cpus: int = 256
     port: int = 0
-    pid: int | None = None  # its slurmd's
+    pid: int | None = None  # its `unshare`: in the node's mount namespace, outside its PID namespace
     ns: str | None = None  # its mount namespace, e.g. "mnt:[4026532179]"
     proc: subprocess.Popen | None = None
 
@@ -244,10 +244,14 @@ class SlurmCluster:
             "mount -t tmpfs -o mode=1777,size=2g tmpfs /tmp", *back,
             f"exec slurmd -D -N {node.name} -f {shlex.quote(str(self.conf))}",
         ])
-        proc = self._spawn(f"slurmd-{node.name}", ["unshare", "--mount", "--uts", "sh", "-c", script])
+        # A PID namespace with its own /proc as well: a node sees its own processes only, as real
+        # nodes do (cnd looks for the processes of a job step in /proc). unshare forks slurmd as the
+        # namespace's PID 1 and stays outside it, in the node's mount namespace.
+        proc = self._spawn(f"slurmd-{node.name}", [
+            "unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc", "sh", "-c", script])
         node.proc = proc
-        node.pid = proc.pid  # unshare and sh exec: this is slurmd's PID
-        self._wait(lambda: _is_slurmd_in_own_namespace(node) or proc.poll() is not None, 10,
+        node.pid = proc.pid
+        self._wait(lambda: _slurmd_running(node) or proc.poll() is not None, 10,
                    f"slurmd {node.name} did not start")
         if proc.poll() is not None:
             raise ClusterUnavailable(f"slurmd {node.name} exited {proc.returncode}: {self.tail(f'slurmd-{node.name}.out')}")
@@ -386,10 +390,16 @@ class SlurmCluster:
         return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
-def _is_slurmd_in_own_namespace(node: Node) -> bool:
-    """True once the node's process has set up its namespace and exec'd slurmd."""
+def _slurmd_running(node: Node) -> bool:
+    """True once the node has set up its namespaces and exec'd slurmd in them."""
     try:
-        comm = pathlib.Path(f"/proc/{node.pid}/comm").read_text().strip()
-        return comm == "slurmd" and os.readlink(f"/proc/{node.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+        ns = os.readlink(f"/proc/{node.pid}/ns/mnt")
     except OSError:
         return False
+    if ns == os.readlink("/proc/self/ns/mnt"):
+        return False
+    for pid in processes_in_namespace(ns):
+        with contextlib.suppress(OSError):
+            if pathlib.Path(f"/proc/{pid}/comm").read_text().strip() == "slurmd":
+                return True
+    return False
