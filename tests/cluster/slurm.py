@@ -70,9 +70,12 @@ def free_port(addr: str = "127.0.0.1") -> int:
 
 
 def die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the test process dies, even by SIGKILL."""
+    """In the child before exec: be killed when the test process dies, even by SIGKILL.
+
+    SIGKILL, not SIGTERM: `unshare --fork` ignores SIGTERM while it waits for its child.
+    """
     PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     os.setsid()
 
 
@@ -246,9 +249,10 @@ class SlurmCluster:
         ])
         # A PID namespace with its own /proc as well: a node sees its own processes only, as real
         # nodes do (cnd looks for the processes of a job step in /proc). unshare forks slurmd as the
-        # namespace's PID 1 and stays outside it, in the node's mount namespace.
+        # namespace's PID 1 and stays outside it, in the node's mount namespace; when unshare dies
+        # (even by the test process's death, see die_with_parent), --kill-child ends the whole node.
         proc = self._spawn(f"slurmd-{node.name}", [
-            "unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc", "sh", "-c", script])
+            "unshare", "--mount", "--uts", "--pid", "--fork", "--kill-child", "--mount-proc", "sh", "-c", script])
         node.proc = proc
         node.pid = proc.pid
         self._wait(lambda: _slurmd_running(node) or proc.poll() is not None, 10,
