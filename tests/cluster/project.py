@@ -42,10 +42,11 @@ def exec_backends() -> list[str]:
     return ["native", "python"]
 
 
-def cnd_exec(backend: str, *command: str, cnd: list[str] = CND) -> list[str]:
-    """`cnd exec [--backend BACKEND] -- COMMAND` (the option only where cnd has it; native is its default)."""
+def cnd_exec(backend: str, *command: str, directory: os.PathLike | None = None) -> list[str]:
+    """`cnd [-d DIRECTORY] exec [--backend BACKEND] -- COMMAND` (--backend only where cnd has it)."""
+    project = ["-d", str(directory)] if directory else []
     option = ["--backend", backend] if "--backend" in _exec_help() else []
-    return [*cnd, "exec", *option, "--", *command]
+    return [*CND, *project, "exec", *option, "--", *command]
 
 
 def build_six_project(path: pathlib.Path, cnd: list[str] = CND) -> Project:

@@ -8,6 +8,7 @@ mount table (/proc/<a process on it>/mountinfo), at most IDLE_WITHIN seconds aft
 from __future__ import annotations
 
 import os
+import pathlib
 import shlex
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import time
 import pytest
 
 from .conftest import MULTI_NODES, report
-from .project import CND, cnd_exec, exec_backends
+from .project import CND, build_six_project, cnd_exec, exec_backends
 from .slurm import die_with_parent
 
 SRUN_TIMEOUT = 120
@@ -242,3 +243,32 @@ def test_step_where_only_some_ranks_use_cnd_exec_leaves_nothing(slurm, project, 
             report(f"{backend:6s} step where only rank 0 ran cnd: step entries {sorted(left)} stay on {node.name}")
     finally:
         slurm.run(["srun", "-n", "1", *CND, "umount"], SRUN_TIMEOUT, cwd=project.path)
+
+
+@pytest.fixture(scope="package")
+def project_b(slurm, project):
+    """A second project, for a step that uses two environments."""
+    return build_six_project(slurm.state / "project-b")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "cnd's step watcher (condainer/reaper.py) keeps SLURM_JOB_ID/SLURM_STEP_ID in its environment, so two "
+    "watchers of one step (one per project) each count the other as a running task of the step and wait"))
+def test_step_using_two_projects_leaves_nothing(slurm, project, project_b, backend):
+    """Rank 0 uses project A and is done while rank 1 still works; rank 1 then uses project B."""
+    node = slurm.nodes["cn3"]
+    use = {p: shlex.join(cnd_exec(backend, "python", "-c", "import six", directory=p.path))
+           for p in (project, project_b)}
+    script = f'if [ $SLURM_PROCID = 0 ]; then {use[project]}; else sleep 2; {use[project_b]}; fi'
+    try:
+        result = slurm.run(["srun", "-p", "multi", "-w", node.name, "-n", "2", "sh", "-c", script], SRUN_TIMEOUT)
+        assert result.returncode == 0, result.stderr
+        for p in (project, project_b):
+            assert_idle(p, node, steps_closed=False)
+    finally:
+        for pid in slurm.processes(node):
+            if b"condainer.reaper" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+        for p in (project, project_b):
+            slurm.run(["srun", "-p", "multi", "-w", node.name, "-n", "1", *CND, "-d", str(p.path), "umount"],
+                      SRUN_TIMEOUT)
