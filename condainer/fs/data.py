@@ -1,0 +1,313 @@
+"""File data -> data blocks and fragment blocks ("Data and Fragment Blocks" in doc/format.adoc).
+
+Streaming by design: files are read one block at a time; blocks are compressed in worker processes
+in bounded batches and written strictly in submission order (a FIFO of pending batches), so the
+image does not depend on how many processes ran or how they were scheduled, and memory stays flat
+however large the tree is.
+
+Space savers, as mksquashfs does them: identical files are stored once (files sharing a size are
+hashed first, SHA-256), all-zero blocks become sparse holes (size 0, nothing written), and small
+files and the tails of large ones are packed together into fragment blocks.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import math
+import multiprocessing
+import os
+import signal
+import threading
+from array import array
+from collections.abc import Callable, Iterable
+
+from condainer.errors import ImageError
+from condainer.fs import format as fmt
+from condainer.fs.compression import Codec
+
+BATCH_BYTES = 1 << 20  # bytes of blocks sent to a worker at once: amortises the pickling round trip
+BATCH_ITEMS = 256
+
+
+def default_processors() -> int:
+    """CPUs this process may use: the affinity mask, capped by a cgroup CPU quota when one is set."""
+    cpus = len(os.sched_getaffinity(0))
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cpus, quota)) if quota else max(1, cpus)
+
+
+def _cgroup_cpu_quota() -> int | None:
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # cgroup v2: cpu.max = "<quota|max> <period>" on the path and above
+            candidates = [("/sys/fs/cgroup" + path, "cpu.max")]
+        elif "cpu" in controllers.split(","):
+            candidates = [(f"/sys/fs/cgroup/{controllers}" + path, "cpu.cfs_quota_us")]
+        else:
+            continue
+        for base, name in candidates:
+            d = base.rstrip("/")
+            while d.startswith("/sys/fs/cgroup"):
+                limit = _read_quota(d, name)
+                if limit:
+                    limits.append(limit)
+                d = os.path.dirname(d)
+    return min(limits) if limits else None
+
+
+def _read_quota(directory: str, name: str) -> int | None:
+    try:
+        with open(os.path.join(directory, name)) as f:
+            text = f.read().split()
+        if name == "cpu.max":
+            if text[0] == "max":
+                return None
+            return math.ceil(int(text[0]) / int(text[1]))
+        quota = int(text[0])
+        if quota <= 0:
+            return None
+        with open(os.path.join(directory, "cpu.cfs_period_us")) as f:
+            return math.ceil(quota / int(f.read()))
+    except (OSError, ValueError, IndexError, ZeroDivisionError):
+        return None
+
+
+# --- worker side ------------------------------------------------------------------------------
+
+_worker_compress: Callable[[bytes], bytes] | None = None
+
+
+def _init_worker(codec: Codec) -> None:
+    global _worker_compress
+    # Ctrl-C reaches the whole process group: only the parent reacts (and reports one line).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _worker_compress = codec.compressor()
+
+
+def _compress_blocks(blocks: list[bytes], compress: Callable[[bytes], bytes], raw: bool) -> list[tuple]:
+    out = []
+    for block in blocks:
+        packed = block if raw else compress(block)
+        if raw or len(packed) >= len(block):
+            out.append((block, len(block) | fmt.DATA_UNCOMPRESSED))
+        else:
+            out.append((packed, len(packed)))
+    return out
+
+
+def _worker_batch(blocks: list[bytes], raw: bool) -> list[tuple]:
+    return _compress_blocks(blocks, _worker_compress, raw)
+
+
+# --- ordered pipeline -------------------------------------------------------------------------
+
+
+class Placed:
+    """Something told where its pieces landed: ``placed(index, position, size_word)``."""
+
+    def placed(self, index: int, position: int, word: int) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class BlockPipeline:
+    """Compress blocks in parallel, write them in submission order, report each block's place."""
+
+    def __init__(self, out, position: int, codec: Codec, processors: int) -> None:
+        self._out = out
+        self.position = position
+        self._raw = codec.name == "none"
+        self._compress = codec.compressor()
+        self._batch: list[tuple[bytes | None, Placed, int]] = []
+        self._batch_bytes = 0
+        self._pending: collections.deque = collections.deque()
+        self._max_pending = 2 * processors + 1
+        self._pool = None
+        if processors > 1 and not self._raw:
+            method = "fork" if threading.active_count() == 1 else "forkserver"
+            ctx = multiprocessing.get_context(method)
+            self._pool = ctx.Pool(processors, initializer=_init_worker, initargs=(codec,))
+
+    def add(self, block: bytes, target: Placed, index: int) -> None:
+        """Queue a block; ``target.placed(index, pos, word)`` runs when it is written."""
+        self._batch.append((block, target, index))
+        self._batch_bytes += len(block)
+        if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_ITEMS:
+            self._flush_batch()
+
+    def mark(self, target: Placed, index: int) -> None:
+        """Report the write position at this point of the stream (e.g. where a file starts)."""
+        self._batch.append((None, target, index))
+        if len(self._batch) >= BATCH_ITEMS:
+            self._flush_batch()
+
+    def _flush_batch(self) -> None:
+        if not self._batch:
+            return
+        blocks = [b for b, _, _ in self._batch if b is not None]
+        if self._pool is not None:
+            result = self._pool.apply_async(_worker_batch, (blocks, self._raw))
+        else:
+            result = _compress_blocks(blocks, self._compress, self._raw)
+        self._pending.append((result, self._batch))
+        self._batch = []
+        self._batch_bytes = 0
+        while len(self._pending) > self._max_pending:
+            self._write_oldest()
+
+    def _write_oldest(self) -> None:
+        result, entries = self._pending.popleft()
+        results = iter(result if isinstance(result, list) else result.get())
+        for block, target, index in entries:
+            if block is None:
+                target.placed(index, self.position, 0)
+                continue
+            data, word = next(results)
+            self._out.write(data)
+            target.placed(index, self.position, word)
+            self.position += len(data)
+
+    def finish(self) -> int:
+        """Write everything still queued; return the end position."""
+        self._flush_batch()
+        while self._pending:
+            self._write_oldest()
+        self.close()
+        return self.position
+
+    def close(self) -> None:
+        """Stop the workers at once (also the error path: nothing queued is kept)."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+
+# --- files and fragments ----------------------------------------------------------------------
+
+
+class FileData(Placed):
+    """Where a regular file's data went: what its inode records."""
+
+    __slots__ = ("size", "start", "blocks", "fragment", "offset", "sparse")
+
+    def __init__(self, size: int, nblocks: int) -> None:
+        self.size = size
+        self.start = 0
+        self.blocks = array("I", bytes(4 * nblocks))  # on-disk size words; 0 = sparse hole
+        self.fragment = fmt.NO_FRAGMENT
+        self.offset = 0
+        self.sparse = 0
+
+    def placed(self, index: int, position: int, word: int) -> None:
+        if index < 0:
+            self.start = position
+        else:
+            self.blocks[index] = word
+
+
+class FragmentPacker(Placed):
+    """Packs tails into fragment blocks in arrival order; keeps the fragment table entries."""
+
+    def __init__(self, pipeline: BlockPipeline, block_size: int) -> None:
+        self._pipeline = pipeline
+        self._block_size = block_size
+        self._buffer = bytearray()
+        self.entries: list[tuple[int, int]] = []  # (start, size word) per fragment block
+
+    def add(self, tail: bytes) -> tuple[int, int]:
+        """Place a tail; returns (fragment index, offset in the fragment block)."""
+        if len(self._buffer) + len(tail) > self._block_size:
+            self.flush()
+        offset = len(self._buffer)
+        self._buffer += tail
+        return len(self.entries), offset
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        self.entries.append((0, 0))
+        self._pipeline.add(bytes(self._buffer), self, len(self.entries) - 1)
+        self._buffer.clear()
+
+    def placed(self, index: int, position: int, word: int) -> None:
+        self.entries[index] = (position, word)
+
+
+class DataWriter:
+    """Turns regular files into FileData records, streaming their blocks through the pipeline."""
+
+    def __init__(
+        self,
+        pipeline: BlockPipeline,
+        block_size: int,
+        sizes: Iterable[int],
+        on_file: Callable[[int], None] | None = None,
+    ) -> None:
+        self._pipeline = pipeline
+        self._bs = block_size
+        self._zero = bytes(block_size)
+        self.fragments = FragmentPacker(pipeline, block_size)
+        counts = collections.Counter(s for s in sizes if s)
+        self._dup_sizes = {s for s, n in counts.items() if n > 1}
+        self._by_hash: dict[tuple[int, bytes], FileData] = {}
+        self._on_file = on_file
+        self.duplicates = 0
+
+    def add_file(self, path: bytes, size: int) -> FileData:
+        """Store one file's data (or find its twin) and return where it lives."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise ImageError(f"cannot read {os.fsdecode(path)}: {exc.strerror}") from exc
+        try:
+            with open(fd, "rb", buffering=0, closefd=True) as f:
+                record = self._store(f, path, size)
+        except OSError as exc:
+            raise ImageError(f"cannot read {os.fsdecode(path)}: {exc.strerror}") from exc
+        if self._on_file:
+            self._on_file(size)
+        return record
+
+    def _store(self, f, path: bytes, size: int) -> FileData:
+        key = None
+        if size in self._dup_sizes:
+            digest = hashlib.sha256()
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+            key = (size, digest.digest())
+            twin = self._by_hash.get(key)
+            if twin is not None:
+                self.duplicates += 1
+                return twin
+            f.seek(0)
+        full, tail = divmod(size, self._bs)
+        record = FileData(size, full)
+        if full:
+            self._pipeline.mark(record, -1)
+        for i in range(full):
+            block = f.read(self._bs)
+            if len(block) != self._bs:
+                raise ImageError(f"{os.fsdecode(path)}: file shrank while it was being packed")
+            if block == self._zero:
+                record.sparse += self._bs
+            else:
+                self._pipeline.add(block, record, i)
+        if tail:
+            data = f.read(tail)
+            if len(data) != tail:
+                raise ImageError(f"{os.fsdecode(path)}: file shrank while it was being packed")
+            record.fragment, record.offset = self.fragments.add(data)
+        if key is not None:
+            self._by_hash[key] = record
+        return record
+
+    def finish(self) -> None:
+        self.fragments.flush()
