@@ -13,6 +13,7 @@ files and the tails of large ones are packed together into fragment blocks.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import math
 import multiprocessing
@@ -79,17 +80,24 @@ def _read_quota(directory: str, name: str) -> int | None:
         return None
 
 
-# --- worker side ------------------------------------------------------------------------------
-
-_worker_compress: Callable[[bytes], bytes] | None = None
+# --- worker processes ------------------------------------------------------------------------
 
 
-def _init_worker(codec: Codec) -> None:
-    global _worker_compress
+def _worker_main(conn, codec: Codec) -> None:
+    """Compress batches from ``conn`` until it closes or sends None; reply with (data, size word)s."""
     # Ctrl-C reaches the whole process group: only the parent reacts (and reports one line).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _worker_compress = codec.compressor()
+    compress = codec.compressor()
+    raw = codec.name == "none"
+    while True:
+        try:
+            blocks = conn.recv()
+        except (EOFError, OSError):
+            return
+        if blocks is None:
+            return
+        conn.send(_compress_blocks(blocks, compress, raw))
 
 
 def _compress_blocks(blocks: list[bytes], compress: Callable[[bytes], bytes], raw: bool) -> list[tuple]:
@@ -103,8 +111,62 @@ def _compress_blocks(blocks: list[bytes], compress: Callable[[bytes], bytes], ra
     return out
 
 
-def _worker_batch(blocks: list[bytes], raw: bool) -> list[tuple]:
-    return _compress_blocks(blocks, _worker_compress, raw)
+class _Workers:
+    """N processes, one private pipe each, batches dealt round-robin, at most one batch per worker.
+
+    Nothing is shared between workers (no queue locks a killed worker could leave held), so abort is
+    a plain SIGKILL; with one batch outstanding per worker, neither side can block the other on a
+    full pipe; and results come back per worker in order, so batch ``seq`` is always answered by
+    worker ``seq % N``.
+    """
+
+    def __init__(self, count: int, codec: Codec) -> None:
+        method = "fork" if threading.active_count() == 1 else "forkserver"
+        ctx = multiprocessing.get_context(method)
+        self.count = count
+        self._conns = []
+        self._procs = []
+        try:
+            for _ in range(count):
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=_worker_main, args=(child, codec), daemon=True)
+                proc.start()
+                child.close()
+                self._conns.append(parent)
+                self._procs.append(proc)
+        except BaseException:
+            self.kill()
+            raise
+
+    def send(self, seq: int, blocks: list[bytes]) -> None:
+        self._conns[seq % self.count].send(blocks)
+
+    def receive(self, seq: int) -> list[tuple]:
+        try:
+            return self._conns[seq % self.count].recv()
+        except EOFError:
+            raise RuntimeError("a compression worker died") from None
+
+    def stop(self) -> None:
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.send(None)
+        for proc in self._procs:
+            proc.join()
+        self._close_conns()
+
+    def kill(self) -> None:
+        for proc in self._procs:
+            with contextlib.suppress(OSError):
+                proc.kill()
+        for proc in self._procs:
+            proc.join()
+        self._close_conns()
+
+    def _close_conns(self) -> None:
+        for conn in self._conns:
+            conn.close()
+        self._conns, self._procs = [], []
 
 
 # --- ordered pipeline -------------------------------------------------------------------------
@@ -127,13 +189,9 @@ class BlockPipeline:
         self._compress = codec.compressor()
         self._batch: list[tuple[bytes | None, Placed, int]] = []
         self._batch_bytes = 0
-        self._pending: collections.deque = collections.deque()
-        self._max_pending = 2 * processors + 1
-        self._pool = None
-        if processors > 1 and not self._raw:
-            method = "fork" if threading.active_count() == 1 else "forkserver"
-            ctx = multiprocessing.get_context(method)
-            self._pool = ctx.Pool(processors, initializer=_init_worker, initargs=(codec,))
+        self._pending: collections.deque = collections.deque()  # (seq, result or None, entries)
+        self._seq = 0
+        self._workers = _Workers(processors, codec) if processors > 1 and not self._raw else None
 
     def add(self, block: bytes, target: Placed, index: int) -> None:
         """Queue a block; ``target.placed(index, pos, word)`` runs when it is written."""
@@ -152,19 +210,25 @@ class BlockPipeline:
         if not self._batch:
             return
         blocks = [b for b, _, _ in self._batch if b is not None]
-        if self._pool is not None:
-            result = self._pool.apply_async(_worker_batch, (blocks, self._raw))
+        if self._workers is None:
+            self._pending.append(
+                (self._seq, _compress_blocks(blocks, self._compress, self._raw), self._batch)
+            )
         else:
-            result = _compress_blocks(blocks, self._compress, self._raw)
-        self._pending.append((result, self._batch))
+            # The worker that gets this batch must have handed back its previous one.
+            while self._pending and self._pending[0][0] <= self._seq - self._workers.count:
+                self._write_oldest()
+            self._workers.send(self._seq, blocks)
+            self._pending.append((self._seq, None, self._batch))
+        self._seq += 1
         self._batch = []
         self._batch_bytes = 0
-        while len(self._pending) > self._max_pending:
+        if self._workers is None:
             self._write_oldest()
 
     def _write_oldest(self) -> None:
-        result, entries = self._pending.popleft()
-        results = iter(result if isinstance(result, list) else result.get())
+        seq, result, entries = self._pending.popleft()
+        results = iter(result if result is not None else self._workers.receive(seq))
         for block, target, index in entries:
             if block is None:
                 target.placed(index, self.position, 0)
@@ -175,19 +239,20 @@ class BlockPipeline:
             self.position += len(data)
 
     def finish(self) -> int:
-        """Write everything still queued; return the end position."""
+        """Write everything still queued, stop the workers; return the end position."""
         self._flush_batch()
         while self._pending:
             self._write_oldest()
-        self.close()
+        if self._workers is not None:
+            self._workers.stop()
+            self._workers = None
         return self.position
 
     def close(self) -> None:
-        """Stop the workers at once (also the error path: nothing queued is kept)."""
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
+        """Stop the workers at once (the error path: nothing queued is kept)."""
+        if self._workers is not None:
+            self._workers.kill()
+            self._workers = None
 
 
 # --- files and fragments ----------------------------------------------------------------------

@@ -122,8 +122,8 @@ def snapshot_image(image: os.PathLike | str) -> dict:
                 if f.size != len(data):
                     rec["size"] = ("mismatch", f.size, len(data))
             elif kind == "symlink":
-                target = f.readlink()
-                rec["target"] = os.fsencode(target) if isinstance(target, str) else target
+                # readlink() decodes as UTF-8; the inode keeps the raw bytes (private in 0.9.0).
+                rec["target"] = bytes(f.inode._symlink)
             elif kind in ("blockdev", "chardev"):
                 rec["rdev"] = (f.major, f.minor)
             if kind != "dir":
