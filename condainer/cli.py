@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import sys
 
 import click
@@ -62,9 +63,15 @@ def _register_subcommands() -> None:
         cli.add_command(command)
 
 
+def _terminate(signum, _frame):
+    # SIGTERM (Slurm, kill) unwinds like Ctrl-C, so `finally` blocks remove staging dirs and temp files.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``cnd``: run the CLI and turn expected failures into one line and an exit code."""
     _register_subcommands()
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=argv, prog_name="cnd", standalone_mode=False)
     except CondainerError as exc:

@@ -2,9 +2,133 @@
 
 from __future__ import annotations
 
+import json
+
 import click
+
+from condainer import console
+from condainer.backends import BACKENDS
+from condainer.fs.options import COMPRESSIONS, DEFAULT_BLOCK_SIZE, PackOptions
+
+backend_option = click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="auto",
+    show_default=True,
+    help="native tools, the Python implementation, or auto (native when on PATH).",
+)
+
+
+def parse_size(text: str) -> int:
+    """'128K', '1M', '4096' -> bytes; a power of two from 4 KiB to 1 MiB, as squashfs requires."""
+    units = {"K": 1024, "M": 1024 * 1024}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    mult = units.get(t[-1:], 1)
+    number = t[:-1] if t[-1:] in units else t
+    try:
+        value = int(number) * mult
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a size such as 128K or 1M") from None
+    if value < 4096 or value > 1 << 20 or value & (value - 1):
+        raise click.BadParameter(f"{text!r}: block size must be a power of two from 4K to 1M")
+    return value
+
+
+def pack_options(compression: str, level: int | None, block_size: str, processors: int | None,
+                 all_root: bool = False) -> PackOptions:
+    """PackOptions from CLI values, with the compression level checked against its compressor."""
+    limits = {"zstd": (1, 22), "gzip": (1, 9)}
+    if level is not None:
+        if compression not in limits:
+            raise click.BadParameter(f"--level is not supported for {compression}", param_hint="--level")
+        lo, hi = limits[compression]
+        if not lo <= level <= hi:
+            raise click.BadParameter(f"{compression} level must be {lo}..{hi}", param_hint="--level")
+    if processors is not None and processors < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--processors")
+    return PackOptions(
+        compression=compression,
+        level=level,
+        block_size=parse_size(block_size) if isinstance(block_size, str) else block_size,
+        processors=processors,
+        all_root=all_root,
+        progress=not console.is_quiet(),
+    )
 
 
 @click.group()
 def image() -> None:
     """Work with squashfs images directly, without a condainer project."""
+
+
+@image.command()
+@click.argument("src_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("image_path", metavar="IMAGE", type=click.Path(dir_okay=False))
+@click.option("--compression", type=click.Choice(COMPRESSIONS), default="zstd", show_default=True)
+@click.option("--level", type=int, default=None, help="Compression level (zstd 1-22, gzip 1-9).")
+@click.option("--block-size", default=str(DEFAULT_BLOCK_SIZE // 1024) + "K", show_default=True,
+              help="Data block size, 4K..1M.")
+@click.option("--processors", type=int, default=None, help="Compression processes (default: usable CPUs).")
+@click.option("--all-root", is_flag=True, help="Store every file as owned by root.")
+@backend_option
+def pack(src_dir, image_path, compression, level, block_size, processors, all_root, backend) -> None:
+    """Pack SRC_DIR into the squashfs image IMAGE."""
+    from condainer.backends.pack import pack as do_pack
+
+    options = pack_options(compression, level, block_size, processors, all_root)
+    used = do_pack(src_dir, image_path, options, backend)
+    console.info(f"packed {src_dir} into {image_path} ({used} backend)")
+
+
+@image.command("mount")
+@click.argument("image_path", metavar="IMAGE", type=click.Path())
+@click.argument("mountpoint", type=click.Path())
+@click.option("--foreground", is_flag=True, help="Stay in the foreground (the daemon does not detach).")
+@click.option("--allow-other", is_flag=True, help="Let other users read the mount (needs user_allow_other).")
+@backend_option
+def mount_cmd(image_path, mountpoint, foreground, allow_other, backend) -> None:
+    """Mount IMAGE read-only at MOUNTPOINT; returns when the mount is ready."""
+    from condainer.backends.mount import mount
+
+    used = mount(image_path, mountpoint, backend=backend, allow_other=allow_other, foreground=foreground)
+    console.info(f"mounted {image_path} at {mountpoint} ({used} backend)")
+
+
+@image.command("umount")
+@click.argument("mountpoint", type=click.Path())
+def umount_cmd(mountpoint) -> None:
+    """Unmount MOUNTPOINT (also cleans a stale mount whose daemon died)."""
+    from condainer import mounts
+    from condainer.errors import MountError
+
+    current = mounts.state(mountpoint)
+    if current == "unmounted":
+        raise MountError(f"{mountpoint} is not mounted")
+    mounts.unmount(mountpoint, lazy=current == "stale")
+    console.info(f"unmounted {mountpoint}" + (" (stale mount cleaned)" if current == "stale" else ""))
+
+
+@image.command()
+@click.argument("image_path", metavar="IMAGE", type=click.Path())
+def check(image_path) -> None:
+    """Read every inode, directory and block of IMAGE; exit 1 at the first damage."""
+    from condainer.fs.check import check_image
+
+    result = check_image(image_path)
+    console.out(f"{image_path}: OK ({result})")
+
+
+@image.command()
+@click.argument("image_path", metavar="IMAGE", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(image_path, as_json) -> None:
+    """Print IMAGE's compression, block size, counts and sizes."""
+    from condainer.fs.info import image_info
+
+    data = image_info(image_path)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        width = max(len(k) for k in data)
+        for key, value in data.items():
+            click.echo(f"{key:<{width}}  {value}")

@@ -2,6 +2,123 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import click
 
-COMMANDS: list[click.Command] = []
+from condainer import console
+from condainer.errors import CondainerError
+
+backend_or_config = click.option(
+    "--backend",
+    type=click.Choice(("auto", "native", "python")),
+    default=None,
+    help="native tools, the Python implementation, or auto (default: the `backend` of condainer.yml).",
+)
+
+
+def _globals():
+    """The global flags (-q, -d, -y) parsed by the `cnd` group."""
+    return click.get_current_context().obj
+
+
+@click.command()
+@click.option("--pip", "pip_only", is_flag=True, help="Write an example requirements.txt instead of environment.yml.")
+def init(pip_only: bool) -> None:
+    """Initialize the project directory with condainer.yml (and an example environment file)."""
+    from condainer.build import init as do_init
+
+    g = _globals()
+    do_init(Path(g.directory), pip_only=pip_only, dryrun=g.dryrun)
+
+
+@click.command()
+@backend_or_config
+@click.option("--force", is_flag=True, help="Replace an existing image.")
+def build(backend: str | None, force: bool) -> None:
+    """Build the environment and pack it into <uuid>.squashfs."""
+    from condainer.build import build as do_build
+
+    g = _globals()
+    do_build(Path(g.directory), backend=backend, force=force, dryrun=g.dryrun)
+
+
+@click.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@backend_or_config
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
+def exec_cmd(backend: str | None, command: tuple[str, ...]) -> None:
+    """Run COMMAND inside the environment (mounting and unmounting as needed): cnd exec -- CMD ARGS."""
+    from condainer.runner import exec_command
+
+    g = _globals()
+    argv = list(command)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    sys.exit(exec_command(Path(g.directory), argv, backend=backend, dryrun=g.dryrun))
+
+
+@click.command()
+@backend_or_config
+@click.option("-p", "--print", "print_path", is_flag=True, help="Print the mount point (for scripts).")
+def mount(backend: str | None, print_path: bool) -> None:
+    """Mount the image at its mount point (it stays mounted until `cnd umount`)."""
+    from condainer.runner import mount_project
+
+    g = _globals()
+    path = mount_project(Path(g.directory), backend=backend, dryrun=g.dryrun)
+    if print_path:
+        click.echo(str(path))
+
+
+@click.command()
+def umount() -> None:
+    """Unmount the image (refused while it is busy; a stale mount is cleaned)."""
+    from condainer.runner import umount_project
+
+    g = _globals()
+    umount_project(Path(g.directory), dryrun=g.dryrun)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(as_json: bool) -> None:
+    """Print the project's image, mount point and mount state."""
+    from condainer.report import format_status
+    from condainer.report import status as do_status
+
+    g = _globals()
+    data = do_status(Path(g.directory))
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        console.out(format_status(data))
+
+
+@click.command()
+def prereq() -> None:
+    """Show which tools `auto` picks for packing and mounting, and why."""
+    from condainer.report import prereq as do_prereq
+
+    g = _globals()
+    lines, ok = do_prereq(Path(g.directory))
+    for line in lines:
+        console.out(line)
+    if not ok:
+        raise CondainerError("FUSE is not usable here: images cannot be mounted")
+
+
+@click.command()
+def cache() -> None:
+    """Read the image into the page cache of the OS (before a large job)."""
+    from condainer.report import cache as do_cache
+
+    g = _globals()
+    if g.dryrun:
+        print(f"dryrun: read the image of {g.directory} into the page cache")
+        return
+    do_cache(Path(g.directory))
+
+
+COMMANDS: list[click.Command] = [init, build, exec_cmd, mount, umount, status, prereq, cache]

@@ -13,6 +13,7 @@ SYSTEM_PACKAGES=(
     util-linux kmod                    # mount -o loop (kernel reader in tests), losetup
     procps psmisc                      # ps/fuser used by tests to find daemons
     time                               # /usr/bin/time -v for peak RSS in benchmarks
+    bash zsh                           # `source ./activate` is tested in both
 )
 
 need_apt=0

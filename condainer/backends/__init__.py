@@ -1,0 +1,3 @@
+"""One interface over two implementations: native tools (mksquashfs, squashfuse) and our Python ones."""
+
+BACKENDS = ("auto", "native", "python")

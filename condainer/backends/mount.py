@@ -1,0 +1,84 @@
+"""Mount an image read-only with squashfuse_ll/squashfuse or the Python FUSE reader."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from condainer import mounts
+from condainer.backends.select import choose_mounter, fuse_problem
+from condainer.errors import ImageError, MountError, ToolMissing
+
+SQUASHFS_MAGIC = b"hsqs"
+
+
+def check_image_file(image: os.PathLike | str) -> Path:
+    """Refuse what is clearly not a squashfs image before any daemon starts."""
+    p = Path(image).absolute()
+    if not p.exists():
+        raise ImageError(f"image {p} does not exist")
+    if not p.is_file():
+        raise ImageError(f"image {p} is not a regular file")
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(96)
+    except OSError as exc:
+        raise ImageError(f"cannot read image {p}: {exc.strerror}") from exc
+    if len(head) < 96 or head[:4] != SQUASHFS_MAGIC:
+        raise ImageError(f"{p} is not a squashfs image (bad magic or truncated superblock)")
+    return p
+
+
+def mount(
+    image: os.PathLike | str,
+    mountpoint: os.PathLike | str,
+    *,
+    backend: str = "auto",
+    allow_other: bool = False,
+    foreground: bool = False,
+) -> str:
+    """Mount IMAGE at MOUNTPOINT and return only once it answers; returns the backend used."""
+    image = check_image_file(image)
+    mountpoint = mounts.check_mountpoint(mountpoint)
+    problem = fuse_problem()
+    if problem:
+        raise ToolMissing(f"cannot mount: {problem}")
+    choice = choose_mounter(backend)
+    if choice.backend == "python":
+        from condainer.fs.fuse import mount_image
+
+        mount_image(image, mountpoint, foreground=foreground, allow_other=allow_other)
+        return "python"
+    _mount_native(choice.tool, image, mountpoint, allow_other=allow_other, foreground=foreground)
+    return "native"
+
+
+def _mount_native(tool: str, image: Path, mountpoint: Path, *, allow_other: bool, foreground: bool) -> None:
+    opts = "ro,nosuid,nodev" + (",allow_other" if allow_other else "")
+    cmd = [tool, "-o", opts, str(image), str(mountpoint)]
+    if foreground:
+        cmd.insert(1, "-f")
+        os.execvp(cmd[0], cmd)
+    # squashfuse daemonizes after the mount is in place, so its exit means "mounted or failed".
+    result = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        raise MountError(
+            f"{os.path.basename(tool)} could not mount {image}: {lines[-1] if lines else f'exit code {result.returncode}'}"
+        )
+    _wait_ready(mountpoint, timeout=10.0)
+
+
+def _wait_ready(mountpoint: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = mounts.state(mountpoint)
+        if st == "mounted":
+            return
+        if st == "stale":
+            mounts.unmount(mountpoint, lazy=True)
+            raise MountError(f"the FUSE daemon for {mountpoint} died right after mounting")
+        time.sleep(0.01)
+    raise MountError(f"{mountpoint} did not become ready within {timeout:.0f} s")

@@ -1,0 +1,215 @@
+"""`cnd init` and `cnd build`: a project's files, then environment -> staging dir -> image.
+
+The staging directory is the future mount point, ``<mount_base>/condainer-<uuid>``, so every absolute
+path written by the installers stays valid when the image is mounted there. We create it with mode
+0700 and remove it when done, also when a step fails; a path that exists and is not ours, is a
+symlink, is mounted or is not empty is refused rather than touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import stat
+import time
+from pathlib import Path
+
+from condainer import config, console, mounts
+from condainer.backends.pack import pack
+from condainer.dryrun import Actions
+from condainer.environments import conda, envfile, pip, rattler
+from condainer.errors import BuildError, CondainerError, ConfigError, ImageError
+from condainer.project import Project
+from condainer.safedir import ensure_private_dir
+from condainer.scripts import write_scripts
+
+EXAMPLE_ENVIRONMENT = """\
+# Example conda environment: replace it with your own environment.yml.
+name: example
+channels:
+  - conda-forge
+dependencies:
+  - python=3.12
+  - pip
+  # - numpy
+  # - pip:
+  #   - six
+"""
+
+EXAMPLE_REQUIREMENTS = """\
+# Example pip requirements: one package per line (installed into a venv of the host Python
+# when there is no environment.yml).
+six
+"""
+
+
+def init(directory: Path, *, pip_only: bool = False, dryrun: bool = False) -> None:
+    """Create condainer.yml (refused if present) and an example environment file if there is none."""
+    actions = Actions(dryrun)
+    if (directory / config.CONFIG_NAME).exists():
+        raise ConfigError(f"{directory / config.CONFIG_NAME} already exists: this is a condainer project already")
+    if not directory.is_dir():
+        raise ConfigError(f"project directory {directory} does not exist")
+    cfg = config.defaults()
+    if os.environ.get("CONDAINER_INSTALLER"):
+        cfg["installer_url"] = os.environ["CONDAINER_INSTALLER"]
+    actions.do(f"write {directory / config.CONFIG_NAME} (uuid {cfg['uuid']})",
+               lambda: config.save(directory, cfg, exclusive=True))
+    env_yml, req_txt = directory / "environment.yml", directory / "requirements.txt"
+    if pip_only:
+        if not req_txt.exists():
+            actions.do(f"write example {req_txt}", lambda: _write_new(req_txt, EXAMPLE_REQUIREMENTS))
+    elif not env_yml.exists() and not req_txt.exists():
+        actions.do(f"write example {env_yml}", lambda: _write_new(env_yml, EXAMPLE_ENVIRONMENT))
+    console.info(f"initialized condainer project in {directory}; edit the environment files, then run `cnd build`")
+
+
+def _write_new(path: Path, text: str) -> None:
+    with open(path, "x") as fh:  # never overwrite a user's file
+        fh.write(text)
+
+
+def _prepare_staging(staging: Path) -> None:
+    """Create the staging dir (0700) or accept an empty one that we own; refuse anything else."""
+    current = mounts.state(staging)
+    if current != "unmounted":
+        raise BuildError(f"{staging} is mounted: run `cnd umount` before building")
+    if os.path.lexists(staging):
+        st = os.lstat(staging)
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and any(staging.iterdir()):
+            raise BuildError(f"staging directory {staging} exists and is not empty "
+                             f"(left over from an interrupted build?): remove it, then build again")
+    ensure_private_dir(staging, what="staging directory")
+
+
+def _remove_staging(staging: Path) -> None:
+    """Remove the staging tree; installers leave read-only directories, so make them writable first."""
+    def onerror(func, path, exc_info):
+        # Only the parent directory's mode matters for unlinking; files may be hard links into a
+        # package cache, whose modes we must not change.
+        try:
+            os.chmod(os.path.dirname(path), 0o700)
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.chmod(path, 0o700)
+        except OSError:
+            pass
+        func(path)
+
+    if os.path.lexists(staging) and not os.path.islink(staging) and mounts.find_mount(staging) is None:
+        shutil.rmtree(staging, onerror=onerror)
+
+
+@dataclasses.dataclass
+class BuildPlan:
+    """What `cnd build` will install, worked out (and validated) before anything is created."""
+
+    env: envfile.EnvironmentFile | None
+    requirements: Path | None
+    installer: Path | None
+    conda_exe: str | None
+
+    def describe(self) -> str:
+        if self.env is None:
+            return "a venv of the host Python"
+        if self.installer:
+            return f"the installer {self.installer.name}"
+        if self.conda_exe:
+            return os.path.basename(self.conda_exe)
+        return "the embedded py-rattler builder"
+
+
+def plan(project: Project) -> BuildPlan:
+    env_yml = project.path_of("environment_yml")
+    req = project.path_of("requirements_txt")
+    has_env = env_yml is not None and env_yml.is_file()
+    has_req = req is not None and req.is_file()
+    if not has_env and not has_req:
+        raise ConfigError(f"neither {env_yml or 'environment.yml'} nor {req or 'requirements.txt'} found "
+                          f"in {project.directory}")
+    env = envfile.read(env_yml) if has_env else None
+    installer = conda.find_installer(project.directory, project.cfg.get("installer_url", "")) if env else None
+    exe = conda.find_conda_exe(project.cfg.get("conda_exe", "")) if env and not installer else None
+    return BuildPlan(env, req if has_req else None, installer, exe)
+
+
+def _install(project: Project, build_plan: BuildPlan, staging: Path) -> None:
+    """Build the environment at STAGING as planned."""
+    env = build_plan.env
+    if env is None:
+        pip.create_venv(staging)
+    elif build_plan.installer:
+        conda.install_with_installer(build_plan.installer, env.path, staging, project.cfg.get("conda_exe", ""))
+    elif build_plan.conda_exe:
+        conda.create_with_exe(build_plan.conda_exe, env.path, staging)
+    else:
+        rattler.install_conda_packages(env, staging)
+        if env.pip_requirements:
+            _pip_section(env, staging)
+    if build_plan.requirements:
+        pip.pip_install(staging, build_plan.requirements)
+
+
+def _pip_section(env: envfile.EnvironmentFile, prefix: Path) -> None:
+    """The `pip:` list of environment.yml, installed with the environment's own pip."""
+    if not (prefix / "bin" / "python").exists():
+        raise BuildError(f"{env.path.name} has a pip: section but the environment has no python")
+    # Beside the yml, so relative entries (`-e ./src`) resolve as conda's do.
+    req = env.path.parent / f".condainer-pip-{os.getpid()}.txt"
+    req.write_text("\n".join(env.pip_requirements) + "\n")
+    try:
+        pip.pip_install(prefix, req)
+    finally:
+        req.unlink(missing_ok=True)
+
+
+def build(directory: Path, *, backend: str | None = None, force: bool = False, dryrun: bool = False) -> Path:
+    """Build the project's environment and pack it into ``<uuid>.squashfs``; returns the image path."""
+    project = Project.load(directory)
+    backend = backend or project.cfg.get("backend", "auto")
+    image, staging = project.image, project.mountpoint
+    actions = Actions(dryrun)
+    if image.exists() and not force:
+        raise ImageError(f"{image} exists: remove it or run `cnd build --force` to replace it")
+    if project.cfg.get("user_env_name"):
+        # An upstream build nested the env under envs/; ours installs at the mount point itself.
+        cfg = dict(project.cfg)
+        del cfg["user_env_name"]
+        actions.do("drop user_env_name from condainer.yml (the environment is built at the mount point)",
+                   lambda: config.save(directory, cfg))
+        project.cfg = cfg
+    build_plan = plan(project)
+    if dryrun:
+        actions.do(f"create staging directory {staging} (mode 0700)", lambda: None)
+        actions.do(f"install the environment into {staging} with {build_plan.describe()}", lambda: None)
+        actions.do(f"pack {staging} into {image} ({backend} backend)", lambda: None)
+        actions.do(f"remove {staging}; write {project.activate_script} and {project.deactivate_script}", lambda: None)
+        return image
+    started = time.monotonic()
+    steps: dict[str, float] = {}
+    _prepare_staging(staging)
+    try:
+        console.info(f"[1/3] building the environment in {staging} with {build_plan.describe()}")
+        _install(project, build_plan, staging)
+        write_scripts(project.directory, project.env_prefix,
+                      build_plan.env.variables if build_plan.env else {}, project.env_prefix)
+        steps["environment"] = time.monotonic() - started
+        console.info(f"[2/3] packing it into {image.name}")
+        options = project.pack_options(progress=not console.is_quiet())
+        used = pack(staging, image, options, backend)
+        steps["pack"] = time.monotonic() - started - steps["environment"]
+        console.info(f"      packed with the {used} backend")
+    except CondainerError:
+        raise
+    except OSError as exc:
+        raise BuildError(f"build failed: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from exc
+    finally:
+        console.info(f"[3/3] removing the staging directory {staging}")
+        cleanup_start = time.monotonic()
+        _remove_staging(staging)
+        steps["cleanup"] = time.monotonic() - cleanup_start
+    size = image.stat().st_size
+    split = ", ".join(f"{k} {v:.1f} s" for k, v in steps.items())
+    console.info(f"built {image} ({console.human_bytes(size)}) in {time.monotonic() - started:.1f} s ({split})")
+    console.info(f"use it with `cnd exec -- CMD` or `source {project.activate_script}`")
+    return image

@@ -1,0 +1,115 @@
+"""condainer.yml: defaults, loading, validation and saving.
+
+Keys written by upstream Condainer keep their meaning (mount_base_directory, uuid, environment_yml,
+requirements_txt, installer_url, conda_exe, user_env_name, non_conda_application,
+multiuser_mountpoint); ours come with safe defaults, so an upstream condainer.yml works unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid as uuidlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from condainer.backends import BACKENDS
+from condainer.errors import ConfigError
+from condainer.fs.options import COMPRESSIONS, DEFAULT_BLOCK_SIZE, DEFAULT_COMPRESSION
+
+CONFIG_NAME = "condainer.yml"
+
+HEADER = """\
+# condainer project configuration (created by `cnd init`, may be edited by hand)
+#
+# mount_base_directory: where the environment is built and the image mounted (node-local, e.g. /tmp)
+# environment_yml / requirements_txt: what to install; either may be missing, not both
+# installer_url: a local Miniforge installer to use instead of the embedded builder (empty: none);
+#                $CONDAINER_INSTALLER wins over it
+# conda_exe: mamba, conda or micromamba to use instead of the embedded builder (empty: none)
+# compression: zstd, gzip, xz, lz4 or none; compression_level: empty for the default
+# backend: auto (native tools when present), native or python
+"""
+
+
+def defaults() -> dict[str, Any]:
+    """A fresh configuration; every key has a safe default."""
+    return {
+        "mount_base_directory": "/tmp",
+        "uuid": str(uuidlib.uuid4()),
+        "environment_yml": "environment.yml",
+        "requirements_txt": "requirements.txt",
+        "installer_url": "",
+        "conda_exe": "",
+        "compression": DEFAULT_COMPRESSION,
+        "compression_level": None,
+        "block_size": DEFAULT_BLOCK_SIZE,
+        "processors": None,
+        "backend": "auto",
+    }
+
+
+def _validate(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
+    def bad(key: str, why: str) -> ConfigError:
+        return ConfigError(f"{path}: {key}: {why}")
+
+    try:
+        uuidlib.UUID(str(cfg.get("uuid")))
+    except ValueError:
+        raise bad("uuid", f"{cfg.get('uuid')!r} is not a UUID") from None
+    base = cfg.get("mount_base_directory")
+    if not isinstance(base, str) or not os.path.isabs(os.path.expandvars(base)):
+        raise bad("mount_base_directory", "must be an absolute path")
+    if cfg.get("compression") not in COMPRESSIONS:
+        raise bad("compression", f"must be one of {', '.join(COMPRESSIONS)}")
+    if cfg.get("backend") not in BACKENDS:
+        raise bad("backend", f"must be one of {', '.join(BACKENDS)}")
+    for key in ("compression_level", "processors", "block_size"):
+        value = cfg.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise bad(key, "must be a positive integer or empty")
+    return cfg
+
+
+def load(project_dir: os.PathLike | str) -> dict[str, Any]:
+    """Read condainer.yml of PROJECT_DIR, filled up with defaults for keys it lacks."""
+    path = Path(project_dir) / CONFIG_NAME
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found: run `cnd init` first (or pass -d PROJECT_DIR)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1})" if where else ""
+        raise ConfigError(f"{path} is not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must be a mapping of keys to values")
+    cfg = defaults()
+    cfg.pop("uuid")
+    cfg.update({k: v for k, v in data.items() if v is not None or k not in cfg})
+    if "uuid" not in cfg:
+        raise ConfigError(f"{path}: uuid is missing")
+    cfg["installer_url"] = cfg.get("installer_url") or ""
+    cfg["conda_exe"] = cfg.get("conda_exe") or ""
+    return _validate(cfg, path)
+
+
+def save(project_dir: os.PathLike | str, cfg: dict[str, Any], *, exclusive: bool = False) -> Path:
+    """Write condainer.yml; with ``exclusive`` fail if it exists (never overwrite a user's file)."""
+    path = Path(project_dir) / CONFIG_NAME
+    text = HEADER + yaml.safe_dump(cfg, sort_keys=False)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileExistsError:
+        raise ConfigError(f"{path} already exists: this directory is a condainer project already") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return path

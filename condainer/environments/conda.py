@@ -1,0 +1,58 @@
+"""A conda executable (mamba, conda, micromamba) or a Miniforge installer, when the user has one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from condainer import console
+from condainer.environments.run import run_step
+from condainer.errors import BuildError
+
+
+def find_installer(project_dir: Path, installer_url: str) -> Path | None:
+    """$CONDAINER_INSTALLER, else installer_url when it names a local file (or an upstream
+    download already in the project directory); None means: no installer."""
+    candidate = os.environ.get("CONDAINER_INSTALLER") or installer_url
+    if not candidate:
+        return None
+    if candidate.startswith(("http://", "https://")):
+        local = project_dir / os.path.basename(candidate)
+        return local if local.is_file() else None
+    path = Path(candidate)
+    if not path.is_absolute():
+        path = project_dir / path
+    if not path.is_file():
+        raise BuildError(f"installer {path} not found")
+    return path
+
+
+def find_conda_exe(name: str) -> str | None:
+    """The conda_exe of condainer.yml when it is on PATH."""
+    return shutil.which(name) if name else None
+
+
+def create_with_exe(exe: str, env_yml: Path, prefix: Path) -> None:
+    """Create the environment at PREFIX from ENV_YML with mamba/conda/micromamba."""
+    name = os.path.basename(exe)
+    if name.startswith("micromamba"):
+        cmd = [exe, "create", "--yes", "--prefix", str(prefix), "--file", str(env_yml)]
+    else:
+        cmd = [exe, "env", "create", "--prefix", str(prefix), "--file", str(env_yml)]
+    console.info(f"creating the environment with {name}")
+    run_step(cmd, what=f"{name} env create")
+
+
+def install_with_installer(installer: Path, env_yml: Path, prefix: Path, conda_exe: str) -> None:
+    """Install Miniforge at PREFIX, then the environment.yml's packages into that base environment."""
+    console.info(f"installing {installer.name} at {prefix}")
+    run_step(["/bin/bash", str(installer), "-b", "-f", "-p", str(prefix)], what=f"installer {installer.name}")
+    for candidate in (conda_exe, "mamba", "conda"):
+        exe = prefix / "bin" / candidate if candidate else None
+        if exe and exe.exists():
+            console.info(f"installing {env_yml.name} with {candidate}")
+            run_step([str(exe), "env", "update", "--prefix", str(prefix), "--file", str(env_yml)],
+                     what=f"{candidate} env update")
+            return
+    raise BuildError(f"installer {installer.name} provided neither mamba nor conda in {prefix}/bin")

@@ -1,0 +1,62 @@
+"""environment.yml: read and check it (name, channels, dependencies, pip section, variables)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import yaml
+
+from condainer.errors import ConfigError
+
+
+@dataclasses.dataclass
+class EnvironmentFile:
+    path: Path
+    name: str
+    channels: list[str]
+    conda_specs: list[str]
+    pip_requirements: list[str]
+    variables: dict[str, str]
+
+
+def read(path: Path) -> EnvironmentFile:
+    """Parse PATH; any malformed part is a one-line ConfigError naming the file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must be a mapping with 'dependencies'")
+    channels = data.get("channels") or []
+    deps = data.get("dependencies") or []
+    if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+        raise ConfigError(f"{path}: 'channels' must be a list of channel names or URLs")
+    if not isinstance(deps, list):
+        raise ConfigError(f"{path}: 'dependencies' must be a list")
+    specs: list[str] = []
+    pip: list[str] = []
+    for item in deps:
+        if isinstance(item, str):
+            specs.append(item)
+        elif isinstance(item, dict) and set(item) == {"pip"} and isinstance(item["pip"], list):
+            pip.extend(str(x) for x in item["pip"])
+        else:
+            raise ConfigError(f"{path}: unsupported dependency entry {item!r}")
+    variables = data.get("variables") or {}
+    if not isinstance(variables, dict):
+        raise ConfigError(f"{path}: 'variables' must be a mapping")
+    return EnvironmentFile(
+        path=path,
+        name=str(data.get("name") or "env"),
+        channels=[c for c in channels if c != "nodefaults"],
+        conda_specs=specs,
+        pip_requirements=pip,
+        variables={str(k): str(v) for k, v in variables.items()},
+    )

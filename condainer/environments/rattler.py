@@ -1,0 +1,52 @@
+"""The embedded conda builder: environment.yml solved and installed by py-rattler, no installer needed.
+
+py-rattler 0.28 can crash at interpreter exit after a solve (a tokio worker racing shutdown), so
+the solve and install run in a child process (``python -m condainer.environments.rattler_child``)
+that ends with os._exit; the parent only sees its exit code and its one-line error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from condainer import console
+from condainer.environments.envfile import EnvironmentFile
+from condainer.errors import BuildError
+
+
+def cache_dir() -> Path:
+    """Package and repodata cache, shared between builds of this user."""
+    base = os.environ.get("CONDAINER_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "condainer"
+    )
+    return Path(base) / "rattler"
+
+
+def install_conda_packages(env: EnvironmentFile, prefix: Path) -> None:
+    """Solve ENV's channels and specs and install them into PREFIX (also writes its env variables)."""
+    console.info(f"solving and installing {len(env.conda_specs)} conda specs from {', '.join(env.channels) or 'no channel'}")
+    request = {
+        "channels": env.channels,
+        "specs": env.conda_specs,
+        "prefix": str(prefix),
+        "cache_dir": str(cache_dir()),
+        "variables": env.variables,
+        "channel_alias": os.environ.get("CONDAINER_CHANNEL_ALIAS", "https://conda.anaconda.org/"),
+        "root_dir": str(env.path.parent),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "condainer.environments.rattler_child"],
+        input=json.dumps(request),
+        text=True,
+        capture_output=True,
+    )
+    if proc.returncode != 0:
+        lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"the solver process exited with code {proc.returncode}"
+        raise BuildError(f"conda environment from {env.path.name}: {reason}")
+    if proc.stdout.strip():
+        console.info(proc.stdout.strip())

@@ -1,0 +1,67 @@
+"""Child process of the embedded builder: reads a JSON request on stdin, solves, installs, exits.
+
+Errors are printed as one line on stderr with exit code 1; the process always ends with os._exit so
+py-rattler's runtime threads cannot crash the interpreter's shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _channels(names: list[str], alias: str, root_dir: str):
+    from rattler import Channel, ChannelConfig
+
+    config = ChannelConfig(channel_alias=alias if alias.endswith("/") else alias + "/", root_dir=root_dir)
+    return [Channel(name, config) for name in names]
+
+
+async def _build(req: dict) -> str:
+    from rattler import Gateway, MatchSpec, Platform, VirtualPackage, install, solve
+
+    cache = Path(req["cache_dir"])
+    specs = [MatchSpec(s) for s in req["specs"]]
+    records = await solve(
+        _channels(req["channels"], req["channel_alias"], req["root_dir"]),
+        specs,
+        gateway=Gateway(cache_dir=cache / "repodata"),
+        platforms=[Platform.current(), Platform("noarch")],
+        virtual_packages=VirtualPackage.detect(),
+    )
+    await install(
+        records,
+        target_prefix=req["prefix"],
+        cache_dir=cache / "pkgs",
+        show_progress=False,
+        requested_specs=[s._match_spec for s in specs],  # 0.28 rejects MatchSpec objects here
+    )
+    await asyncio.sleep(0.1)  # let runtime callbacks settle before we leave
+    return f"installed {len(records)} conda packages"
+
+
+def main() -> None:
+    try:
+        req = json.loads(sys.stdin.read())
+        message = asyncio.run(_build(req))
+        if req.get("variables"):
+            # conda stores `variables:` of environment.yml here; activation exports them.
+            state = Path(req["prefix"]) / "conda-meta" / "state"
+            state.parent.mkdir(parents=True, exist_ok=True)
+            state.write_text(json.dumps({"env_vars": req["variables"]}, indent=2))
+        print(message, flush=True)
+        code = 0
+    except Exception as exc:  # every failure becomes one line for the parent
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"{type(exc).__name__}: {text}", file=sys.stderr, flush=True)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

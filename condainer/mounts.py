@@ -1,0 +1,150 @@
+"""The mount table, unmounting, and stale-mount detection.
+
+A FUSE daemon that died (SIGKILL at the end of a job step) leaves a mount whose root may still answer
+``stat`` from the kernel's cache, while ``statvfs`` reaches the daemon and fails with ENOTCONN: that
+is how a stale mount is told apart from a live one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from condainer.errors import MountError
+
+MOUNTINFO = "/proc/self/mountinfo"
+
+
+@dataclasses.dataclass(frozen=True)
+class MountEntry:
+    """One line of /proc/self/mountinfo that matters to us."""
+
+    mountpoint: str
+    fstype: str  # e.g. "squashfs", "fuse.squashfuse_ll", "fuse.condainer"
+    source: str
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \040-style octal.
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) + 1 and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mount_table() -> list[MountEntry]:
+    """Every mount this process can see."""
+    entries = []
+    with open(MOUNTINFO, encoding="utf-8", errors="surrogateescape") as fh:
+        for line in fh:
+            fields = line.split()
+            try:
+                sep = fields.index("-")
+            except ValueError:
+                continue
+            entries.append(
+                MountEntry(_unescape(fields[4]), fields[sep + 1], _unescape(fields[sep + 2]))
+            )
+    return entries
+
+
+def find_mount(path: os.PathLike | str) -> MountEntry | None:
+    """The topmost mount at exactly PATH, or None."""
+    target = os.path.abspath(path)
+    found = None
+    for entry in mount_table():
+        if entry.mountpoint == target:
+            found = entry  # later lines are mounted on top of earlier ones
+    return found
+
+
+def is_fuse(entry: MountEntry) -> bool:
+    return entry.fstype == "fuse" or entry.fstype.startswith("fuse.")
+
+
+def state(path: os.PathLike | str) -> str:
+    """'unmounted', 'mounted', or 'stale' (in the table, but its FUSE daemon is gone)."""
+    if find_mount(path) is None:
+        return "unmounted"
+    try:
+        os.statvfs(path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTCONN, errno.ECONNABORTED, errno.EIO):
+            return "stale"
+        raise MountError(f"cannot query mount {path}: {exc.strerror}") from exc
+    return "mounted"
+
+
+def _umount_commands(entry: MountEntry | None, lazy: bool) -> list[list[str]]:
+    commands = []
+    if entry is None or is_fuse(entry):
+        for tool in ("fusermount3", "fusermount"):
+            if shutil.which(tool):
+                commands.append([tool, "-u", "-z"] if lazy else [tool, "-u"])
+                break
+    if shutil.which("umount") and (os.geteuid() == 0 or not commands):
+        commands.append(["umount", "-l"] if lazy else ["umount"])
+    return commands
+
+
+def unmount(path: os.PathLike | str, *, lazy: bool = False) -> None:
+    """Unmount PATH; a busy mount raises MountError unless ``lazy`` (detach now, free when unused)."""
+    path = os.path.abspath(path)
+    entry = find_mount(path)
+    if entry is None:
+        return
+    errors = []
+    for command in _umount_commands(entry, lazy):
+        result = subprocess.run([*command, path], capture_output=True, text=True)
+        if result.returncode == 0 or find_mount(path) is None:
+            return
+        errors.append(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else command[0])
+    message = "; ".join(errors) or "no unmount tool found (fusermount3, fusermount, umount)"
+    if "busy" in message.lower():
+        raise MountError(
+            f"{path} is busy: a process still uses it (close shells and programs inside it, "
+            f"or `source deactivate`), then retry"
+        )
+    raise MountError(f"cannot unmount {path}: {message}")
+
+
+def clean_stale(path: os.PathLike | str) -> bool:
+    """Lazily unmount PATH if its daemon died; True if something was cleaned."""
+    if state(path) != "stale":
+        return False
+    unmount(path, lazy=True)
+    return True
+
+
+def check_mountpoint(path: os.PathLike | str, *, must_be_empty: bool = True) -> Path:
+    """Refuse a mount point that is missing, not a directory, a symlink, not empty or already mounted."""
+    p = Path(path).absolute()
+    # Ask the mount table first: lstat on a stale mount fails with ENOTCONN.
+    current = state(p)
+    if current == "stale":
+        raise MountError(f"{p} is a stale mount (its daemon died): run `cnd image umount {p}` first")
+    if current == "mounted":
+        raise MountError(f"{p} is already a mount point")
+    if not os.path.lexists(p):
+        raise MountError(f"mount point {p} does not exist")
+    if p.is_symlink():
+        raise MountError(f"mount point {p} is a symlink: refusing to mount there")
+    if not p.is_dir():
+        raise MountError(f"mount point {p} is not a directory")
+    if must_be_empty:
+        try:
+            with os.scandir(p) as it:
+                if next(it, None) is not None:
+                    raise MountError(f"mount point {p} is not empty")
+        except PermissionError as exc:
+            raise MountError(f"mount point {p} is not readable: {exc.strerror}") from exc
+    return p

@@ -1,0 +1,123 @@
+"""`cnd status`, `cnd prereq` and `cnd cache`: what a project and this machine look like."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from condainer import console, mounts
+from condainer.backends import select
+from condainer.backends.mount import check_image_file
+from condainer.environments import conda
+from condainer.errors import ToolMissing
+from condainer.project import Project
+from condainer.sessions import NodeSessions
+
+BACKEND_BY_FSTYPE = {
+    "fuse.squashfuse_ll": "native (squashfuse_ll)",
+    "fuse.squashfuse": "native (squashfuse)",
+    "squashfs": "kernel",
+}
+
+
+def status(directory: Path) -> dict[str, Any]:
+    project = Project.load(directory)
+    mp = project.mountpoint
+    entry = mounts.find_mount(mp)
+    state = mounts.state(mp) if entry else "unmounted"
+    running: list[int] = []
+    pinned = False
+    if project.state_dir.is_dir():
+        sessions = NodeSessions(project.state_dir)
+        with sessions.locked():
+            running = sessions.active()
+            pinned = sessions.pinned
+    backend = None
+    if entry:
+        backend = BACKEND_BY_FSTYPE.get(entry.fstype, "python" if "condainer" in entry.fstype + entry.source else entry.fstype)
+    return {
+        "project": str(project.directory),
+        "uuid": project.uuid,
+        "image": str(project.image),
+        "image_exists": project.image.is_file(),
+        "image_size": project.image.stat().st_size if project.image.is_file() else None,
+        "mountpoint": str(mp),
+        "state": state,
+        "mounted": state == "mounted",
+        "backend": backend,
+        "pinned": pinned,
+        "execs_running": len(running),
+        "environment": str(project.env_prefix),
+    }
+
+
+def format_status(data: dict[str, Any]) -> str:
+    size = console.human_bytes(data["image_size"]) if data["image_size"] is not None else "missing"
+    lines = [
+        f"project      {data['project']}",
+        f"image        {data['image']} ({size})",
+        f"mount point  {data['mountpoint']}",
+        f"state        {data['state']}" + (f" ({data['backend']} backend)" if data["backend"] else ""),
+        f"execs        {data['execs_running']} running" + (", pinned by `cnd mount`" if data["pinned"] else ""),
+    ]
+    return "\n".join(lines)
+
+
+def prereq(directory: Path | None = None) -> tuple[list[str], bool]:
+    """Lines describing what `auto` picks and why; the flag is False when images cannot be mounted."""
+    lines = []
+    packer = select.choose_packer("auto")
+    lines.append(f"pack:   {packer.backend} ({packer.tool}): {packer.reason}")
+    mounter = select.choose_mounter("auto")
+    lines.append(f"mount:  {mounter.backend} ({mounter.tool}): {mounter.reason}")
+    fuse = select.fuse_problem()
+    lines.append(f"fuse:   {'usable' if fuse is None else 'NOT usable: ' + fuse}")
+    try:
+        import mfusepy  # noqa: F401  (imported only to prove the Python FUSE backend can load)
+        lines.append("python FUSE backend: mfusepy importable")
+    except Exception as exc:  # a missing libfuse raises at import
+        lines.append(f"python FUSE backend: NOT usable: {' '.join(str(exc).split())}")
+    builders = []
+    for exe in ("mamba", "conda", "micromamba"):
+        if shutil.which(exe):
+            builders.append(f"{exe} ({shutil.which(exe)})")
+    if os.environ.get("CONDAINER_INSTALLER"):
+        builders.append(f"installer $CONDAINER_INSTALLER={os.environ['CONDAINER_INSTALLER']}")
+    if directory and (directory / "condainer.yml").exists():
+        try:
+            project = Project.load(directory)
+            inst = conda.find_installer(project.directory, project.cfg.get("installer_url", ""))
+            if inst:
+                builders.append(f"installer {inst}")
+        except Exception:
+            pass
+    rattler_ok = importlib.util.find_spec("rattler") is not None
+    builders.append("embedded py-rattler builder" + ("" if rattler_ok else " (NOT importable)"))
+    builders.append(f"pip venv of {getattr(sys, '_base_executable', sys.executable)}")
+    lines.append("environment builders: " + "; ".join(builders))
+    return lines, fuse is None
+
+
+def cache(directory: Path) -> int:
+    """Read the whole image once so the page cache holds it before a large job starts."""
+    project = Project.load(directory)
+    image = check_image_file(project.image)
+    size = image.stat().st_size
+    progress = console.Progress(f"caching {image.name}", total_bytes=size)
+    chunk = 8 << 20
+    try:
+        with open(image, "rb", buffering=0) as fh:
+            os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)
+            while data := fh.read(chunk):
+                progress.update(nbytes=len(data))
+    finally:
+        progress.close()
+    console.info(f"{image} ({console.human_bytes(size)}) read into the page cache")
+    return size
+
+
+__all__ = ["status", "format_status", "prereq", "cache", "ToolMissing"]

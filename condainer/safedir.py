@@ -1,0 +1,33 @@
+"""Directories we create in shared places such as /tmp, made and checked so other users cannot interfere."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from condainer.errors import CondainerError
+
+
+def ensure_private_dir(path: os.PathLike | str, *, what: str = "directory") -> Path:
+    """Create PATH with mode 0700, or accept it only if it is a real directory that we own and
+    that nobody else can write to (another user's directory or symlink in /tmp is refused)."""
+    p = Path(path)
+    try:
+        os.mkdir(p, 0o700)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        raise CondainerError(f"cannot create {what} {p}: {p.parent} does not exist") from None
+    except OSError as exc:
+        raise CondainerError(f"cannot create {what} {p}: {exc.strerror}") from exc
+    st = os.lstat(p)
+    if stat.S_ISLNK(st.st_mode):
+        raise CondainerError(f"{what} {p} is a symlink: refusing to use it")
+    if not stat.S_ISDIR(st.st_mode):
+        raise CondainerError(f"{what} {p} exists and is not a directory")
+    if st.st_uid != os.geteuid():
+        raise CondainerError(f"{what} {p} belongs to another user (uid {st.st_uid}): refusing to use it")
+    if st.st_mode & 0o022:
+        raise CondainerError(f"{what} {p} is writable by others: refusing to use it")
+    return p

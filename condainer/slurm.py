@@ -1,0 +1,77 @@
+"""What a Slurm job step tells its tasks: which step this is and how many of its tasks run on this node.
+
+Ranks of one step do not all start `cnd exec` at the same moment: on a loaded node one rank may finish
+before another has started. Knowing how many tasks of the step run here lets the mount stay until the
+step's last local task is done, instead of being unmounted and mounted again in between.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+_RANGE = re.compile(r"^(\d+)-(\d+)$")
+
+
+def expand_hostlist(text: str) -> list[str]:
+    """'n[1-3,7],login' -> ['n1', 'n2', 'n3', 'n7', 'login'] (Slurm's hostlist syntax, zero padding kept)."""
+    hosts: list[str] = []
+    depth, start = 0, 0
+    parts = []
+    for i, ch in enumerate(text):
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    for part in filter(None, parts):
+        m = re.match(r"^([^\[]*)\[([^\]]*)\](.*)$", part)
+        if not m:
+            hosts.append(part)
+            continue
+        prefix, ranges, suffix = m.groups()
+        for item in ranges.split(","):
+            r = _RANGE.match(item)
+            if r:
+                lo, hi = r.groups()
+                hosts += [f"{prefix}{n:0{len(lo)}d}{suffix}" for n in range(int(lo), int(hi) + 1)]
+            else:
+                hosts.append(f"{prefix}{item}{suffix}")
+    return hosts
+
+
+def expand_counts(text: str) -> list[int]:
+    """'2(x3),1' -> [2, 2, 2, 1] (SLURM_STEP_TASKS_PER_NODE)."""
+    counts: list[int] = []
+    for item in text.split(","):
+        m = re.match(r"^(\d+)(?:\(x(\d+)\))?$", item.strip())
+        if not m:
+            raise ValueError(item)
+        counts += [int(m.group(1))] * int(m.group(2) or 1)
+    return counts
+
+
+def current_step(environ: dict[str, str] | None = None) -> tuple[str, int, str] | None:
+    """(step id, tasks of this step on this node, this task's local id), or None outside a step."""
+    env = os.environ if environ is None else environ
+    job, step, local = env.get("SLURM_JOB_ID"), env.get("SLURM_STEP_ID"), env.get("SLURM_LOCALID")
+    per_node = env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE")
+    if not (job and step and local and per_node):
+        return None
+    try:
+        counts = expand_counts(per_node)
+        index = None
+        nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_NODELIST")
+        name = env.get("SLURMD_NODENAME")
+        if nodes and name:
+            expanded = expand_hostlist(nodes)
+            if name in expanded:
+                index = expanded.index(name)
+        if index is None:
+            index = int(env.get("SLURM_NODEID", "0"))
+        return f"{job}.{step}", counts[index], local
+    except (ValueError, IndexError):
+        return None

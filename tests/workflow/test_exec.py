@@ -1,0 +1,128 @@
+"""`cnd exec` with real mounts: output, exit codes, sharing one mount, and recovery after kills."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from condainer import mounts
+
+from .conftest import BACKENDS, backend_param, cnd, mountpoint_of
+
+pytestmark = pytest.mark.parametrize("pip_project", [backend_param(b) for b in BACKENDS], indirect=True)
+
+
+def backend_of(project) -> str:
+    return project.name.split("-", 1)[1]
+
+
+def mount_log_lines(project) -> list[str]:
+    import yaml
+
+    cfg = yaml.safe_load((project / "condainer.yml").read_text())
+    base = cfg["mount_base_directory"]
+    logs = [os.path.join(base, d, "mounts.log") for d in os.listdir(base) if d.startswith(f".condainer-{cfg['uuid']}")]
+    lines = []
+    for log in logs:
+        if os.path.exists(log):
+            lines += open(log).read().splitlines()
+    return lines
+
+
+def test_exec_runs_in_env_and_unmounts(pip_project):
+    backend = backend_of(pip_project)
+    r = cnd("exec", "--backend", backend, "--", "python", "-c", "import six, sys; print(six.__name__, sys.prefix)",
+            cwd=pip_project)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["six", str(mountpoint_of(pip_project))]
+    assert mounts.find_mount(mountpoint_of(pip_project)) is None
+
+
+def test_exec_returns_child_exit_code(pip_project):
+    r = cnd("exec", "--backend", backend_of(pip_project), "--", "python", "-c", "import sys; sys.exit(7)",
+            cwd=pip_project)
+    assert r.returncode == 7
+    assert mounts.find_mount(mountpoint_of(pip_project)) is None
+
+
+def test_exec_unknown_command_is_one_line_127(pip_project):
+    r = cnd("exec", "--backend", backend_of(pip_project), "--", "no-such-program-xyz", cwd=pip_project)
+    assert r.returncode == 127
+    assert r.stderr.strip().splitlines() == ["cnd: error: command not found: no-such-program-xyz"]
+    assert mounts.find_mount(mountpoint_of(pip_project)) is None
+
+
+def test_exec_keeps_callers_working_directory(pip_project, tmp_path):
+    r = cnd("-d", str(pip_project), "exec", "--backend", backend_of(pip_project), "--", "pwd", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(tmp_path)
+
+
+def test_concurrent_execs_share_one_mount(pip_project):
+    before = len(mount_log_lines(pip_project))
+    code = "import six, time; time.sleep(1.0); print('ok')"
+
+    def one(_):
+        return cnd("exec", "--backend", backend_of(pip_project), "--", "python", "-c", code, cwd=pip_project)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(8)))
+    assert [r.returncode for r in results] == [0] * 8, [r.stderr for r in results]
+    assert all(r.stdout.strip() == "ok" for r in results)
+    assert len(mount_log_lines(pip_project)) - before == 1, "the 8 execs must share one mount"
+    assert mounts.find_mount(mountpoint_of(pip_project)) is None
+
+
+def test_sigterm_is_forwarded_to_the_command(pip_project):
+    script = "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(42))\nprint('ready', flush=True)\ntime.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-m", "condainer", "exec", "--backend", backend_of(pip_project), "--",
+                             "python", "-c", script], cwd=pip_project, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 42
+    assert mounts.find_mount(mountpoint_of(pip_project)) is None
+
+
+def test_killed_exec_and_daemon_do_not_break_the_next_exec(pip_project):
+    mp = mountpoint_of(pip_project)
+    proc = subprocess.Popen([sys.executable, "-m", "condainer", "exec", "--backend", backend_of(pip_project), "--",
+                             "python", "-c", "import time; print('up', flush=True); time.sleep(60)"],
+                            cwd=pip_project, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stdout.readline().strip() == "up"
+    # What Slurm does to a cancelled step: SIGKILL to the tasks and, here, the FUSE daemon too.
+    daemons = subprocess.run(["pgrep", "-f", str(mp)], capture_output=True, text=True).stdout.split()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for pid in daemons:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    time.sleep(0.2)
+    assert mounts.find_mount(mp) is not None, "the killed step must leave a mount behind for this test"
+    r = cnd("exec", "--backend", backend_of(pip_project), "--", "python", "-c", "import six; print('again')",
+            cwd=pip_project)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "again"
+    assert mounts.find_mount(mp) is None, "stale entries of the killed exec must not keep the mount alive"
+
+
+def test_mount_stays_until_the_last_task_of_a_slurm_step_is_done(pip_project):
+    import os as _os
+
+    mp = mountpoint_of(pip_project)
+    step = {"SLURM_JOB_ID": "999", "SLURM_STEP_ID": "0", "SLURM_STEP_TASKS_PER_NODE": "2"}
+    first = cnd("exec", "--backend", backend_of(pip_project), "--", "true", cwd=pip_project,
+                env={**_os.environ, **step, "SLURM_LOCALID": "0"})
+    assert first.returncode == 0, first.stderr
+    assert mounts.state(mp) == "mounted", "task 1 of the step has not run yet: keep the mount"
+    second = cnd("exec", "--backend", backend_of(pip_project), "--", "true", cwd=pip_project,
+                 env={**_os.environ, **step, "SLURM_LOCALID": "1"})
+    assert second.returncode == 0, second.stderr
+    assert mounts.find_mount(mp) is None, "the step's last local task unmounts"
