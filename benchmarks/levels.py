@@ -20,8 +20,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+os.environ.setdefault("CONDAINER_BENCH_CACHE", str(HERE / ".cache"))
 
-from benchmarks.pack import build_venv, tree_stats  # noqa: E402
+from benchmarks import corpus  # noqa: E402
+from benchmarks.pack import tree_stats  # noqa: E402
 from condainer.fs.options import PackOptions  # noqa: E402
 from condainer.fs.writer import pack_tree  # noqa: E402
 
@@ -34,15 +36,15 @@ def main(argv=None) -> None:
     p.add_argument("--runs", type=int, default=1)
     p.add_argument("--out", type=Path, default=HERE / "results" / "level-table.md")
     args = p.parse_args(argv)
-    corpus = args.corpus or build_venv(HERE / ".cache" / "venv-numpy", ["numpy"])
-    files, size = tree_stats(corpus)
+    corpus_dir = args.corpus or corpus.python_env(quick=True)  # a venv with numpy
+    files, size = tree_stats(corpus_dir)
     image = HERE / ".cache" / "level.sqfs"
     rows = []
     for level in [int(x) for x in args.levels.split(",")]:
         times = []
         for _ in range(args.runs):
             stats = pack_tree(
-                corpus,
+                corpus_dir,
                 image,
                 PackOptions(compression="zstd", level=level, processors=args.processors, progress=False),
             )
@@ -59,7 +61,7 @@ def main(argv=None) -> None:
     lines = [
         "# zstd level: size and time of the Python writer",
         "",
-        f"Corpus: `{corpus.name}` ({files:,} files, {size / 1e6:.0f} MB); {args.processors} processors, "
+        f"Corpus: `{corpus_dir.name}` ({files:,} files, {size / 1e6:.0f} MB); {args.processors} processors, "
         f"block 128 KiB, median of {args.runs} run(s), warm page cache; {platform.node()}, "
         f"{time.strftime('%Y-%m-%d', time.gmtime())}. A shared 2-core machine: times are indicative.",
         "",

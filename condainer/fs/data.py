@@ -29,6 +29,7 @@ from condainer.fs.compression import Codec
 
 BATCH_BYTES = 1 << 20  # bytes of blocks sent to a worker at once: amortises the pickling round trip
 BATCH_ITEMS = 256
+SMALL_FILE_BLOCKS = 8  # files up to this many blocks are read in one go
 
 
 def default_processors() -> int:
@@ -258,6 +259,9 @@ class BlockPipeline:
 # --- files and fragments ----------------------------------------------------------------------
 
 
+_NO_BLOCKS = array("I")  # shared by every file without full blocks (never written to)
+
+
 class FileData(Placed):
     """Where a regular file's data went: what its inode records."""
 
@@ -266,7 +270,7 @@ class FileData(Placed):
     def __init__(self, size: int, nblocks: int) -> None:
         self.size = size
         self.start = 0
-        self.blocks = array("I", bytes(4 * nblocks))  # on-disk size words; 0 = sparse hole
+        self.blocks = array("I", bytes(4 * nblocks)) if nblocks else _NO_BLOCKS  # size words; 0 = hole
         self.fragment = fmt.NO_FRAGMENT
         self.offset = 0
         self.sparse = 0
@@ -342,37 +346,47 @@ class DataWriter:
         return record
 
     def _store(self, f, path: bytes, size: int) -> FileData:
+        # Files up to a few blocks are read once into memory (hashing and storing share the read);
+        # larger duplicate candidates are hashed block by block, then read again.
+        whole = self._read(f, path, size) if size <= SMALL_FILE_BLOCKS * self._bs else None
         key = None
         if size in self._dup_sizes:
             digest = hashlib.sha256()
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
+            if whole is not None:
+                digest.update(whole)
+            else:
+                for _ in range(-(-size // self._bs)):
+                    digest.update(f.read(self._bs))
+                f.seek(0)
             key = (size, digest.digest())
             twin = self._by_hash.get(key)
             if twin is not None:
                 self.duplicates += 1
                 return twin
-            f.seek(0)
         full, tail = divmod(size, self._bs)
         record = FileData(size, full)
         if full:
             self._pipeline.mark(record, -1)
+        bs = self._bs
         for i in range(full):
-            block = f.read(self._bs)
-            if len(block) != self._bs:
-                raise ImageError(f"{os.fsdecode(path)}: file shrank while it was being packed")
+            block = whole[i * bs : (i + 1) * bs] if whole is not None else self._read(f, path, bs)
             if block == self._zero:
-                record.sparse += self._bs
+                record.sparse += bs
             else:
                 self._pipeline.add(block, record, i)
         if tail:
-            data = f.read(tail)
-            if len(data) != tail:
-                raise ImageError(f"{os.fsdecode(path)}: file shrank while it was being packed")
+            data = whole[full * bs :] if whole is not None else self._read(f, path, tail)
             record.fragment, record.offset = self.fragments.add(data)
         if key is not None:
             self._by_hash[key] = record
         return record
+
+    @staticmethod
+    def _read(f, path: bytes, size: int) -> bytes:
+        data = f.read(size)
+        if len(data) != size:
+            raise ImageError(f"{os.fsdecode(path)}: file shrank while it was being packed")
+        return data
 
     def finish(self) -> None:
         self.fragments.flush()
