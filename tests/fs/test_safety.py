@@ -226,24 +226,42 @@ def big_source(root) -> None:
             f.write(chunk[i:] + chunk[:i] + b"text" * 100000)
 
 
+CLI = [
+    sys.executable,
+    "-m",
+    "condainer",
+    "image",
+    "pack",
+    "--backend",
+    "python",
+    "--compression",
+    "zstd",
+    "--level",
+    "19",
+    "--processors",
+    "2",
+]
+
+
+@pytest.mark.parametrize("via", ["library", "cli"])
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_mid_pack(tmp_path, signum, code):
+def test_signal_mid_pack(tmp_path, signum, code, via):
     """Ctrl-C (SIGINT to the whole process group, workers included) or SIGTERM to the packer."""
     src = tmp_path / "src"
     big_source(src)
     out = tmp_path / "out"
     out.mkdir()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, str(src), str(out / "img.sqfs"), "xz", "9", "2"],
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    image = str(out / "img.sqfs")
+    if via == "library":
+        cmd = [sys.executable, "-c", SCRIPT, str(src), image, "xz", "9", "2"]
+    else:
+        cmd = [*CLI, str(src), image]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while not os.listdir(out) and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
-        time.sleep(0.5)  # well inside the data phase: xz 9 on 50 MB takes far longer
+        time.sleep(0.5)  # well inside the data phase: xz 9 / zstd 19 on 50 MB take far longer
         assert proc.poll() is None, "pack finished before it could be interrupted"
         if signum == signal.SIGINT:
             os.killpg(proc.pid, signum)
@@ -261,6 +279,20 @@ def test_signal_mid_pack(tmp_path, signum, code):
     time.sleep(0.2)
     with pytest.raises(ProcessLookupError):  # no worker left behind
         os.killpg(proc.pid, 0)
+
+
+def test_progress_line_on_a_terminal_and_silence_otherwise(tmp_path, monkeypatch, capsys):
+    from condainer import console
+
+    small_tree(tmp_path / "src", big=1)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    pack(tmp_path / "src", tmp_path / "a.sqfs", progress=True)
+    err = capsys.readouterr().err
+    assert "pack:" in err and "files" in err and err.endswith("\n")
+    pack(tmp_path / "src", tmp_path / "b.sqfs", progress=False)
+    monkeypatch.setattr(console, "_quiet", True)
+    pack(tmp_path / "src", tmp_path / "c.sqfs", progress=True)
+    assert capsys.readouterr().err == ""
 
 
 # --- large files ------------------------------------------------------------------------------
