@@ -110,6 +110,9 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
             with open(fd, "wb", buffering=1 << 20) as out:
                 skip = {(st.st_dev, st.st_ino) for st in [os.fstat(out.fileno()), _lstat(image_b)] if st}
                 tree = scan_tree(src_b, skip)
+                if tree.skipped_xattrs:
+                    names = b", ".join(sorted(tree.skipped_xattrs)).decode(errors="replace")
+                    console.info(f"pack: xattrs squashfs cannot store were left out: {names}")
                 progress = console.Progress("pack", tree.files, tree.bytes_in) if options.progress else None
                 try:
                     counts = _write_image(out, tree, codec, processors, options.all_root, epoch, progress)

@@ -318,3 +318,28 @@ def test_file_over_4_gib(tmp_path, stack):
         f.seek(1 << 32)
         assert f.read(8) == bytes(8)
     assert os.stat(os.path.join(mnt, "huge")).st_size == size
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="chown needs root")
+def test_all_root_stores_uid_gid_zero(tmp_path):
+    small_tree(tmp_path / "src", big=0)
+    os.chown(tmp_path / "src" / "d" / "f1", 100000, 100001)
+    pack(tmp_path / "src", tmp_path / "img.sqfs", all_root=True)
+    snap = treecompare.snapshot_image(tmp_path / "img.sqfs")
+    assert {(r["uid"], r["gid"]) for r in snap.values()} == {(0, 0)}
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="loop mounts need root")
+def test_hard_linked_symlinks_fifos_and_devices(tmp_path, stack):
+    src = tmp_path / "src"
+    src.mkdir()
+    os.symlink("target", src / "sym")
+    os.link(src / "sym", src / "sym2", follow_symlinks=False)
+    os.mkfifo(src / "fifo")
+    os.link(src / "fifo", src / "fifo2")
+    os.mknod(src / "dev", 0o20600, os.makedev(1, 5))
+    os.link(src / "dev", src / "dev2")
+    pack(src, tmp_path / "img.sqfs")
+    mnt = stack.enter_context(kernel_mount(tmp_path / "img.sqfs"))
+    treecompare.assert_same(treecompare.snapshot(src), treecompare.snapshot(mnt))
+    assert os.lstat(os.path.join(mnt, "sym2")).st_nlink == 2

@@ -275,3 +275,29 @@ def test_zstd_frames_record_their_content_size():
 
     frame = make_codec("zstd", 19, 1 << 17).compressor()(b"abc" * 1000)
     assert zstandard.frame_content_size(frame) == 3000
+
+
+@pytest.mark.parametrize(
+    "files,expected",
+    [
+        ({"cpu.max": "150000 100000\n"}, 2),
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu.cfs_quota_us": "50000\n", "cpu.cfs_period_us": "100000\n"}, 1),
+        ({"cpu.cfs_quota_us": "-1\n", "cpu.cfs_period_us": "100000\n"}, None),
+    ],
+)
+def test_cgroup_cpu_quota_files(tmp_path, files, expected):
+    from condainer.fs.data import _read_quota
+
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    name = "cpu.max" if "cpu.max" in files else "cpu.cfs_quota_us"
+    assert _read_quota(str(tmp_path), name) == expected
+
+
+def test_default_processors_is_within_the_affinity_mask():
+    import os
+
+    from condainer.fs.data import default_processors
+
+    assert 1 <= default_processors() <= len(os.sched_getaffinity(0))
