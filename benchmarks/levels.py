@@ -75,7 +75,11 @@ def main(argv=None) -> None:
         )
     lines.append("")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
+    # The hand-written recommendation below the table survives a re-run.
+    keep = ""
+    if args.out.exists() and "\n## Recommendation" in args.out.read_text():
+        keep = args.out.read_text()[args.out.read_text().index("\n## Recommendation") :]
+    args.out.write_text("\n".join(lines) + keep)
     print("\n".join(lines))
 
 
