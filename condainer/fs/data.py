@@ -336,11 +336,10 @@ class DataWriter:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
             raise ImageError(f"cannot read {os.fsdecode(path)}: {exc.strerror}") from exc
-        try:
-            with open(fd, "rb", buffering=0, closefd=True) as f:
-                record = self._store(f, path, size)
-        except OSError as exc:
-            raise ImageError(f"cannot read {os.fsdecode(path)}: {exc.strerror}") from exc
+        # Only reads are reported as "cannot read": the pipeline may write the image from in here,
+        # and its errors (a full disk) belong to the image.
+        with open(fd, "rb", buffering=0, closefd=True) as f:
+            record = self._store(f, path, size)
         if self._on_file:
             self._on_file(size)
         return record
@@ -356,7 +355,7 @@ class DataWriter:
                 digest.update(whole)
             else:
                 for _ in range(-(-size // self._bs)):
-                    digest.update(f.read(self._bs))
+                    digest.update(self._read(f, path, min(self._bs, size - f.tell())))
                 f.seek(0)
             key = (size, digest.digest())
             twin = self._by_hash.get(key)
@@ -383,7 +382,10 @@ class DataWriter:
 
     @staticmethod
     def _read(f, path: bytes, size: int) -> bytes:
-        data = f.read(size)
+        try:
+            data = f.read(size)
+        except OSError as exc:
+            raise ImageError(f"cannot read {os.fsdecode(path)}: {exc.strerror}") from exc
         if len(data) != size:
             raise ImageError(f"{os.fsdecode(path)}: file shrank while it was being packed")
         return data

@@ -208,11 +208,13 @@ def tiny_fs():
         os.rmdir(mnt)
 
 
-def test_full_disk(tmp_path, tiny_fs):
+@pytest.mark.parametrize("procs", [1, 2])
+def test_full_disk(tmp_path, tiny_fs, procs):
     src = tmp_path / "src"
     small_tree(src, big=6)
     with pytest.raises(ImageError) as info:
-        pack(src, os.path.join(tiny_fs, "img.sqfs"), compression="none")
+        pack(src, os.path.join(tiny_fs, "img.sqfs"), compression="gzip", level=1, processors=procs)
+    assert info.value.message.startswith("cannot write ")
     assert "No space left on device" in info.value.message and "\n" not in info.value.message
     assert os.listdir(tiny_fs) == []
 
