@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import struct
 import zlib
@@ -301,3 +302,74 @@ def test_default_processors_is_within_the_affinity_mask():
     from condainer.fs.data import default_processors
 
     assert 1 <= default_processors() <= len(os.sched_getaffinity(0))
+
+
+def _superblock(image) -> dict:
+    raw = open(image, "rb").read(96)
+    names = [
+        "magic",
+        "inodes",
+        "mkfs_time",
+        "block_size",
+        "fragments",
+        "compressor",
+        "block_log",
+        "flags",
+        "ids",
+        "major",
+        "minor",
+        "root",
+        "bytes_used",
+        "id_table",
+        "xattr_table",
+        "inode_table",
+        "directory_table",
+        "fragment_table",
+        "export_table",
+    ]
+    return dict(zip(names, fmt.SUPERBLOCK.unpack(raw), strict=True))
+
+
+def _u64s(image, offset: int, count: int) -> list[int]:
+    with open(image, "rb") as f:
+        f.seek(offset)
+        return list(struct.unpack(f"<{count}Q", f.read(8 * count)))
+
+
+@pytest.mark.parametrize("with_fragments", [True, False])
+@pytest.mark.parametrize("with_xattrs", [True, False])
+def test_lookup_tables_sit_back_to_back(tmp_path, with_fragments, with_xattrs):
+    """What the kernel checks at mount: each index ends exactly where the next table begins."""
+    from tests.fs.conftest import pack
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(1500):  # two export blocks (1024 inodes each)
+        (src / f"f{i}").write_bytes(b"x" * (5 if with_fragments else 0))
+    (src / "blocks").write_bytes(random.Random(1).randbytes(2 << 17))
+    if with_xattrs:
+        os.setxattr(src / "blocks", b"user.k", b"v")
+    image = tmp_path / "img.sqfs"
+    pack(src, image)
+    sb = _superblock(image)
+    assert sb["magic"] == fmt.MAGIC and (sb["major"], sb["minor"]) == (4, 0)
+    assert os.path.getsize(image) == -(-sb["bytes_used"] // 4096) * 4096
+    assert sb["inode_table"] < sb["directory_table"] < sb["fragment_table"] <= sb["export_table"]
+    frag_blocks = -(-sb["fragments"] * 16 // 8192)
+    export_blocks = -(-sb["inodes"] * 8 // 8192)
+    id_blocks = -(-sb["ids"] * 4 // 8192)
+    exports = _u64s(image, sb["export_table"], export_blocks)
+    ids = _u64s(image, sb["id_table"], id_blocks)
+    if with_fragments:
+        frags = _u64s(image, sb["fragment_table"], frag_blocks)
+        assert sb["fragment_table"] + 8 * frag_blocks == exports[0]
+        assert frags[0] > sb["directory_table"]
+    else:
+        assert sb["fragments"] == 0 and sb["fragment_table"] == exports[0]  # an empty table, not 0xFF..
+    assert export_blocks == 2 and 0 < exports[1] - exports[0] <= 8194
+    assert sb["export_table"] + 8 * export_blocks == ids[0]
+    if with_xattrs:
+        kv_start, count, _ = fmt.XATTR_TABLE_HEADER.unpack(open(image, "rb").read()[sb["xattr_table"] :][:16])
+        assert sb["id_table"] + 8 * id_blocks == kv_start and count == 1
+    else:
+        assert sb["xattr_table"] == fmt.NO_TABLE and sb["id_table"] + 8 * id_blocks == sb["bytes_used"]
