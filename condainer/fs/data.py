@@ -18,6 +18,7 @@ import hashlib
 import math
 import multiprocessing
 import os
+import queue
 import signal
 import threading
 from array import array
@@ -30,6 +31,7 @@ from condainer.fs.compression import Codec
 BATCH_BYTES = 1 << 20  # bytes of blocks sent to a worker at once: amortises the pickling round trip
 BATCH_ITEMS = 256
 SMALL_FILE_BLOCKS = 8  # files up to this many blocks are read in one go
+IN_FLIGHT = 2  # batches queued per worker process
 
 
 def default_processors() -> int:
@@ -85,39 +87,52 @@ def _read_quota(directory: str, name: str) -> int | None:
 
 
 def _worker_main(conn, codec: Codec) -> None:
-    """Compress batches from ``conn`` until it closes or sends None; reply with (data, size word)s."""
+    """Compress batches from ``conn`` until it closes or sends None; reply with (data, size word)s.
+
+    A reader thread takes batches off the pipe while the main thread compresses, so the parent's
+    send never waits on a worker that is itself waiting to send a result back (no deadlock on full
+    pipes), and the next batch is already here when the current one is done.
+    """
     # Ctrl-C reaches the whole process group: only the parent reacts (and reports one line).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     compress = codec.compressor()
     raw = codec.name == "none"
-    while True:
-        try:
-            blocks = conn.recv()
-        except (EOFError, OSError):
-            return
-        if blocks is None:
-            return
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+
+    def receive() -> None:
+        while True:
+            try:
+                blocks = conn.recv()
+            except (EOFError, OSError):
+                blocks = None
+            inbox.put(blocks)
+            if blocks is None:
+                return
+
+    threading.Thread(target=receive, daemon=True).start()
+    while (blocks := inbox.get()) is not None:
         conn.send(_compress_blocks(blocks, compress, raw))
 
 
 def _compress_blocks(blocks: list[bytes], compress: Callable[[bytes], bytes], raw: bool) -> list[tuple]:
+    """(compressed bytes, size word) per block; None instead of bytes where the block is kept raw
+    (the parent still holds it, so it need not travel back through the pipe)."""
     out = []
     for block in blocks:
         packed = block if raw else compress(block)
         if raw or len(packed) >= len(block):
-            out.append((block, len(block) | fmt.DATA_UNCOMPRESSED))
+            out.append((None, len(block) | fmt.DATA_UNCOMPRESSED))
         else:
             out.append((packed, len(packed)))
     return out
 
 
 class _Workers:
-    """N processes, one private pipe each, batches dealt round-robin, at most one batch per worker.
+    """N processes, one private pipe each, batches dealt round-robin.
 
     Nothing is shared between workers (no queue locks a killed worker could leave held), so abort is
-    a plain SIGKILL; with one batch outstanding per worker, neither side can block the other on a
-    full pipe; and results come back per worker in order, so batch ``seq`` is always answered by
+    a plain SIGKILL; results come back per worker in order, so batch ``seq`` is always answered by
     worker ``seq % N``.
     """
 
@@ -216,8 +231,8 @@ class BlockPipeline:
                 (self._seq, _compress_blocks(blocks, self._compress, self._raw), self._batch)
             )
         else:
-            # The worker that gets this batch must have handed back its previous one.
-            while self._pending and self._pending[0][0] <= self._seq - self._workers.count:
+            # At most IN_FLIGHT batches per worker: bounded memory, and a queue ahead of each worker.
+            while self._pending and self._pending[0][0] <= self._seq - IN_FLIGHT * self._workers.count:
                 self._write_oldest()
             self._workers.send(self._seq, blocks)
             self._pending.append((self._seq, None, self._batch))
@@ -235,6 +250,8 @@ class BlockPipeline:
                 target.placed(index, self.position, 0)
                 continue
             data, word = next(results)
+            if data is None:
+                data = block
             self._out.write(data)
             target.placed(index, self.position, word)
             self.position += len(data)
