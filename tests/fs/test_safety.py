@@ -345,3 +345,18 @@ def test_hard_linked_symlinks_fifos_and_devices(tmp_path, stack):
     mnt = stack.enter_context(kernel_mount(tmp_path / "img.sqfs"))
     treecompare.assert_same(treecompare.snapshot(src), treecompare.snapshot(mnt))
     assert os.lstat(os.path.join(mnt, "sym2")).st_nlink == 2
+
+
+def test_sigterm_handler_is_restored_after_pack(tmp_path):
+    def mine(signum, frame):  # pragma: no cover - never called
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        (tmp_path / "src").mkdir()
+        pack(tmp_path / "src", tmp_path / "img.sqfs")
+        with pytest.raises(ImageError):
+            pack(tmp_path / "missing", tmp_path / "img2.sqfs")
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
