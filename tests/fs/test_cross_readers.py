@@ -116,3 +116,27 @@ def test_kernel_sees_link_counts_and_devices(edge, images, stack):
     assert not os.path.exists(os.path.join(mnt, b"dir3000", b"entry-01000-x"))
     # A sparse file reports fewer blocks than its size.
     assert os.lstat(os.path.join(mnt, b"sparse/all-holes")).st_blocks * 512 < 8 * 128 * 1024
+
+
+@needs_root
+def test_inode_numbers_further_apart_than_a_header_can_hold(tmp_path, stack):
+    """Hard links make one listing hold inode numbers 33,000 apart: the header must restart."""
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "z").mkdir()
+    for i in range(33000):
+        (src / "a" / f"{i:05d}").touch()
+    (src / "a" / "00000").write_bytes(b"first")
+    for name in ("m1", "m2", "m3"):
+        (src / "z" / name).write_bytes(name.encode())
+    os.link(src / "a" / "00000", src / "z" / "link-far")
+    os.link(src / "z" / "m1", src / "a" / "zz-link-back")
+    image = tmp_path / "img.sqfs"
+    pack(src, image, processors=2)
+    expected = treecompare.snapshot(src, xattrs=False)
+    mnt = stack.enter_context(kernel_mount(image))
+    treecompare.assert_same(expected, treecompare.snapshot(mnt, xattrs=False), {"xattrs"})
+    assert (
+        os.stat(os.path.join(mnt, "z", "link-far")).st_ino == os.stat(os.path.join(mnt, "a", "00000")).st_ino
+    )
+    treecompare.assert_same(expected, treecompare.snapshot(unsquashfs(image, tmp_path)), {"xattrs"})

@@ -19,7 +19,7 @@ from tests.fs import treecompare
 from tests.fs.conftest import HAVE_UNSQUASHFS, IS_ROOT, kernel_mount, pack, unsquashfs
 
 BS = 4096
-EXAMPLES = int(os.environ.get("CONDAINER_HYPOTHESIS_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("CONDAINER_HYPOTHESIS_EXAMPLES", "100"))
 
 names = (
     st.one_of(
