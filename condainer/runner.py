@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from condainer import console, mounts, slurm
+from condainer import console, mounts, reaper, slurm
 from condainer.activation import activated_environ
 from condainer.backends.mount import check_image_file, mount
 from condainer.dryrun import Actions
@@ -91,8 +91,10 @@ def _release(project: Project, sessions: NodeSessions, pid: int) -> None:
         step_over = sessions.step_done(step[0], step[2], step[1]) if step else True
         if sessions.active() or sessions.pinned:
             return
-        if not step_over:
-            # Tasks of this job step that have not started their exec yet will use the mount.
+        if not step_over and slurm.other_step_processes(step[0]):
+            # Tasks of this job step still run here and may start an exec: keep the mount, and let
+            # a watcher unmount once the step is over on this node (they may never call cnd).
+            reaper.start(project.directory, step[0])
             return
         mp = project.mountpoint
         current = mounts.state(mp)

@@ -75,3 +75,40 @@ def current_step(environ: dict[str, str] | None = None) -> tuple[str, int, str] 
         return f"{job}.{step}", counts[index], local
     except (ValueError, IndexError):
         return None
+
+
+def _ancestors(pid: int) -> set[int]:
+    """PID and its parents up to init: our own wrapper shell must not count as another task."""
+    chain = set()
+    while pid > 1 and pid not in chain:
+        chain.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                data = fh.read()
+            pid = int(data[data.rfind(b")") + 2 :].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return chain
+
+
+def other_step_processes(step: str) -> list[int]:
+    """Pids on this node (that we may inspect) of job step STEP ('job.step'), except us and our parents.
+
+    A task of the step that has not yet started `cnd exec`, or that never will, shows up here by the
+    SLURM_JOB_ID / SLURM_STEP_ID in its environment; once none is left, the step is over on this node.
+    """
+    job, _, step_id = step.partition(".")
+    want = (f"SLURM_JOB_ID={job}".encode(), f"SLURM_STEP_ID={step_id}".encode())
+    mine = _ancestors(os.getpid())
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) in mine:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                env = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if want[0] in env and want[1] in env:
+            found.append(int(entry.name))
+    return found

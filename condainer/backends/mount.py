@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from condainer import mounts
@@ -46,13 +48,27 @@ def mount(
     if problem:
         raise ToolMissing(f"cannot mount: {problem}")
     choice = choose_mounter(backend)
-    if choice.backend == "python":
-        from condainer.fs.fuse import mount_image
+    with _daemon_environment():
+        if choice.backend == "python":
+            from condainer.fs.fuse import mount_image
 
-        mount_image(image, mountpoint, foreground=foreground, allow_other=allow_other)
-        return "python"
-    _mount_native(choice.tool, image, mountpoint, allow_other=allow_other, foreground=foreground)
+            mount_image(image, mountpoint, foreground=foreground, allow_other=allow_other)
+            return "python"
+        _mount_native(choice.tool, image, mountpoint, allow_other=allow_other, foreground=foreground)
     return "native"
+
+
+@contextlib.contextmanager
+def _daemon_environment() -> Iterator[None]:
+    """Start the FUSE daemon without the job step's SLURM_* variables: it serves the node, not the
+    step, and must not look like a task of the step that is still running (see condainer.reaper)."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("SLURM_")}
+    for key in saved:
+        del os.environ[key]
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def _mount_native(tool: str, image: Path, mountpoint: Path, *, allow_other: bool, foreground: bool) -> None:

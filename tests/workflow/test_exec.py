@@ -113,16 +113,43 @@ def test_killed_exec_and_daemon_do_not_break_the_next_exec(pip_project):
     assert mounts.find_mount(mp) is None, "stale entries of the killed exec must not keep the mount alive"
 
 
-def test_mount_stays_until_the_last_task_of_a_slurm_step_is_done(pip_project):
-    import os as _os
+def _slurm_task(step: dict, local_id: str) -> dict:
+    return {**os.environ, **step, "SLURM_LOCALID": local_id}
 
+
+def test_mount_stays_until_the_last_task_of_a_slurm_step_is_done(pip_project):
     mp = mountpoint_of(pip_project)
     step = {"SLURM_JOB_ID": "999", "SLURM_STEP_ID": "0", "SLURM_STEP_TASKS_PER_NODE": "2"}
-    first = cnd("exec", "--backend", backend_of(pip_project), "--", "true", cwd=pip_project,
-                env={**_os.environ, **step, "SLURM_LOCALID": "0"})
-    assert first.returncode == 0, first.stderr
-    assert mounts.state(mp) == "mounted", "task 1 of the step has not run yet: keep the mount"
-    second = cnd("exec", "--backend", backend_of(pip_project), "--", "true", cwd=pip_project,
-                 env={**_os.environ, **step, "SLURM_LOCALID": "1"})
-    assert second.returncode == 0, second.stderr
-    assert mounts.find_mount(mp) is None, "the step's last local task unmounts"
+    # Task 1 of the step is alive but has not started its exec yet.
+    task1 = subprocess.Popen(["sleep", "60"], env=_slurm_task(step, "1"))
+    try:
+        first = cnd("exec", "--backend", backend_of(pip_project), "--", "true", cwd=pip_project,
+                    env=_slurm_task(step, "0"))
+        assert first.returncode == 0, first.stderr
+        assert mounts.state(mp) == "mounted", "task 1 of the step has not run yet: keep the mount"
+        second = cnd("exec", "--backend", backend_of(pip_project), "--", "true", cwd=pip_project,
+                     env=_slurm_task(step, "1"))
+        assert second.returncode == 0, second.stderr
+        assert mounts.find_mount(mp) is None, "the step's last local task unmounts"
+    finally:
+        task1.kill()
+        task1.wait()
+
+
+def test_step_over_without_every_task_running_exec_unmounts(pip_project):
+    mp = mountpoint_of(pip_project)
+    step = {"SLURM_JOB_ID": "998", "SLURM_STEP_ID": "3", "SLURM_STEP_TASKS_PER_NODE": "2"}
+    other_task = subprocess.Popen(["sleep", "60"], env=_slurm_task(step, "1"))
+    try:
+        r = cnd("exec", "--backend", backend_of(pip_project), "--", "true", cwd=pip_project,
+                env=_slurm_task(step, "0"))
+        assert r.returncode == 0, r.stderr
+        assert mounts.state(mp) == "mounted"
+    finally:
+        other_task.kill()
+        other_task.wait()
+    # The other task never ran cnd; once it is gone the step is over here and the watcher unmounts.
+    deadline = time.monotonic() + 10
+    while mounts.find_mount(mp) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert mounts.find_mount(mp) is None

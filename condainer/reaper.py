@@ -1,0 +1,67 @@
+"""A small detached watcher that unmounts once a Slurm job step is over on this node.
+
+Started by the last `cnd exec` of a step to leave while other tasks of the same step still run here
+(they may start an exec later, or never): it polls until no process of the step is left, then does
+what the last exec would have done: unmount, unless execs run or `cnd mount` pinned the mount.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+POLL_SECONDS = 0.5
+MAX_SECONDS = 7 * 24 * 3600
+
+
+def start(project_dir: Path, step: str) -> None:
+    """Start the watcher for STEP, detached from our session and stdio."""
+    subprocess.Popen(
+        [sys.executable, "-m", "condainer.reaper", str(project_dir), step],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, close_fds=True,
+    )
+
+
+def main(project_dir: str, step: str) -> int:
+    from condainer import console, mounts, slurm
+    from condainer.project import Project
+    from condainer.sessions import NodeSessions
+
+    console.set_quiet(True)
+    project = Project.load(project_dir)
+    sessions = NodeSessions(project.state_dir)
+    marker = sessions.dir / "steps" / f"{step}.reaper"
+    with sessions.locked():
+        if marker.exists():
+            try:
+                other = int(marker.read_text())
+                if other != os.getpid() and os.path.exists(f"/proc/{other}"):
+                    return 0  # one watcher per step is enough
+            except ValueError:
+                pass
+        marker.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        marker.write_text(str(os.getpid()))
+    deadline = time.monotonic() + MAX_SECONDS
+    try:
+        while slurm.other_step_processes(step) and time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
+        with sessions.locked():
+            if sessions.active() or sessions.pinned:
+                return 0
+            state = mounts.state(project.mountpoint)
+            if state != "unmounted":
+                try:
+                    mounts.unmount(project.mountpoint, lazy=state == "stale")
+                except Exception:
+                    return 1
+    finally:
+        marker.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
