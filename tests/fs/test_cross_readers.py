@@ -140,3 +140,42 @@ def test_inode_numbers_further_apart_than_a_header_can_hold(tmp_path, stack):
         os.stat(os.path.join(mnt, "z", "link-far")).st_ino == os.stat(os.path.join(mnt, "a", "00000")).st_ino
     )
     treecompare.assert_same(expected, treecompare.snapshot(unsquashfs(image, tmp_path)), {"xattrs"})
+
+
+@pytest.mark.parametrize("ident", IDS)
+def test_python_reader_check(images, ident):
+    """condainer's own reader (cnd image check) reads every inode, listing and block back."""
+    from condainer.fs.check import check_image
+
+    result = check_image(images[ident])
+    assert result.files > 3000 and result.xattrs > 0
+
+
+@pytest.fixture
+def python_fuse_mount(tmp_path):
+    """Mount through condainer's own FUSE reader; unmounted at teardown whatever happened."""
+    from tests.reader.reader_helpers import fuse_usable, unmount
+
+    if not fuse_usable():
+        pytest.skip("FUSE not usable here")
+    from condainer.fs.fuse import mount_image
+
+    mounted = []
+
+    def mount(image) -> str:
+        mnt = str(tmp_path / f"pyfuse{len(mounted)}")
+        os.makedirs(mnt)
+        mounted.append(mnt)
+        mount_image(str(image), mnt)
+        return mnt
+
+    yield mount
+    for mnt in mounted:
+        unmount(mnt)
+
+
+@pytest.mark.parametrize("ident", ["zstd-None", "gzip-6", "none-None"])
+def test_python_fuse_mount(edge, images, ident, python_fuse_mount):
+    _, expected = edge
+    mnt = python_fuse_mount(images[ident])
+    treecompare.assert_same(expected, treecompare.snapshot(mnt))
