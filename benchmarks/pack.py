@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Pack benchmark: condainer's Python squashfs writer vs mksquashfs, same trees, same settings.
 
-Not a test: run it on a quiet machine. Corpora come from benchmarks/corpus.py and are cached (here:
-benchmarks/.cache/ unless CONDAINER_BENCH_CACHE says otherwise):
+Not a test: run it on a quiet machine. Corpora come from benchmarks/corpus.py and are cached (run as a
+script: benchmarks/.cache/ unless CONDAINER_BENCH_CACHE says otherwise):
   venv   a virtualenv with numpy scipy pandas matplotlib sympy from PyPI (quick: numpy only)
   small  a synthetic tree of small files (0-6 KiB, text-like, some duplicates); 100k (quick: 2k)
   large  a few large files, half compressible, half random; 3 x 1 GiB (quick: 2 x 32 MiB)
@@ -26,7 +26,6 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-os.environ.setdefault("CONDAINER_BENCH_CACHE", str(HERE / ".cache"))
 
 from benchmarks import corpus  # noqa: E402
 from benchmarks.common import cache_root, median, progress, run_timed, table  # noqa: E402
@@ -205,6 +204,8 @@ def main(argv=None) -> None:
     p.add_argument("--large-mib", type=int, default=None)
     p.add_argument("--out", type=Path, default=HERE / "results" / "pack.md")
     args = p.parse_args(argv)
+    # Standalone runs cache corpora beside this script; the `python -m benchmarks` frame keeps its own.
+    os.environ.setdefault("CONDAINER_BENCH_CACHE", str(HERE / ".cache"))
     runs = 1 if args.quick else args.runs
     level = args.level if args.level is not None else (3 if args.quick else 15)
     large = None
