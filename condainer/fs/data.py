@@ -349,63 +349,74 @@ class DataWriter:
 
     def add_file(self, path: bytes, size: int) -> FileData:
         """Store one file's data (or find its twin) and return where it lives."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as exc:
-            raise ImageError(f"cannot read {os.fsdecode(path)}: {exc.strerror}") from exc
-        # Only reads are reported as "cannot read": the pipeline may write the image from in here,
-        # and its errors (a full disk) belong to the image.
-        with open(fd, "rb", buffering=0, closefd=True) as f:
-            record = self._store(f, path, size)
+        if size == 0:
+            record = FileData(0, 0)  # nothing to read: no blocks, no fragment
+        else:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError as exc:
+                raise ImageError(f"cannot read {os.fsdecode(path)}: {exc.strerror}") from exc
+            # Only reads are reported as "cannot read": the pipeline may write the image from in
+            # here, and its errors (a full disk) belong to the image.
+            try:
+                record = self._store(fd, path, size)
+            finally:
+                os.close(fd)
         if self._on_file:
             self._on_file(size)
         return record
 
-    def _store(self, f, path: bytes, size: int) -> FileData:
+    def _store(self, fd: int, path: bytes, size: int) -> FileData:
         # Files up to a few blocks are read once into memory (hashing and storing share the read);
         # larger duplicate candidates are hashed block by block, then read again.
-        whole = self._read(f, path, size) if size <= SMALL_FILE_BLOCKS * self._bs else None
+        bs = self._bs
+        whole = _read(fd, path, size) if size <= SMALL_FILE_BLOCKS * bs else None
         key = None
         if size in self._dup_sizes:
             digest = hashlib.sha256()
             if whole is not None:
                 digest.update(whole)
             else:
-                for _ in range(-(-size // self._bs)):
-                    digest.update(self._read(f, path, min(self._bs, size - f.tell())))
-                f.seek(0)
+                for done in range(0, size, bs):
+                    digest.update(_read(fd, path, min(bs, size - done)))
+                os.lseek(fd, 0, os.SEEK_SET)
             key = (size, digest.digest())
             twin = self._by_hash.get(key)
             if twin is not None:
                 self.duplicates += 1
                 return twin
-        full, tail = divmod(size, self._bs)
+        full, tail = divmod(size, bs)
         record = FileData(size, full)
         if full:
             self._pipeline.mark(record, -1)
-        bs = self._bs
         for i in range(full):
-            block = whole[i * bs : (i + 1) * bs] if whole is not None else self._read(f, path, bs)
+            block = whole[i * bs : (i + 1) * bs] if whole is not None else _read(fd, path, bs)
             if block == self._zero:
                 record.sparse += bs
             else:
                 self._pipeline.add(block, record, i)
         if tail:
-            data = whole[full * bs :] if whole is not None else self._read(f, path, tail)
+            data = whole[full * bs :] if whole is not None else _read(fd, path, tail)
             record.fragment, record.offset = self.fragments.add(data)
         if key is not None:
             self._by_hash[key] = record
         return record
 
-    @staticmethod
-    def _read(f, path: bytes, size: int) -> bytes:
-        try:
-            data = f.read(size)
-        except OSError as exc:
-            raise ImageError(f"cannot read {os.fsdecode(path)}: {exc.strerror}") from exc
-        if len(data) != size:
-            raise ImageError(f"{os.fsdecode(path)}: file shrank while it was being packed")
-        return data
-
     def finish(self) -> None:
         self.fragments.flush()
+
+
+def _read(fd: int, path: bytes, size: int) -> bytes:
+    """Exactly ``size`` bytes from ``fd``; a read error or an early end is a one-line ImageError."""
+    try:
+        data = os.read(fd, size)
+        while len(data) < size:
+            more = os.read(fd, size - len(data))
+            if not more:
+                break
+            data += more
+    except OSError as exc:
+        raise ImageError(f"cannot read {os.fsdecode(path)}: {exc.strerror}") from exc
+    if len(data) != size:
+        raise ImageError(f"{os.fsdecode(path)}: file shrank while it was being packed")
+    return data
