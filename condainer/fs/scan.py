@@ -104,6 +104,7 @@ def scan_tree(src: bytes, skip: set[tuple[int, int]] | frozenset = frozenset()) 
     Children are sorted by raw name bytes: the order directory listings must have.
     Raises ImageError for anything that cannot be read.
     """
+    src = os.path.realpath(src)  # the source itself may be reached through a symlink; nothing below it
     try:
         st = os.lstat(src)
     except OSError as exc:

@@ -16,7 +16,7 @@ import pytest
 from condainer.errors import ImageError
 from condainer.fs import writer
 from tests.fs import treecompare
-from tests.fs.conftest import IS_ROOT, kernel_mount, pack
+from tests.fs.conftest import IS_ROOT, kernel_mount, pack, unsquashfs
 
 SCRIPT = """
 import sys
@@ -360,3 +360,15 @@ def test_sigterm_handler_is_restored_after_pack(tmp_path):
         assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_source_reached_through_a_symlink(tmp_path):
+    small_tree(tmp_path / "real", big=0)
+    os.setxattr(tmp_path / "real", "user.root", b"on the directory, not the link")
+    os.symlink(tmp_path / "real", tmp_path / "via-link")
+    pack(tmp_path / "via-link", tmp_path / "img.sqfs")
+    assert treecompare.snapshot_image(tmp_path / "img.sqfs") == treecompare.snapshot(
+        tmp_path / "real", xattrs=False
+    )
+    out = unsquashfs(tmp_path / "img.sqfs", tmp_path)
+    assert os.getxattr(out, "user.root") == b"on the directory, not the link"
