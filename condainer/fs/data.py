@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
-import math
 import multiprocessing
 import os
 import queue
@@ -32,58 +31,6 @@ BATCH_BYTES = 1 << 20  # bytes of blocks sent to a worker at once: amortises the
 BATCH_ITEMS = 256
 SMALL_FILE_BLOCKS = 8  # files up to this many blocks are read in one go
 IN_FLIGHT = 2  # batches queued per worker process
-
-
-def default_processors() -> int:
-    """CPUs this process may use: the affinity mask, capped by a cgroup CPU quota when one is set."""
-    cpus = len(os.sched_getaffinity(0))
-    quota = _cgroup_cpu_quota()
-    return max(1, min(cpus, quota)) if quota else max(1, cpus)
-
-
-def _cgroup_cpu_quota() -> int | None:
-    try:
-        with open("/proc/self/cgroup") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    limits = []
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":  # cgroup v2: cpu.max = "<quota|max> <period>" on the path and above
-            candidates = [("/sys/fs/cgroup" + path, "cpu.max")]
-        elif "cpu" in controllers.split(","):
-            candidates = [(f"/sys/fs/cgroup/{controllers}" + path, "cpu.cfs_quota_us")]
-        else:
-            continue
-        for base, name in candidates:
-            d = base.rstrip("/")
-            while d.startswith("/sys/fs/cgroup"):
-                limit = _read_quota(d, name)
-                if limit:
-                    limits.append(limit)
-                d = os.path.dirname(d)
-    return min(limits) if limits else None
-
-
-def _read_quota(directory: str, name: str) -> int | None:
-    try:
-        with open(os.path.join(directory, name)) as f:
-            text = f.read().split()
-        if name == "cpu.max":
-            if text[0] == "max":
-                return None
-            return math.ceil(int(text[0]) / int(text[1]))
-        quota = int(text[0])
-        if quota <= 0:
-            return None
-        with open(os.path.join(directory, "cpu.cfs_period_us")) as f:
-            return math.ceil(quota / int(f.read()))
-    except (OSError, ValueError, IndexError, ZeroDivisionError):
-        return None
-
-
-# --- worker processes ------------------------------------------------------------------------
 
 
 def _worker_main(conn, codec: Codec) -> None:

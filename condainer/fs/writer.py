@@ -23,7 +23,7 @@ from condainer.errors import ImageError
 from condainer.fs import format as fmt
 from condainer.fs import inodes
 from condainer.fs.compression import Codec, make_codec
-from condainer.fs.data import BlockPipeline, DataWriter, default_processors
+from condainer.fs.data import BlockPipeline, DataWriter
 from condainer.fs.directory import DirEntry, write_listing
 from condainer.fs.options import PackOptions
 from condainer.fs.scan import Entry, Tree, scan_tree
@@ -35,6 +35,7 @@ from condainer.fs.tables import (
     fragment_entries,
     lookup_table,
 )
+from condainer.sysinfo import usable_cpus
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +91,7 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
     """
     started = time.monotonic()
     codec = make_codec(options.compression, options.effective_level, options.block_size)
-    processors = options.processors or default_processors()
+    processors = options.processors or usable_cpus()
     if processors < 1:
         raise ImageError(f"processors {processors}: must be at least 1")
     epoch = _source_date_epoch()
