@@ -63,8 +63,11 @@ def run(quick: bool, repeats: int, backends: list[str]) -> str:
         progress(f"exec {ranks} ranks: " + ", ".join(f"{b} {median(samples[b]):.2f} s" for b in backends))
         rows.append([ranks, *[median(samples[b]) for b in backends], *[failed[b] for b in backends]])
     headers = ["ranks", *[f"{b} s" for b in backends], *[f"{b} failures" for b in backends]]
+    from benchmarks import plots
+
+    png = plots.exec_scaling(rank_counts, {b: [row[1 + i] for row in rows] for i, b in enumerate(backends)})
     return (f"## exec: concurrent `cnd exec -- python -c '{CODE}'` on one node\n\n"
             f"Median of {repeats} bursts per cell, backends interleaved; each burst starts all ranks at once "
             f"from an unmounted state and ends when the last rank exits (so it includes one mount and one "
             f"unmount). Image: the {'quick ' if quick else ''}Python env corpus.\n\n"
-            + table(headers, rows) + "\n")
+            + table(headers, rows) + f"\n\n![exec scaling]({png.name})\n")

@@ -7,26 +7,57 @@ import os
 import socket
 
 
-def _cgroup_cpu_limit() -> int | None:
-    """CPUs allowed by a cgroup v2 quota (cpu.max), if one is set."""
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as fh:
-            quota, period = fh.read().split()[:2]
-    except (OSError, ValueError):
-        return None
-    if quota == "max":
-        return None
-    return max(1, math.floor(int(quota) / int(period)))
-
-
 def usable_cpus() -> int:
-    """The CPUs this process may use: affinity mask, capped by a cgroup quota."""
+    """CPUs this process may use: the affinity mask, capped by a cgroup CPU quota when one is set."""
+    cpus = len(os.sched_getaffinity(0))
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cpus, quota)) if quota else max(1, cpus)
+
+
+def _cgroup_cpu_quota() -> int | None:
     try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        n = os.cpu_count() or 1
-    limit = _cgroup_cpu_limit()
-    return min(n, limit) if limit else n
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # cgroup v2: cpu.max = "<quota|max> <period>" on the path and above
+            candidates = [("/sys/fs/cgroup" + path, "cpu.max")]
+        elif "cpu" in controllers.split(","):
+            candidates = [(f"/sys/fs/cgroup/{controllers}" + path, "cpu.cfs_quota_us")]
+        else:
+            continue
+        for base, name in candidates:
+            d = base.rstrip("/")
+            while d.startswith("/sys/fs/cgroup"):
+                limit = _read_quota(d, name)
+                if limit:
+                    limits.append(limit)
+                d = os.path.dirname(d)
+    return min(limits) if limits else None
+
+
+def _read_quota(directory: str, name: str) -> int | None:
+    try:
+        with open(os.path.join(directory, name)) as f:
+            text = f.read().split()
+        if name == "cpu.max":
+            if text[0] == "max":
+                return None
+            return math.ceil(int(text[0]) / int(text[1]))
+        quota = int(text[0])
+        if quota <= 0:
+            return None
+        with open(os.path.join(directory, "cpu.cfs_period_us")) as f:
+            return math.ceil(quota / int(f.read()))
+    except (OSError, ValueError, IndexError, ZeroDivisionError):
+        return None
+
+
+# --- worker processes ------------------------------------------------------------------------
+
 
 
 def hostname() -> str:

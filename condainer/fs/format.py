@@ -1,0 +1,146 @@
+"""On-disk constants and struct layouts of squashfs 4.0 (squashfs-tools-ng doc/format.adoc).
+
+Everything is little-endian. Each layout is named after its section in the spec; the writer modules
+pack them and never spell a format string themselves, so a layout lives in exactly one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+
+MAGIC = 0x73717368  # "hsqs"
+VERSION_MAJOR = 4
+VERSION_MINOR = 0
+SUPERBLOCK_SIZE = 96
+DEVICE_BLOCK = 4096  # images are padded to this; bytes_used excludes the padding
+METADATA_SIZE = 8192  # uncompressed size of one metadata block
+METADATA_UNCOMPRESSED = 0x8000  # bit in a metadata block's u16 header: stored raw
+DATA_UNCOMPRESSED = 1 << 24  # bit in a data/fragment block size: stored raw
+NO_FRAGMENT = 0xFFFFFFFF
+NO_XATTR = 0xFFFFFFFF
+NO_TABLE = 0xFFFFFFFFFFFFFFFF
+MIN_BLOCK_SIZE = 4096
+MAX_BLOCK_SIZE = 1 << 20
+MAX_NAME = 256  # the kernel refuses longer names
+DIR_MAX_RUN = 256  # entries per directory header; the kernel rejects more
+MAX_IDS = 65536
+
+# Compressor ids (superblock "compression id").
+COMP_GZIP = 1
+COMP_LZMA = 2
+COMP_LZO = 3
+COMP_XZ = 4
+COMP_LZ4 = 5
+COMP_ZSTD = 6
+
+# Superblock flags. Only COMPRESSOR_OPTIONS is checked by the kernel; the rest inform tools.
+FLAG_UNCOMPRESSED_INODES = 0x0001
+FLAG_UNCOMPRESSED_DATA = 0x0002
+FLAG_UNCOMPRESSED_FRAGMENTS = 0x0008
+FLAG_NO_FRAGMENTS = 0x0010
+FLAG_ALWAYS_FRAGMENTS = 0x0020
+FLAG_DUPLICATES = 0x0040
+FLAG_EXPORTABLE = 0x0080
+FLAG_UNCOMPRESSED_XATTRS = 0x0100
+FLAG_NO_XATTRS = 0x0200
+FLAG_COMPRESSOR_OPTIONS = 0x0400
+FLAG_UNCOMPRESSED_IDS = 0x0800
+
+# Inode types ("Common Inode Header"). Extended = basic + 7.
+DIR, FILE, SYMLINK, BLKDEV, CHRDEV, FIFO, SOCKET = range(1, 8)
+EXT_DIR, EXT_FILE, EXT_SYMLINK, EXT_BLKDEV, EXT_CHRDEV, EXT_FIFO, EXT_SOCKET = range(8, 15)
+EXTENDED = 7
+
+# Xattr key prefixes ("Extended Attribute Table"); other namespaces cannot be stored.
+XATTR_PREFIXES = {b"user.": 0, b"trusted.": 1, b"security.": 2}
+XATTR_VALUE_OUT_OF_LINE = 0x0100
+
+# --- Superblock ---------------------------------------------------------------------------------
+SUPERBLOCK = struct.Struct("<IIIIIHHHHHHQQQQQQQQ")
+assert SUPERBLOCK.size == SUPERBLOCK_SIZE
+
+# --- Inodes ("Inode Table") -------------------------------------------------------------------
+# type, permissions, uid index, gid index, mtime, inode number
+INODE_HEADER = struct.Struct("<HHHHII")
+# block index, link count, file size (+3), block offset, parent inode
+DIR_INODE = struct.Struct("<IIHHI")
+# link count, file size (+3), block index, parent inode, index count, block offset, xattr index
+EXT_DIR_INODE = struct.Struct("<IIIIHHI")
+# blocks start, fragment index, offset in fragment, file size (then u32 block sizes)
+FILE_INODE = struct.Struct("<IIII")
+# blocks start, file size, sparse bytes, link count, fragment index, offset in fragment, xattr index
+EXT_FILE_INODE = struct.Struct("<QQQIIII")
+# link count, target size (then target bytes; extended adds u32 xattr index)
+SYMLINK_INODE = struct.Struct("<II")
+# link count, device number (extended adds u32 xattr index)
+DEV_INODE = struct.Struct("<II")
+# link count (extended adds u32 xattr index)
+IPC_INODE = struct.Struct("<I")
+U32 = struct.Struct("<I")
+U64 = struct.Struct("<Q")
+U16 = struct.Struct("<H")
+
+# --- Directory table ------------------------------------------------------------------------
+# count - 1, inode metadata block (relative to inode table), base inode number
+DIR_HEADER = struct.Struct("<IIi")
+# offset in inode block, inode number delta, basic type, name length - 1 (then name)
+DIR_ENTRY = struct.Struct("<HhHH")
+# offset of the header in the listing, dir metadata block, name length - 1 (then name)
+DIR_INDEX = struct.Struct("<III")
+
+# --- Lookup tables --------------------------------------------------------------------------
+FRAGMENT_ENTRY = struct.Struct("<QII")  # start, size | DATA_UNCOMPRESSED, unused 0
+XATTR_ID_ENTRY = struct.Struct("<QII")  # key/value ref, pair count, size of the pairs
+XATTR_TABLE_HEADER = struct.Struct("<QII")  # key/value start, id count, unused 0
+XATTR_KEY = struct.Struct("<HH")  # prefix id, name length (then name)
+
+
+def encode_device(major: int, minor: int) -> int:
+    """The 32-bit device number squashfs stores (Linux's old_encode_dev-compatible layout)."""
+    return ((major & 0xFFF) << 8) | (minor & 0xFF) | ((minor & 0xFFF00) << 12)
+
+
+@dataclasses.dataclass
+class Superblock:
+    """The 96-byte superblock; offsets not written stay NO_TABLE."""
+
+    inode_count: int = 0
+    mkfs_time: int = 0
+    block_size: int = 128 * 1024
+    fragment_count: int = 0
+    compressor: int = COMP_ZSTD
+    flags: int = 0
+    id_count: int = 0
+    root_inode: int = 0
+    bytes_used: int = 0
+    id_table: int = NO_TABLE
+    xattr_table: int = NO_TABLE
+    inode_table: int = NO_TABLE
+    directory_table: int = NO_TABLE
+    fragment_table: int = NO_TABLE
+    export_table: int = NO_TABLE
+
+    def pack(self) -> bytes:
+        block_log = self.block_size.bit_length() - 1
+        return SUPERBLOCK.pack(
+            MAGIC,
+            self.inode_count,
+            self.mkfs_time,
+            self.block_size,
+            self.fragment_count,
+            self.compressor,
+            block_log,
+            self.flags,
+            self.id_count,
+            VERSION_MAJOR,
+            VERSION_MINOR,
+            self.root_inode,
+            self.bytes_used,
+            self.id_table,
+            self.xattr_table,
+            self.inode_table,
+            self.directory_table,
+            self.fragment_table,
+            self.export_table,
+        )

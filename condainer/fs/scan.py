@@ -1,0 +1,167 @@
+"""Walk a source tree into sorted entries: lstat, link counts within the tree, xattrs.
+
+Paths are bytes throughout (``os.scandir(bytes)``) so names that are not UTF-8 survive. Symlinks are
+stored, never followed. Only metadata is held in memory (a few hundred bytes per entry); file data is
+read later, one file at a time, by data.py.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from condainer.errors import ImageError
+from condainer.fs import format as fmt
+
+
+class Entry:
+    """One directory entry with what the image stores about its inode."""
+
+    __slots__ = (
+        "path",
+        "name",
+        "mode",
+        "uid",
+        "gid",
+        "mtime",
+        "size",
+        "rdev",
+        "key",
+        "nlink",
+        "xattrs",
+        "children",
+        "target",
+        "parent",
+        "inode_number",
+        "data",
+        "ref",
+        "itype",
+    )
+
+    def __init__(self, path: bytes, name: bytes, st: os.stat_result, parent: Entry | None) -> None:
+        self.path = path
+        self.name = name
+        self.mode = st.st_mode
+        self.uid = st.st_uid
+        self.gid = st.st_gid
+        self.mtime = st.st_mtime_ns // 1_000_000_000
+        self.size = st.st_size if stat.S_ISREG(st.st_mode) else 0
+        self.rdev = st.st_rdev
+        # Non-directories with several links may be hard links of each other inside the tree.
+        self.key = (st.st_dev, st.st_ino) if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode) else None
+        self.nlink = 1
+        self.xattrs: tuple[tuple[bytes, bytes], ...] = ()
+        self.children: list[Entry] | None = [] if stat.S_ISDIR(st.st_mode) else None
+        self.target: bytes | None = None
+        self.parent = parent
+        self.inode_number = 0
+        self.data = None  # data.FileData once the file's blocks are written
+        self.ref = -1  # inode reference once the inode is written
+        self.itype = 0  # basic inode type, for directory entries
+
+    @property
+    def is_dir(self) -> bool:
+        return self.children is not None
+
+
+class Tree:
+    """The scanned tree: root entry plus the counts the writer and progress bar need."""
+
+    def __init__(self, root: Entry) -> None:
+        self.root = root
+        self.files = 0
+        self.dirs = 0
+        self.bytes_in = 0
+        self.skipped_xattrs: set[bytes] = set()
+        self.links: dict[tuple[int, int], Entry] = {}  # (dev, ino) -> first name of a hard-link group
+
+    def owner(self, entry: Entry) -> Entry:
+        """The entry that owns the inode: the first name of its hard-link group, else itself."""
+        return self.links.get(entry.key, entry) if entry.key is not None else entry
+
+
+def _read_xattrs(path: bytes, tree: Tree) -> tuple[tuple[bytes, bytes], ...]:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return ()
+        raise
+    pairs = []
+    for name in names:
+        raw = os.fsencode(name)
+        if not any(raw.startswith(p) for p in fmt.XATTR_PREFIXES):
+            tree.skipped_xattrs.add(raw)  # e.g. system.posix_acl_*: squashfs cannot store them
+            continue
+        pairs.append((raw, os.getxattr(path, name, follow_symlinks=False)))
+    return tuple(sorted(pairs))
+
+
+def scan_tree(src: bytes, skip: set[tuple[int, int]] | frozenset = frozenset()) -> Tree:
+    """Scan ``src`` (a directory) into a Tree; ``skip`` holds (dev, ino) pairs to leave out.
+
+    Children are sorted by raw name bytes: the order directory listings must have.
+    Raises ImageError for anything that cannot be read.
+    """
+    src = os.path.realpath(src)  # the source itself may be reached through a symlink; nothing below it
+    try:
+        st = os.lstat(src)
+    except OSError as exc:
+        raise ImageError(f"cannot read {os.fsdecode(src)}: {exc.strerror}") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise ImageError(f"{os.fsdecode(src)}: not a directory")
+    root = Entry(src, b"", st, None)
+    tree = Tree(root)
+    links = tree.links
+    stack = [root]
+    current = src
+    try:
+        while stack:
+            directory = stack.pop()
+            current = directory.path
+            tree.dirs += 1
+            directory.xattrs = _read_xattrs(directory.path, tree)
+            with os.scandir(directory.path) as it:
+                items = sorted((e.name, e.path) for e in it)
+            subdirs = []
+            for name, path in items:
+                current = path
+                est = os.lstat(path)
+                if (est.st_dev, est.st_ino) in skip:
+                    continue
+                entry = Entry(path, name, est, directory)
+                directory.children.append(entry)
+                if entry.is_dir:
+                    subdirs.append(entry)
+                    continue
+                if entry.key is not None:
+                    first = links.get(entry.key)
+                    if first is not None:
+                        first.nlink += 1  # count only links that are inside the tree
+                        entry.nlink = 0  # marks "same inode as links[key]"
+                        continue
+                    links[entry.key] = entry
+                entry.xattrs = _read_xattrs(path, tree)
+                if stat.S_ISLNK(est.st_mode):
+                    entry.target = os.readlink(path)
+                elif stat.S_ISREG(est.st_mode):
+                    tree.files += 1
+                    tree.bytes_in += entry.size
+            stack.extend(reversed(subdirs))
+    except OSError as exc:
+        raise ImageError(f"cannot read {os.fsdecode(current)}: {exc.strerror}") from exc
+    # Link counts are known only after the whole walk; share them with the other names.
+    for entry in _walk(root):
+        if entry.nlink == 0:
+            entry.nlink = links[entry.key].nlink
+    return tree
+
+
+def _walk(root: Entry):
+    stack = [root]
+    while stack:
+        entry = stack.pop()
+        yield entry
+        if entry.children:
+            stack.extend(entry.children)
