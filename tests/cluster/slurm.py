@@ -393,6 +393,26 @@ class SlurmCluster:
             raise subprocess.TimeoutExpired(argv, timeout, out, err) from None
         return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
+    def sbatch(self, script: os.PathLike, options: list[str], timeout: float) -> tuple[str, int]:
+        """Submit SCRIPT and wait for the job: (its final state, its exit code).
+
+        Like `sbatch --wait`, but polls every 0.2 s instead of sbatch's growing intervals (seconds).
+        """
+        submitted = self.run(["sbatch", "--parsable", *options, str(script)], 30)
+        if submitted.returncode != 0:
+            raise RuntimeError(f"sbatch failed: {submitted.stderr}")
+        job = submitted.stdout.strip().split(";")[0]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            shown = self.run(["scontrol", "-o", "show", "job", job], 30).stdout
+            fields = dict(f.split("=", 1) for f in shown.split() if "=" in f)
+            state = fields.get("JobState", "")
+            if state and state not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED"):
+                return state, int(fields.get("ExitCode", "0:0").split(":")[0])
+            time.sleep(0.2)
+        self.run(["scancel", job], 30)
+        raise subprocess.TimeoutExpired(["sbatch", str(script)], timeout)
+
 
 def _slurmd_running(node: Node) -> bool:
     """True once the node has set up its namespaces and exec'd slurmd in them."""

@@ -198,8 +198,8 @@ def test_sbatch_job_with_two_exec_steps(slurm, project, backend):
     script.write_text(f"#!/bin/sh\nset -e\ncd {project.path}\nsrun -n 8 {step}\nsrun -n 8 {step}\n")
     out = slurm.state / f"job-{backend}.out"
     before = len(project.mount_log(node))
-    result = slurm.run(["sbatch", "--wait", "-n", "8", "-o", str(out), str(script)], SRUN_TIMEOUT)
-    assert result.returncode == 0, f"{result.stderr}{out.read_text()}{slurm.logs_tail()}"
+    state, code = slurm.sbatch(script, ["-n", "8", "-o", str(out)], SRUN_TIMEOUT)
+    assert (state, code) == ("COMPLETED", 0), f"{state} {code}\n{out.read_text()}{slurm.logs_tail()}"
     lines = out.read_text().splitlines()
     check_six_output("\n".join(lines[:8]), project, 8, {node.name: 8})
     check_six_output("\n".join(lines[8:]), project, 8, {node.name: 8})

@@ -45,12 +45,16 @@ def test_each_node_has_its_own_tmp_and_hostname(slurm):
 
 
 def test_sbatch_job_with_two_steps(slurm):
+    """A batch job runs, its steps run, and a failing job is reported as failed."""
     script = slurm.state / "two-steps.sh"
     script.write_text("#!/bin/sh\nsrun -n 2 hostname\nsrun -n 3 hostname\n")
     out = slurm.state / "two-steps.out"
-    result = slurm.run(["sbatch", "--wait", "-n", "3", "-o", str(out), str(script)], SRUN_TIMEOUT)
-    assert result.returncode == 0, f"{result.stderr}{out.read_text()}{slurm.logs_tail()}"
+    state, code = slurm.sbatch(script, ["-n", "3", "-o", str(out)], SRUN_TIMEOUT)
+    assert (state, code) == ("COMPLETED", 0), f"{state} {code}\n{out.read_text()}{slurm.logs_tail()}"
     assert out.read_text().split() == [slurm.default_node] * 5
+    failing = slurm.state / "failing.sh"
+    failing.write_text("#!/bin/sh\nsrun -n 1 false\n")
+    assert slurm.sbatch(failing, ["-n", "1", "-o", "/dev/null"], SRUN_TIMEOUT) == ("FAILED", 1)
 
 
 @pytest.mark.skipif(not (os.path.exists("/usr/bin/squashfuse_ll") and os.path.exists("/usr/bin/mksquashfs")),
