@@ -272,3 +272,32 @@ def test_step_using_two_projects_leaves_nothing(slurm, project, project_b, backe
         for p in (project, project_b):
             slurm.run(["srun", "-p", "multi", "-w", node.name, "-n", "1", *CND, "-d", str(p.path), "umount"],
                       SRUN_TIMEOUT)
+
+
+def test_batch_recipe_of_the_docs(slurm, project):
+    """docs/cluster.md's batch job, on 3 nodes: cnd cache once per node, then two `srun cnd exec` steps."""
+    nodes = [slurm.nodes[name] for name in MULTI_NODES]
+    probe = shlex.quote(SIX_PROBE)
+    script = slurm.state / "recipe.sh"
+    script.write_text(
+        "#!/bin/bash\n"
+        "#SBATCH --nodes=3 --ntasks-per-node=4\n"
+        "set -e\n"
+        f"cd {shlex.quote(str(project.path))}\n"
+        # Inside an allocation srun inherits its task count: --ntasks-per-node=1 alone is ignored.
+        f'srun --ntasks="$SLURM_JOB_NUM_NODES" --ntasks-per-node=1 {shlex.join(CND)} cache\n'
+        f"srun {shlex.join(CND)} exec -- python -c {probe}\n"
+        f"srun {shlex.join(CND)} exec -- python -c {probe}\n")
+    out, err = slurm.state / "recipe.out", slurm.state / "recipe.err"
+    before = {node.name: len(project.mount_log(node)) for node in nodes}
+    state, code = slurm.sbatch(script, ["-p", "multi", "-o", str(out), "-e", str(err)], SRUN_TIMEOUT)
+    assert (state, code) == ("COMPLETED", 0), f"{state} {code}\n{out.read_text()}{err.read_text()}"
+    lines = out.read_text().splitlines()
+    assert len(lines) == 24, out.read_text() + err.read_text()
+    assert "Warning" not in err.read_text(), err.read_text()
+    assert err.read_text().count("read into the page cache") == 3, "cnd cache once per node"
+    check_six_output("\n".join(lines[:12]), project, 12, {name: 4 for name in MULTI_NODES})
+    check_six_output("\n".join(lines[12:]), project, 12, {name: 4 for name in MULTI_NODES})
+    for node in nodes:
+        assert len(project.mount_log(node)) - before[node.name] == 2, "one mount per node per step"
+        assert_idle(project, node)
