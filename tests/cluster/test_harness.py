@@ -49,8 +49,9 @@ def test_sbatch_job_with_two_steps(slurm):
     script = slurm.state / "two-steps.sh"
     script.write_text("#!/bin/sh\nsrun -n 2 hostname\nsrun -n 3 hostname\n")
     out = slurm.state / "two-steps.out"
-    state, code = slurm.sbatch(script, ["-n", "3", "-o", str(out)], SRUN_TIMEOUT)
-    assert (state, code) == ("COMPLETED", 0), f"{state} {code}\n{out.read_text()}{slurm.logs_tail()}"
+    err = slurm.state / "two-steps.err"
+    state, code = slurm.sbatch(script, ["-n", "3", "-o", str(out), "-e", str(err)], SRUN_TIMEOUT)
+    assert (state, code) == ("COMPLETED", 0), f"{state} {code}\n{out.read_text()}{err.read_text()}"
     assert out.read_text().split() == [slurm.default_node] * 5
     failing = slurm.state / "failing.sh"
     failing.write_text("#!/bin/sh\nsrun -n 1 false\n")
