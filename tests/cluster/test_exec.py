@@ -18,7 +18,7 @@ import pytest
 
 from .conftest import MULTI_NODES, report
 from .project import CND, build_six_project, cnd_exec, exec_backends
-from .slurm import die_with_parent
+from .slurm import die_with_parent, processes_in_namespace
 
 SRUN_TIMEOUT = 120
 SIX_PROBE = ("import os, six; "
@@ -58,10 +58,22 @@ def _note_open_steps(slurm, project):
 IDLE_WITHIN = 5.0
 
 
+def watchers(node) -> list[int]:
+    """cnd's step watchers (condainer/reaper.py) running on ``node``."""
+    found = []
+    for pid in processes_in_namespace(node.mnt_namespace()):
+        try:
+            if b"condainer.reaper" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
 def assert_idle(project, node, steps_closed: bool = True) -> None:
     """Nothing of the project is left on ``node`` (within IDLE_WITHIN seconds): not mounted, no exec
-    counted as running, and (unless this test killed a step, whose tasks never report back) no step of
-    this test still tracked."""
+    counted as running, no step watcher running, and (unless this test killed a step, whose tasks never
+    report back) no step of this test still tracked."""
     def leftovers() -> list[str]:
         found = []
         if project.mounts(node):
@@ -71,6 +83,8 @@ def assert_idle(project, node, steps_closed: bool = True) -> None:
         left = set(project.open_steps(node)) - _OPEN_STEPS_BEFORE.get(node.name, set())
         if steps_closed and left:
             found.append(f"steps still tracked {sorted(left)}")
+        if watchers(node):
+            found.append(f"cnd step watchers still running: pids {watchers(node)}")
         return found
 
     deadline = time.monotonic() + IDLE_WITHIN
@@ -271,9 +285,8 @@ def test_step_using_two_projects_leaves_nothing(slurm, project, project_b, backe
         for p in (project, project_b):
             assert_idle(p, node, steps_closed=False)
     finally:
-        for pid in slurm.processes(node):
-            if b"condainer.reaper" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes():
-                os.kill(pid, signal.SIGKILL)
+        for pid in watchers(node):
+            os.kill(pid, signal.SIGKILL)
         for p in (project, project_b):
             slurm.run(["srun", "-p", "multi", "-w", node.name, "-n", "1", *CND, "-d", str(p.path), "umount"],
                       SRUN_TIMEOUT)
