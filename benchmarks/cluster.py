@@ -1,0 +1,145 @@
+"""cluster suite: time from `srun` to the first (and last) rank running Python, through `cnd exec`.
+
+    python -m benchmarks cluster [--quick] [--repeats N]        # the suite, into benchmarks/results
+    python -m benchmarks.cluster [--ranks 1,8,32,64] [--backends native,python] [--repeats 3]
+                                 [--project DIR] [--json FILE]  # on its own, a table on stdout
+
+Starts a throwaway Slurm on this machine (the cluster tests' harness, tests/cluster/slurm.py; needs
+root and scripts/install-slurm.sh), builds a small pip project (requirements.txt: six) unless
+--project names a built one, then for each backend and rank count runs
+``srun -n N cnd exec --backend B -- python -c 'print(time.time())'`` on one node and reports, as
+medians over the repeats: when the first rank's Python ran, when the last one's did, and when srun
+returned, all counted from the moment srun was started. The "srun python" rows are the same without
+cnd: what Slurm and Python alone cost on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import pathlib
+import socket
+import statistics
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+PROBE = "import time; print(time.time(), flush=True)"
+
+
+def _load_harness():
+    """tests/cluster as a package (slurm.py, project.py) without making tests/ itself importable."""
+    name = "cnd_cluster_harness"
+    if name not in sys.modules:
+        here = REPO / "tests" / "cluster"
+        spec = importlib.util.spec_from_file_location(name, here / "__init__.py",
+                                                      submodule_search_locations=[str(here)])
+        package = importlib.util.module_from_spec(spec)
+        sys.modules[name] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module(f"{name}.slurm"), importlib.import_module(f"{name}.project")
+
+
+def measure(cluster, command: list[str], ranks: int, cwd, timeout: float = 300) -> dict[str, float]:
+    """One srun: seconds from its start to the first rank's Python, the last rank's, and srun's end."""
+    start = time.time()
+    result = cluster.run(["srun", "-n", str(ranks), *command], timeout, cwd=cwd)
+    end = time.time()
+    if result.returncode != 0:
+        raise RuntimeError(f"srun -n {ranks} {' '.join(command)} failed:\n{result.stderr}")
+    stamps = sorted(float(line) for line in result.stdout.split())
+    if len(stamps) != ranks:
+        raise RuntimeError(f"expected {ranks} ranks to report, got {len(stamps)}")
+    return {"first": stamps[0] - start, "last": stamps[-1] - start, "srun": end - start}
+
+
+def measure_all(cluster, project_dir, cnd_exec, *, ranks: list[int], backends: list[str], repeats: int,
+                accepted: list[str]) -> list[dict]:
+    """Every cell as one row: {"what", "ranks", "first", "last", "srun"} (medians), or with "skipped".
+
+    ``cnd_exec(backend, *command)`` gives the argv of `cnd exec`; ``accepted``: the backends it can use.
+    Variants are interleaved within each repeat, so a slow moment of the machine hits all of them.
+    """
+    variants = {"srun python": [sys.executable, "-c", PROBE]}
+    for backend in backends:
+        variants[f"cnd exec {backend}"] = cnd_exec(backend, "python", "-c", PROBE) if backend in accepted else None
+    rows = []
+    for n in ranks:
+        runs: dict[str, list[dict]] = {what: [] for what, command in variants.items() if command}
+        for _ in range(repeats):
+            for what in runs:
+                runs[what].append(measure(cluster, variants[what], n, project_dir))
+        for what, command in variants.items():
+            if command is None:
+                rows.append({"what": what, "ranks": n, "skipped": "backend not available in this cnd"})
+            else:
+                rows.append({"what": what, "ranks": n, **{
+                    k: statistics.median(r[k] for r in runs[what]) for k in ("first", "last", "srun")}})
+    return sorted(rows, key=lambda r: (r["what"], r["ranks"]))
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| what | ranks | first rank s | last rank s | srun s |", "|---|---|---|---|---|"]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['what']} | {r['ranks']} | skipped: {r['skipped']} | | |")
+        else:
+            lines.append(f"| {r['what']} | {r['ranks']} | {r['first']:.3f} | {r['last']:.3f} | {r['srun']:.3f} |")
+    return "\n".join(lines)
+
+
+def _measure_on_own_cluster(ranks: list[int], backends: list[str], repeats: int,
+                            project_dir: pathlib.Path | None = None) -> list[dict]:
+    # Ranks must run the condainer of this checkout, as in the tests (srun exports the environment).
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p)
+    slurm, project = _load_harness()
+    slurm.reap_leftovers()
+    host = socket.gethostname().split(".")[0]
+    cluster = slurm.SlurmCluster([slurm.Node(host, "127.0.0.1")], {"bench": [host]}, default="bench",
+                                 keep_visible=[REPO, sys.prefix, sys.base_prefix])
+    try:
+        cluster.start()
+        if project_dir is None:
+            project_dir = project.build_six_project(cluster.state / "project").path
+        return measure_all(cluster, project_dir.resolve(), project.cnd_exec, ranks=ranks, backends=backends,
+                           repeats=repeats, accepted=project.exec_backends())
+    finally:
+        cluster.stop()
+
+
+def run(quick: bool, repeats: int, backends: list[str]) -> str:
+    """The suite for `python -m benchmarks cluster`: a markdown section."""
+    ranks = [1, 8] if quick else [1, 8, 32, 64]
+    try:
+        rows = _measure_on_own_cluster(ranks, backends, repeats)
+    except Exception as exc:  # noqa: BLE001 (no Slurm here: say so in the results instead)
+        return f"## cluster: srun to first rank\n\nnot measured: {type(exc).__name__}: {exc}\n"
+    return ("## cluster: `srun -n N cnd exec -- python`, one node, time to the first and last rank\n\n"
+            f"Seconds from starting srun, medians of {repeats}; Slurm 22.05 on this machine "
+            "(tests/cluster harness), a pip project (six). `srun python` is the same without cnd.\n\n"
+            + table(rows) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cluster", description=__doc__.splitlines()[0])
+    parser.add_argument("--ranks", default="1,8,32,64", help="comma-separated rank counts (default: %(default)s)")
+    parser.add_argument("--backends", default="native,python", help="default: %(default)s")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per cell; the median is reported")
+    parser.add_argument("--project", type=pathlib.Path, help="a built project (default: build one)")
+    parser.add_argument("--json", type=pathlib.Path, help="also write the rows here")
+    args = parser.parse_args(argv)
+    rows = _measure_on_own_cluster([int(n) for n in args.ranks.split(",")], args.backends.split(","),
+                                   args.repeats, args.project)
+    print(f"# srun -> Python, one node ({socket.gethostname()}), {time.strftime('%Y-%m-%d %H:%M')}, "
+          f"medians of {args.repeats}\n")
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
