@@ -19,8 +19,11 @@ MAX_SECONDS = 7 * 24 * 3600
 
 def start(project_dir: Path, step: str) -> None:
     """Start the watcher for STEP, detached from our session and stdio."""
+    # Without the step's SLURM_* variables: a watcher is not a task of the step, and two watchers
+    # (a step using two projects) must not wait for each other.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     subprocess.Popen(
-        [sys.executable, "-m", "condainer.reaper", str(project_dir), step],
+        [sys.executable, "-m", "condainer.reaper", str(project_dir), step], env=env,
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, close_fds=True,
     )
