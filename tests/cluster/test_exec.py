@@ -253,9 +253,6 @@ def project_b(slurm, project):
     return build_six_project(slurm.state / "project-b")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cnd's step watcher (condainer/reaper.py) keeps SLURM_JOB_ID/SLURM_STEP_ID in its environment, so two "
-    "watchers of one step (one per project) each count the other as a running task of the step and wait"))
 def test_step_using_two_projects_leaves_nothing(slurm, project, project_b, backend):
     """Rank 0 uses project A and is done while rank 1 still works; rank 1 then uses project B."""
     node = slurm.nodes["cn3"]
