@@ -25,7 +25,8 @@ def cache_root() -> Path:
 
 
 def progress(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    load = os.getloadavg()[0]
+    print(f"[bench {time.strftime('%H:%M:%S')} load {load:.1f}] {message}", file=sys.stderr, flush=True)
 
 
 def drop_caches() -> bool:
@@ -92,6 +93,7 @@ def machine() -> str:
         f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}",
         f"- machine: {platform.machine()}, {cpus} CPUs usable, kernel {platform.release()}",
         f"- Python {platform.python_version()}",
+        f"- load average when this file was written: {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
         f"- mksquashfs: {version(['mksquashfs', '-version'])}",
         f"- squashfuse: {version(['dpkg-query', '-W', '-f', '${Version}', 'squashfuse'])}",
     ])

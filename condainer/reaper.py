@@ -62,7 +62,9 @@ def main(project_dir: str, step: str) -> int:
                 except Exception:
                     return 1
     finally:
-        marker.unlink(missing_ok=True)
+        with sessions.locked():
+            marker.unlink(missing_ok=True)
+            sessions.forget_step(step)  # the step is over here
     return 0
 
 

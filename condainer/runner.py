@@ -91,11 +91,13 @@ def _release(project: Project, sessions: NodeSessions, pid: int) -> None:
         step_over = sessions.step_done(step[0], step[2], step[1]) if step else True
         if sessions.active() or sessions.pinned:
             return
-        if not step_over and slurm.other_step_processes(step[0]):
-            # Tasks of this job step still run here and may start an exec: keep the mount, and let
-            # a watcher unmount once the step is over on this node (they may never call cnd).
-            reaper.start(project.directory, step[0])
-            return
+        if not step_over:
+            if slurm.other_step_processes(step[0]):
+                # Tasks of this job step still run here and may start an exec: keep the mount, and
+                # let a watcher unmount once the step is over on this node (they may never call cnd).
+                reaper.start(project.directory, step[0])
+                return
+            sessions.forget_step(step[0])  # the other tasks ended without running cnd
         mp = project.mountpoint
         current = mounts.state(mp)
         if current == "unmounted":

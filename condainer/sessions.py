@@ -91,13 +91,18 @@ class NodeSessions:
         d = self.dir / "steps" / step
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
         (d / local_id).write_text("")
-        done = sum(1 for _ in d.iterdir())
-        if done >= expected:
+        if sum(1 for _ in d.iterdir()) >= expected:
+            self.forget_step(step)
+            return True
+        return False
+
+    def forget_step(self, step: str) -> None:
+        """Drop what we recorded about STEP (it is over on this node)."""
+        d = self.dir / "steps" / step
+        if d.is_dir():
             for entry in d.iterdir():
                 entry.unlink(missing_ok=True)
             d.rmdir()
-            return True
-        return False
 
     def log_mount(self, backend: str, seconds: float) -> None:
         """One line per mount made on this node: lets tests and admins count mounts per job step."""

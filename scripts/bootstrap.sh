@@ -30,6 +30,9 @@ if [ "$need_apt" = 1 ]; then
     apt-get install -y -qq --no-install-recommends "${SYSTEM_PACKAGES[@]}" >/dev/null
 fi
 
+# Slurm's daemons and munge for the cluster tests (tests/cluster/ start a private Slurm).
+bash scripts/install-slurm.sh
+
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
