@@ -55,10 +55,15 @@ def main(project_dir: str, step: str) -> int:
         with sessions.locked():
             if sessions.active() or sessions.pinned:
                 return 0
+            for other in sessions.open_steps():
+                if other != step and slurm.other_step_processes(other):
+                    start(project.directory, other)  # an overlapping step still runs: it decides
+                    return 0
             state = mounts.state(project.mountpoint)
             if state != "unmounted":
                 try:
                     mounts.unmount(project.mountpoint, lazy=state == "stale")
+                    sessions.log_unmount("watcher")
                 except Exception:
                     return 1
     finally:

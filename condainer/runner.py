@@ -36,6 +36,7 @@ def _ensure_mounted(project: Project, sessions: NodeSessions, backend: str) -> b
     if current == "stale":
         console.info(f"cleaning a stale mount at {mp} (its FUSE daemon died)")
         mounts.unmount(mp, lazy=True)
+        sessions.log_unmount("stale-cleaned")
     ensure_private_dir(mp, what="mount point")
     started = time.monotonic()
     used = mount(project.image, mp, backend=backend)
@@ -78,13 +79,14 @@ def umount_project(directory: Path, *, dryrun: bool = False) -> None:
         if running and current == "mounted":
             raise MountError(f"{mp} is in use by {len(running)} running `cnd exec` (pids {', '.join(map(str, running[:5]))})")
         mounts.unmount(mp, lazy=current == "stale")
+        sessions.log_unmount("umount")
         sessions.pin(False)
     console.info(f"unmounted {mp}" + (" (stale mount cleaned)" if current == "stale" else ""))
 
 
 def _release(project: Project, sessions: NodeSessions, pid: int) -> None:
     """Drop this exec; the last one out unmounts, unless pinned, still busy, or (under Slurm) tasks of
-    the same job step on this node have yet to run."""
+    this or another job step using the mount still run on this node."""
     step = slurm.current_step()
     with sessions.locked():
         sessions.remove(pid)
@@ -98,12 +100,22 @@ def _release(project: Project, sessions: NodeSessions, pid: int) -> None:
                 reaper.start(project.directory, step[0])
                 return
             sessions.forget_step(step[0])  # the other tasks ended without running cnd
+        for other in sessions.open_steps():
+            # Another job step that used this mount here (overlapping steps) may still be running
+            # between two execs of its tasks: it keeps the mount; a step with no process left is over.
+            if step and other == step[0]:
+                continue
+            if slurm.other_step_processes(other):
+                reaper.start(project.directory, other)
+                return
+            sessions.forget_step(other)
         mp = project.mountpoint
         current = mounts.state(mp)
         if current == "unmounted":
             return
         try:
             mounts.unmount(mp, lazy=current == "stale")
+            sessions.log_unmount("last-task")
         except MountError as exc:
             # Someone outside cnd (a shell cd'ed into it) still uses it: leave it mounted.
             console.info(f"left {mp} mounted: {exc.message}")

@@ -96,6 +96,13 @@ class NodeSessions:
             return True
         return False
 
+    def open_steps(self) -> list[str]:
+        """Job steps with tasks that finished an exec here and that are not known to be over."""
+        d = self.dir / "steps"
+        if not d.is_dir():
+            return []
+        return sorted(e.name for e in d.iterdir() if e.is_dir())
+
     def forget_step(self, step: str) -> None:
         """Drop what we recorded about STEP (it is over on this node)."""
         d = self.dir / "steps" / step
@@ -103,12 +110,21 @@ class NodeSessions:
             for entry in d.iterdir():
                 entry.unlink(missing_ok=True)
             d.rmdir()
+        (self.dir / "steps" / f"{step}.reaper").unlink(missing_ok=True)
+
+    def _log(self, log: Path, fields: str) -> None:
+        step = f"{os.environ.get('SLURM_JOB_ID')}.{os.environ.get('SLURM_STEP_ID')}" \
+            if os.environ.get("SLURM_STEP_ID") else "-"
+        with open(log, "a") as fh:
+            fh.write(f"{time.time():.3f} host={hostname()} pid={os.getpid()} step={step} {fields}\n")
 
     def log_mount(self, backend: str, seconds: float) -> None:
         """One line per mount made on this node: lets tests and admins count mounts per job step."""
-        line = f"{time.time():.3f} host={hostname()} pid={os.getpid()} backend={backend} seconds={seconds:.3f}\n"
-        with open(self.log_file, "a") as fh:
-            fh.write(line)
+        self._log(self.log_file, f"backend={backend} seconds={seconds:.3f}")
+
+    def log_unmount(self, by: str) -> None:
+        """One line per unmount (umounts.log), saying who: last-task, watcher, umount or stale-cleaned."""
+        self._log(self.dir / "umounts.log", f"by={by}")
 
     def mount_count(self) -> int:
         try:

@@ -113,6 +113,18 @@ def test_killed_exec_and_daemon_do_not_break_the_next_exec(pip_project):
     assert mounts.find_mount(mp) is None, "stale entries of the killed exec must not keep the mount alive"
 
 
+def _watchers_of(project) -> list[str]:
+    out = subprocess.run(["pgrep", "-f", f"condainer.reaper {project} "], capture_output=True, text=True)
+    return out.stdout.split()
+
+
+def _assert_no_watcher_left(project) -> None:
+    deadline = time.monotonic() + 10
+    while _watchers_of(project) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _watchers_of(project) == [], "a step watcher outlived its step"
+
+
 def _slurm_task(step: dict, local_id: str) -> dict:
     return {**os.environ, **step, "SLURM_LOCALID": local_id}
 
@@ -134,6 +146,7 @@ def test_mount_stays_until_the_last_task_of_a_slurm_step_is_done(pip_project):
     finally:
         task1.kill()
         task1.wait()
+    _assert_no_watcher_left(pip_project)
 
 
 def test_step_over_without_every_task_running_exec_unmounts(pip_project):
@@ -153,3 +166,4 @@ def test_step_over_without_every_task_running_exec_unmounts(pip_project):
     while mounts.find_mount(mp) is not None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert mounts.find_mount(mp) is None
+    _assert_no_watcher_left(pip_project)

@@ -11,7 +11,7 @@ import pytest
 
 from condainer import mounts
 
-from .conftest import cnd, force_unmount, mountpoint_of, set_config
+from .conftest import BACKENDS, backend_param, cnd, force_unmount, mountpoint_of, set_config
 
 
 def one_line_error(result) -> str:
@@ -112,13 +112,15 @@ def test_build_refuses_symlinked_staging_dir(tmp_path, mount_base):
     assert list(victim.iterdir()) == []
 
 
-def test_conda_project_from_local_channel(tmp_path, mount_base, conda_channel):
+@pytest.mark.parametrize("backend", [backend_param(b) for b in BACKENDS])
+def test_conda_project_from_local_channel(tmp_path, mount_base, conda_channel, backend):
     (tmp_path / "environment.yml").write_text(
         f"name: demo\nchannels:\n  - {conda_channel.as_uri()}\ndependencies:\n  - hello\n"
         "variables:\n  DEMO_VAR: '42'\n")
     cnd("init", cwd=tmp_path, check=True)
     set_config(tmp_path, mount_base_directory=str(mount_base))
-    cnd("build", "--backend", "native", cwd=tmp_path, check=True)
+    set_config(tmp_path, backend=backend)  # build, exec and activate all use it
+    cnd("build", cwd=tmp_path, check=True)
     mp = mountpoint_of(tmp_path)
     try:
         r = cnd("exec", "--", "sh", "-c",
