@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-from benchmarks.common import RESULTS, machine, progress
+from benchmarks.common import machine, progress, results_dir
 
 SUITES = {
     "pack": "benchmarks.pack",
@@ -31,12 +32,13 @@ def python_backend_available() -> bool:
 
 
 def write_results() -> None:
+    out = results_dir()
     parts = ["# condainer benchmark results\n", "Machine and versions:\n", machine(), ""]
     for suite in SUITES:
-        section = RESULTS / f"{suite}.md"
+        section = out / f"{suite}.md"
         if section.exists():
             parts += [section.read_text().strip(), ""]
-    (RESULTS / "RESULTS.md").write_text("\n".join(parts) + "\n")
+    (out / "RESULTS.md").write_text("\n".join(parts) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="runs per measurement (default 3, quick 1)")
     args = parser.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 3)
+    if args.quick:
+        os.environ["CONDAINER_BENCH_QUICK"] = "1"  # results go to benchmarks/results/quick/
     backends = ["native", "python"] if python_backend_available() else ["native"]
-    RESULTS.mkdir(parents=True, exist_ok=True)
     for suite in SUITES if args.suite == "all" else [args.suite]:
         try:
             module = importlib.import_module(SUITES[suite])
@@ -56,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         progress(f"suite {suite} ({'quick' if args.quick else 'full'}, {repeats} repeats)")
         section = module.run(quick=args.quick, repeats=repeats, backends=backends)
-        (RESULTS / f"{suite}.md").write_text(section)
+        (results_dir() / f"{suite}.md").write_text(section)
         write_results()
-    progress(f"wrote {RESULTS / 'RESULTS.md'}")
+    progress(f"wrote {results_dir() / 'RESULTS.md'}")
     return 0
 
 

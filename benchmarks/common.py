@@ -17,6 +17,13 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 
 
+def results_dir() -> Path:
+    """benchmarks/results, or its quick/ subfolder for --quick runs (which must not replace real numbers)."""
+    d = RESULTS / "quick" if os.environ.get("CONDAINER_BENCH_QUICK") == "1" else RESULTS
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
 def cache_root() -> Path:
     """Where corpora are built once and reused (large: several GB for the full suite)."""
     root = Path(os.environ.get("CONDAINER_BENCH_CACHE", "/var/tmp/condainer-bench"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.common import RESULTS
+from benchmarks.common import results_dir
 
 
 def _pyplot():
@@ -30,7 +30,7 @@ def pack_scaling(points: list[dict]) -> Path:
     ax.set_title("Packing trees of small files")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    out = RESULTS / "pack-scaling.png"
+    out = results_dir() / "pack-scaling.png"
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -48,7 +48,7 @@ def exec_scaling(ranks: list[int], series: dict[str, list[float]]) -> Path:
     ax.set_title("cnd exec -- python -c 'import numpy'")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    out = RESULTS / "exec-scaling.png"
+    out = results_dir() / "exec-scaling.png"
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
