@@ -258,7 +258,10 @@ def test_signal_mid_pack(tmp_path, signum, code, via):
         cmd = [sys.executable, "-c", SCRIPT, str(src), image, "xz", "9", "2"]
     else:
         cmd = [*CLI, str(src), image]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # A shell that started us in the background leaves SIGINT ignored, and Python then keeps it so:
+    # the packer under test must start with the default disposition, as it has in a terminal.
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while not os.listdir(out) and time.monotonic() < deadline and proc.poll() is None:
