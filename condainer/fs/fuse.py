@@ -36,11 +36,11 @@ import threading
 import time
 
 from condainer.errors import CondainerError, ImageError, MountError, ToolMissing
+from condainer.fs.lowlevel import fill_stat as _fill_stat
 from condainer.fs.reader import _IFMT, DamagedImage, Inode, SquashfsReader
 
 SUBTYPE = "condainer"  # mountinfo shows fstype "fuse.condainer"
 TIMEOUT = 86400.0  # seconds the kernel may trust an entry, an attribute or a failed lookup
-BLKSIZE = 128 * 1024  # st_blksize: invites applications to read in large chunks
 
 FUSE_READDIR_PLUS = 1
 FUSE_FILL_DIR_PLUS = 2
@@ -234,22 +234,6 @@ def build_operations(reader: SquashfsReader, mfusepy, ready=None):
         # would be a round trip that buys nothing, so libfuse answers opendir alone.
         SquashfsOperations.opendir = None
     return SquashfsOperations()
-
-
-def _fill_stat(st, node: Inode) -> None:
-    st.st_ino = node.ino
-    st.st_mode = node.mode
-    st.st_nlink = node.nlink
-    st.st_uid = node.uid
-    st.st_gid = node.gid
-    st.st_rdev = node.rdev
-    st.st_size = node.size
-    st.st_blocks = node.st_blocks
-    st.st_blksize = BLKSIZE
-    t = node.mtime
-    st.st_atimespec.tv_sec = t
-    st.st_mtimespec.tv_sec = t
-    st.st_ctimespec.tv_sec = t
 
 
 def _make_fuse_class(mfusepy):

@@ -35,7 +35,24 @@ ROOT_ID = 1
 FUSE_CAP_READDIRPLUS = 1 << 13
 FUSE_CAP_READDIRPLUS_AUTO = 1 << 14
 FUSE_CAP_CACHE_SYMLINKS = 1 << 23
-BLKSIZE = 128 * 1024
+BLKSIZE = 128 * 1024  # st_blksize: invites applications to read in large chunks
+
+
+def fill_stat(st, node: Inode) -> None:
+    """Copy NODE's attributes into a ctypes struct stat (both FUSE layers answer with it)."""
+    st.st_ino = node.ino
+    st.st_mode = node.mode
+    st.st_nlink = node.nlink
+    st.st_uid = node.uid
+    st.st_gid = node.gid
+    st.st_rdev = node.rdev
+    st.st_size = node.size
+    st.st_blocks = node.blocks
+    st.st_blksize = BLKSIZE
+    t = node.mtime
+    st.st_atimespec.tv_sec = t
+    st.st_mtimespec.tv_sec = t
+    st.st_ctimespec.tv_sec = t
 c_off_t = ctypes.c_int64
 req_t = c_void_p
 ino_t = c_uint64
@@ -196,27 +213,13 @@ class LowLevelFS:
     def node(self, nodeid: int) -> Inode:
         return self.reader.root if nodeid == ROOT_ID else self.reader.inode(nodeid - 2)
 
-    def fill_stat(self, st, node: Inode) -> None:
-        st.st_ino = node.ino
-        st.st_mode = node.mode
-        st.st_nlink = node.nlink
-        st.st_uid = node.uid
-        st.st_gid = node.gid
-        st.st_rdev = node.rdev
-        st.st_size = node.size
-        st.st_blocks = node.blocks
-        st.st_blksize = BLKSIZE
-        t = node.mtime
-        st.st_atimespec.tv_sec = t
-        st.st_mtimespec.tv_sec = t
-        st.st_ctimespec.tv_sec = t
 
     def entry(self, node: Inode):
         e = self.api.entry_param()
         e.ino = self.node_id(node)
         e.attr_timeout = self.timeout
         e.entry_timeout = self.timeout
-        self.fill_stat(e.attr, node)
+        fill_stat(e.attr, node)
         return e
 
     def _handler(self, name, fn):
@@ -280,7 +283,7 @@ class LowLevelFS:
 
     def getattr(self, req, ino, fi) -> None:
         st = self.api.c_stat()
-        self.fill_stat(st, self.node(ino))
+        fill_stat(st, self.node(ino))
         self.api.reply_attr(req, byref(st), self.timeout)
 
     def readlink(self, req, ino) -> None:

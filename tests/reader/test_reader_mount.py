@@ -264,7 +264,9 @@ def test_repeated_listing_and_reads_stay_in_the_kernel(images, mnt, tmp_path, mo
     twice = _requests(log)
     assert first["readdirplus"] > 10 and first["read"] > 10
     extra = {k: twice.get(k, 0) - first.get(k, 0) for k in twice}
-    assert sum(extra.values()) <= 2, extra
+    # Without the kernel's caches the second walk would cost as much as the first; allow a few
+    # requests for pages the kernel itself dropped meanwhile (memory pressure on a busy machine).
+    assert sum(extra.values()) <= max(2, sum(first.values()) // 20), (extra, first)
 
 
 def _requests(log) -> dict:
