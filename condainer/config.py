@@ -17,6 +17,7 @@ import yaml
 from condainer.backends import BACKENDS
 from condainer.errors import ConfigError
 from condainer.fs.options import COMPRESSIONS, DEFAULT_BLOCK_SIZE, DEFAULT_COMPRESSION
+from condainer.yamlfile import read_mapping
 
 CONFIG_NAME = "condainer.yml"
 
@@ -75,20 +76,8 @@ def _validate(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
 def load(project_dir: os.PathLike | str) -> dict[str, Any]:
     """Read condainer.yml of PROJECT_DIR, filled up with defaults for keys it lacks."""
     path = Path(project_dir) / CONFIG_NAME
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path} not found: run `cnd init` first (or pass -d PROJECT_DIR)") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" (line {where.line + 1})" if where else ""
-        raise ConfigError(f"{path} is not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must be a mapping of keys to values")
+    data = read_mapping(path, missing=f"{path} not found: run `cnd init` first (or pass -d PROJECT_DIR)",
+                        what="of keys to values")
     cfg = defaults()
     cfg.pop("uuid")
     cfg.update({k: v for k, v in data.items() if v is not None or k not in cfg})

@@ -23,6 +23,14 @@ class CondainerError(Exception):
         return " ".join(str(self).split())
 
 
+def child_reason(stderr: str | None, returncode: int, *, prefer: tuple[str, ...] = ()) -> str:
+    """The line of a failed child's stderr that says why: the last line starting with one of PREFER
+    (e.g. pip's "ERROR:"), else the last non-empty line, else its exit code."""
+    lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
+    preferred = [line for line in lines if prefer and line.lower().startswith(prefer)]
+    return (preferred or lines or [f"exit code {returncode}"])[-1]
+
+
 class ConfigError(CondainerError):
     """condainer.yml, environment.yml or requirements.txt is missing or invalid."""
 

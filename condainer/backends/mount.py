@@ -11,7 +11,7 @@ from pathlib import Path
 
 from condainer import mounts
 from condainer.backends.select import choose_mounter, fuse_problem
-from condainer.errors import ImageError, MountError, ToolMissing
+from condainer.errors import ImageError, MountError, ToolMissing, child_reason
 
 SQUASHFS_MAGIC = b"hsqs"
 
@@ -80,10 +80,8 @@ def _mount_native(tool: str, image: Path, mountpoint: Path, *, allow_other: bool
     # squashfuse daemonizes after the mount is in place, so its exit means "mounted or failed".
     result = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        raise MountError(
-            f"{os.path.basename(tool)} could not mount {image}: {lines[-1] if lines else f'exit code {result.returncode}'}"
-        )
+        reason = child_reason(result.stderr, result.returncode)
+        raise MountError(f"{os.path.basename(tool)} could not mount {image}: {reason}")
     _wait_ready(mountpoint, timeout=10.0)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from condainer import console
 from condainer.backends.select import choose_packer
-from condainer.errors import ImageError
+from condainer.errors import ImageError, child_reason
 from condainer.fs.options import PackOptions
 from condainer.sysinfo import usable_cpus
 
@@ -81,8 +81,7 @@ def _pack_native(tool: str, src: Path, image: Path, options: PackOptions) -> Non
                 proc.wait()
                 raise
         if proc.returncode != 0:
-            lines = [line for line in (err or "").splitlines() if line.strip()]
-            raise ImageError(f"mksquashfs failed: {lines[-1] if lines else f'exit code {proc.returncode}'}")
+            raise ImageError(f"mksquashfs failed: {child_reason(err, proc.returncode)}")
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, image)
     finally:

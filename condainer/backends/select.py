@@ -40,29 +40,30 @@ def fuse_problem() -> str | None:
     return None
 
 
-def choose_packer(requested: str = "auto") -> Choice:
-    tool = native_packer()
+def _choose(requested: str, tool: str | None, module: str, *, missing: str, found: str, fallback: str) -> Choice:
+    """The one rule for both jobs: python if asked; native if asked (or refuse when the tool is
+    missing); auto takes the native tool when it is on PATH, the Python module otherwise."""
     if requested == "python":
-        return Choice("python", "condainer.fs.writer", "asked for with --backend python")
+        return Choice("python", module, "asked for with --backend python")
     if requested == "native":
         if tool is None:
-            raise ToolMissing("--backend native needs mksquashfs, which is not on PATH (install squashfs-tools)")
+            raise ToolMissing(f"--backend native needs {missing}")
         return Choice("native", tool, "asked for with --backend native")
     if tool:
-        return Choice("native", tool, "mksquashfs found on PATH")
-    return Choice("python", "condainer.fs.writer", "mksquashfs not on PATH: using the Python writer")
+        return Choice("native", tool, found)
+    return Choice("python", module, fallback)
+
+
+def choose_packer(requested: str = "auto") -> Choice:
+    return _choose(requested, native_packer(), "condainer.fs.writer",
+                   missing="mksquashfs, which is not on PATH (install squashfs-tools)",
+                   found="mksquashfs found on PATH",
+                   fallback="mksquashfs not on PATH: using the Python writer")
 
 
 def choose_mounter(requested: str = "auto") -> Choice:
     tool = native_mounter()
-    if requested == "python":
-        return Choice("python", "condainer.fs.fuse", "asked for with --backend python")
-    if requested == "native":
-        if tool is None:
-            raise ToolMissing(
-                "--backend native needs squashfuse_ll or squashfuse, neither is on PATH (install squashfuse)"
-            )
-        return Choice("native", tool, "asked for with --backend native")
-    if tool:
-        return Choice("native", tool, f"{os.path.basename(tool)} found on PATH")
-    return Choice("python", "condainer.fs.fuse", "squashfuse not on PATH: using the Python FUSE reader")
+    return _choose(requested, tool, "condainer.fs.fuse",
+                   missing="squashfuse_ll or squashfuse, neither is on PATH (install squashfuse)",
+                   found=f"{os.path.basename(tool or '')} found on PATH",
+                   fallback="squashfuse not on PATH: using the Python FUSE reader")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import yaml
-
 from condainer.errors import ConfigError
+from condainer.yamlfile import read_mapping
 
 
 @dataclasses.dataclass
@@ -22,18 +21,7 @@ class EnvironmentFile:
 
 def read(path: Path) -> EnvironmentFile:
     """Parse PATH; any malformed part is a one-line ConfigError naming the file."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path} not found") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"{path} is not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must be a mapping with 'dependencies'")
+    data = read_mapping(path, missing=f"{path} not found", what="with 'dependencies'")
     channels = data.get("channels") or []
     deps = data.get("dependencies") or []
     if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from condainer import console
 from condainer.environments.envfile import EnvironmentFile
-from condainer.errors import BuildError
+from condainer.errors import BuildError, child_reason
 
 
 def cache_dir() -> Path:
@@ -45,8 +45,7 @@ def install_conda_packages(env: EnvironmentFile, prefix: Path) -> None:
         capture_output=True,
     )
     if proc.returncode != 0:
-        lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
-        reason = lines[-1] if lines else f"the solver process exited with code {proc.returncode}"
+        reason = child_reason(proc.stderr, proc.returncode)
         raise BuildError(f"conda environment from {env.path.name}: {reason}")
     if proc.stdout.strip():
         console.info(proc.stdout.strip())

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Sequence
 
 from condainer import console
-from condainer.errors import BuildError
+from condainer.errors import BuildError, child_reason
 
 
 def clean_environ(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -32,10 +33,8 @@ def run_step(cmd: Sequence[str], *, what: str, env: dict[str, str] | None = None
     except FileNotFoundError:
         raise BuildError(f"{what} failed: {cmd[0]} not found") from None
     if proc.returncode != 0:
-        lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
-        errors = [line for line in lines if line.lower().startswith(("error", "critical"))]
-        reason = (errors or lines or [f"exit code {proc.returncode}"])[-1]
+        reason = child_reason(proc.stderr, proc.returncode, prefer=("error", "critical"))
         raise BuildError(f"{what} failed: {reason}")
     if not console.is_quiet() and proc.stderr.strip():
         # warnings of a successful step are still worth seeing
-        print(proc.stderr.rstrip(), file=__import__("sys").stderr)
+        print(proc.stderr.rstrip(), file=sys.stderr)

@@ -129,19 +129,21 @@ def _slurm_task(step: dict, local_id: str) -> dict:
     return {**os.environ, **step, "SLURM_LOCALID": local_id}
 
 
+def _exec_as_task(project, step: dict, local_id: str) -> None:
+    """`cnd exec -- true` as task LOCAL_ID of the Slurm step STEP (environment only, no Slurm)."""
+    r = cnd("exec", "--backend", backend_of(project), "--", "true", cwd=project, env=_slurm_task(step, local_id))
+    assert r.returncode == 0, r.stderr
+
+
 def test_mount_stays_until_the_last_task_of_a_slurm_step_is_done(pip_project):
     mp = mountpoint_of(pip_project)
     step = {"SLURM_JOB_ID": "999", "SLURM_STEP_ID": "0", "SLURM_STEP_TASKS_PER_NODE": "2"}
     # Task 1 of the step is alive but has not started its exec yet.
     task1 = subprocess.Popen(["sleep", "60"], env=_slurm_task(step, "1"))
     try:
-        first = cnd("exec", "--backend", backend_of(pip_project), "--", "true", cwd=pip_project,
-                    env=_slurm_task(step, "0"))
-        assert first.returncode == 0, first.stderr
+        _exec_as_task(pip_project, step, "0")
         assert mounts.state(mp) == "mounted", "task 1 of the step has not run yet: keep the mount"
-        second = cnd("exec", "--backend", backend_of(pip_project), "--", "true", cwd=pip_project,
-                     env=_slurm_task(step, "1"))
-        assert second.returncode == 0, second.stderr
+        _exec_as_task(pip_project, step, "1")
         assert mounts.find_mount(mp) is None, "the step's last local task unmounts"
     finally:
         task1.kill()
@@ -154,9 +156,7 @@ def test_step_over_without_every_task_running_exec_unmounts(pip_project):
     step = {"SLURM_JOB_ID": "998", "SLURM_STEP_ID": "3", "SLURM_STEP_TASKS_PER_NODE": "2"}
     other_task = subprocess.Popen(["sleep", "60"], env=_slurm_task(step, "1"))
     try:
-        r = cnd("exec", "--backend", backend_of(pip_project), "--", "true", cwd=pip_project,
-                env=_slurm_task(step, "0"))
-        assert r.returncode == 0, r.stderr
+        _exec_as_task(pip_project, step, "0")
         assert mounts.state(mp) == "mounted"
     finally:
         other_task.kill()

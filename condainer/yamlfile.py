@@ -1,0 +1,30 @@
+"""Reading the YAML files users write (condainer.yml, environment.yml) with one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from condainer.errors import ConfigError
+
+
+def read_mapping(path: Path, *, missing: str, what: str) -> dict[str, Any]:
+    """PATH parsed as a YAML mapping; MISSING is the message when it does not exist, WHAT says what
+    the mapping must hold. Every failure is a ConfigError naming the file (and the line)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(missing) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must be a mapping {what}")
+    return data
