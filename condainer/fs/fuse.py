@@ -36,6 +36,7 @@ import threading
 import time
 
 from condainer.errors import CondainerError, ImageError, MountError, ToolMissing
+from condainer.fs.lowlevel import caller_groups, permits
 from condainer.fs.lowlevel import fill_stat as _fill_stat
 from condainer.fs.reader import _IFMT, DamagedImage, Inode, SquashfsReader
 
@@ -201,9 +202,12 @@ def build_operations(reader: SquashfsReader, mfusepy, ready=None):
 
         def access(self, path, amode):
             self.count("access")
-            self.node(path)
+            node = self.node(path)
             if amode & os.W_OK:
                 raise FuseOSError(errno.EROFS)
+            uid, gid, pid = mfusepy.fuse_get_context()
+            if not permits(node.mode, node.uid, node.gid, amode, uid, caller_groups(pid, gid)):
+                raise FuseOSError(errno.EACCES)
             return 0
 
         def getxattr(self, path, name, position=0):
@@ -367,7 +371,12 @@ def _escape_opt(value: str) -> str:
 
 def fuse_options(image: str, *, allow_other: bool = False) -> dict:
     """The -o options of our mounts: read-only, no setuid/devices, kernel-side permission checks,
-    recognizable in /proc/self/mountinfo as fstype ``fuse.condainer`` with the image as source."""
+    recognizable in /proc/self/mountinfo as fstype ``fuse.condainer`` with the image as source.
+
+    CONDAINER_FUSE_DEFAULT_PERMISSIONS=0 drops default_permissions, so that access(2) and chdir
+    reach the daemon's access handler (to test that path).  It is ignored with allow_other: without
+    default_permissions the kernel would not check modes on open or path walks, and other users
+    could read what the image's modes deny them."""
     opts = {
         "ro": True,
         "nosuid": True,
@@ -376,6 +385,8 @@ def fuse_options(image: str, *, allow_other: bool = False) -> dict:
         "fsname": _escape_opt(image),
         "subtype": SUBTYPE,
     }
+    if os.environ.get("CONDAINER_FUSE_DEFAULT_PERMISSIONS") == "0" and not allow_other:
+        del opts["default_permissions"]
     if allow_other:
         opts["allow_other"] = True
     return opts

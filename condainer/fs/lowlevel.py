@@ -53,6 +53,37 @@ def fill_stat(st, node: Inode) -> None:
     st.st_atimespec.tv_sec = t
     st.st_mtimespec.tv_sec = t
     st.st_ctimespec.tv_sec = t
+def permits(mode: int, owner: int, group: int, mask: int, uid: int, gids: set[int]) -> bool:
+    """Would access(2) with MASK (R_OK|W_OK|X_OK bits) succeed on a file of MODE, OWNER, GROUP
+    for a caller UID with groups GIDS?  The kernel's generic_permission rule, without ACLs: root may
+    read and search anything and execute what has any execute bit; others get one class of bits."""
+    want = mask & 0o7
+    if uid == 0:
+        return not (want & os.X_OK) or stat.S_ISDIR(mode) or bool(mode & 0o111)
+    if uid == owner:
+        have = (mode >> 6) & 0o7
+    elif group in gids:
+        have = (mode >> 3) & 0o7
+    else:
+        have = mode & 0o7
+    return want & have == want
+
+
+def caller_groups(pid: int, gid: int) -> set[int]:
+    """GID plus the supplementary groups of process PID (from /proc, as libfuse's getgroups does;
+    a caller that is gone counts with its primary group only)."""
+    groups = {gid}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    groups.update(int(g) for g in line.split()[1:])
+                    break
+    except (OSError, ValueError):
+        pass
+    return groups
+
+
 c_off_t = ctypes.c_int64
 req_t = c_void_p
 ino_t = c_uint64
@@ -81,6 +112,9 @@ def bind(mfusepy):
             ("attr_timeout", c_double),
             ("entry_timeout", c_double),
         ]
+
+    class fuse_ctx(ctypes.Structure):  # noqa: N801 - C name
+        _fields_ = [("uid", ctypes.c_uint32), ("gid", ctypes.c_uint32), ("pid", c_int), ("umask", ctypes.c_uint32)]
 
     fi_p = POINTER(fi_t)
     ops_fields = [
@@ -113,7 +147,7 @@ def bind(mfusepy):
         ("getxattr", CFUNCTYPE(None, req_t, ino_t, c_char_p, c_size_t)),
         ("listxattr", CFUNCTYPE(None, req_t, ino_t, c_size_t)),
         ("removexattr", CFUNCTYPE(None, req_t)),
-        ("access", c_void_p),
+        ("access", CFUNCTYPE(None, req_t, ino_t, c_int)),
         ("create", CFUNCTYPE(None, req_t)),
         ("getlk", c_void_p),
         ("setlk", c_void_p),
@@ -156,6 +190,7 @@ def bind(mfusepy):
     api.session_loop_mt = fn("fuse_session_loop_mt_31", c_int, c_void_p, c_int)
     api.set_signal_handlers = fn("fuse_set_signal_handlers", c_int, c_void_p)
     api.remove_signal_handlers = fn("fuse_remove_signal_handlers", None, c_void_p)
+    api.req_ctx = fn("fuse_req_ctx", POINTER(fuse_ctx), req_t)
     api.reply_err = fn("fuse_reply_err", c_int, req_t, c_int)
     api.reply_entry = fn("fuse_reply_entry", c_int, req_t, POINTER(fuse_entry_param))
     api.reply_attr = fn("fuse_reply_attr", c_int, req_t, POINTER(c_stat), c_double)
@@ -291,6 +326,17 @@ class LowLevelFS:
         if not node.is_symlink:
             raise OSError(errno.EINVAL, "not a symlink")
         self.api.reply_readlink(req, node.target)
+
+    def access(self, req, ino, mask) -> None:
+        """Sent only when the kernel does not check modes itself (a mount without
+        default_permissions): answer as the kernel would, and EROFS to any wish to write."""
+        node = self.node(ino)
+        if mask & os.W_OK:
+            raise OSError(errno.EROFS, "read-only")
+        ctx = self.api.req_ctx(req).contents
+        if not permits(node.mode, node.uid, node.gid, mask, ctx.uid, caller_groups(ctx.pid, ctx.gid)):
+            raise OSError(errno.EACCES, "permission denied")
+        self.api.reply_err(req, 0)
 
     def open(self, req, ino, fi) -> None:
         if fi.contents.flags & os.O_ACCMODE != os.O_RDONLY:
