@@ -6,6 +6,8 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
+import re
+
 
 class CondainerError(Exception):
     """An expected failure, reported to the user as one line and a non-zero exit."""
@@ -24,11 +26,16 @@ class CondainerError(Exception):
 
 
 def child_reason(stderr: str | None, returncode: int, *, prefer: tuple[str, ...] = ()) -> str:
-    """The line of a failed child's stderr that says why: the last line starting with one of PREFER
-    (e.g. pip's "ERROR:"), else the last non-empty line, else its exit code."""
+    """The line of a failed child's stderr that says why: the last line that PREFER[0] (a regular
+    expression matched at the line's start, case-insensitive) matches, else PREFER[1], and so on,
+    else the last non-empty line, else the exit code.  Order matters: libmamba ends with "critical
+    libmamba Aborting." after the "error" line that names the problem."""
     lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
-    preferred = [line for line in lines if prefer and line.lower().startswith(prefer)]
-    return (preferred or lines or [f"exit code {returncode}"])[-1]
+    for pattern in prefer:
+        matching = [line for line in lines if re.match(pattern, line, re.IGNORECASE)]
+        if matching:
+            return matching[-1]
+    return lines[-1] if lines else f"exit code {returncode}"
 
 
 class ConfigError(CondainerError):

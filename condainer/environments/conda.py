@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from condainer import console
-from condainer.environments.run import run_step
+from condainer.environments.run import clean_environ, run_step
 from condainer.errors import BuildError
 
 
@@ -33,15 +33,34 @@ def find_conda_exe(name: str) -> str | None:
     return shutil.which(name) if name else None
 
 
+# Answer yes to any prompt (stdin is /dev/null, so a prompt would otherwise abort the step).
+ALWAYS_YES = {"CONDA_ALWAYS_YES": "true", "MAMBA_ALWAYS_YES": "true"}
+
+
+def seed_prefix(prefix: Path) -> None:
+    """Make our private (0700) staging directory an empty conda environment.
+
+    micromamba and mamba >= 2 refuse to ``create`` into an existing directory that is not a conda
+    environment ("Non-conda folder exists at prefix"), and with --yes they would delete and
+    recreate it, giving up the mode and ownership we checked in /tmp.  An empty
+    conda-meta/history makes it an environment that every frontend installs into in place."""
+    meta = prefix / "conda-meta"
+    meta.mkdir(mode=0o755, exist_ok=True)
+    (meta / "history").touch()
+
+
 def create_with_exe(exe: str, env_yml: Path, prefix: Path) -> None:
-    """Create the environment at PREFIX from ENV_YML with mamba/conda/micromamba."""
+    """Install ENV_YML's packages into the (empty) environment at PREFIX with mamba, conda or
+    micromamba, in place."""
     name = os.path.basename(exe)
+    seed_prefix(prefix)
     if name.startswith("micromamba"):
-        cmd = [exe, "create", "--yes", "--prefix", str(prefix), "--file", str(env_yml)]
+        cmd, what = [exe, "install", "--yes"], f"{name} install"
     else:
-        cmd = [exe, "env", "create", "--prefix", str(prefix), "--file", str(env_yml)]
-    console.info(f"creating the environment with {name}")
-    run_step(cmd, what=f"{name} env create")
+        cmd, what = [exe, "env", "update"], f"{name} env update"
+    cmd += ["--prefix", str(prefix), "--file", str(env_yml)]
+    console.info(f"installing {env_yml.name} with {name}")
+    run_step(cmd, what=what, env=clean_environ(ALWAYS_YES))
 
 
 def install_with_installer(installer: Path, env_yml: Path, prefix: Path, conda_exe: str) -> None:
@@ -53,6 +72,6 @@ def install_with_installer(installer: Path, env_yml: Path, prefix: Path, conda_e
         if exe and exe.exists():
             console.info(f"installing {env_yml.name} with {candidate}")
             run_step([str(exe), "env", "update", "--prefix", str(prefix), "--file", str(env_yml)],
-                     what=f"{candidate} env update")
+                     what=f"{candidate} env update", env=clean_environ(ALWAYS_YES))
             return
     raise BuildError(f"installer {installer.name} provided neither mamba nor conda in {prefix}/bin")

@@ -10,6 +10,10 @@ from collections.abc import Sequence
 from condainer import console
 from condainer.errors import BuildError, child_reason
 
+# The line that names the problem: pip's "ERROR: ...", libmamba's "error    libmamba ...",
+# conda's "PackagesNotFoundError: ...", "CondaValueError: ..."; libmamba's "critical" last.
+PREFERRED_REASONS = (r"error\b", r"\w+Error: ", r"critical\b")
+
 
 def clean_environ(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The caller's environment minus what would leak the host Python into the build."""
@@ -33,7 +37,7 @@ def run_step(cmd: Sequence[str], *, what: str, env: dict[str, str] | None = None
     except FileNotFoundError:
         raise BuildError(f"{what} failed: {cmd[0]} not found") from None
     if proc.returncode != 0:
-        reason = child_reason(proc.stderr, proc.returncode, prefer=("error", "critical"))
+        reason = child_reason(proc.stderr, proc.returncode, prefer=PREFERRED_REASONS)
         raise BuildError(f"{what} failed: {reason}")
     if not console.is_quiet() and proc.stderr.strip():
         # warnings of a successful step are still worth seeing

@@ -206,9 +206,11 @@ def test_activate_and_deactivate_in_a_real_shell(pip_project, shell):
         '[ "$PATH" = "$before" ] && echo PATH-RESTORED\n'
         'echo "VENV=${VIRTUAL_ENV:-unset}"\n'
     )
-    r = subprocess.run([shell, "-c", script], cwd=pip_project, capture_output=True, text=True, timeout=120)
+    # a venv active before: deactivate must give it back (and the test must not depend on the caller's)
+    env = dict(os.environ, VIRTUAL_ENV="/some/venv/before")
+    r = subprocess.run([shell, "-c", script], cwd=pip_project, capture_output=True, text=True, timeout=120, env=env)
     try:
         assert r.returncode == 0, r.stderr
-        assert r.stdout.splitlines() == [str(mp), f"VENV={mp}", "PATH-RESTORED", "VENV=unset"]
+        assert r.stdout.splitlines() == [str(mp), f"VENV={mp}", "PATH-RESTORED", "VENV=/some/venv/before"]
     finally:
         cnd("umount", cwd=pip_project)

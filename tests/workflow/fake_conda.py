@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""A stand-in for micromamba, mamba (>= 2) and conda, for tests on machines without them.
+
+It models the parts of their contract that `cnd build` relies on, including the traps:
+- `create` into an existing directory that is not a conda environment (no conda-meta/) aborts
+  with "Non-conda folder exists at prefix" (micromamba, mamba >= 2); into an environment, it asks
+  "Overwrite?" and, on yes, deletes the whole prefix first;
+- `install` needs an existing environment; mamba asks "Confirm changes" before any change, and
+  with stdin not a terminal only --yes or MAMBA_ALWAYS_YES/CONDA_ALWAYS_YES say yes;
+- `env update` creates the prefix if missing and installs into it in place.
+"Installing" a package NAME writes conda-meta/NAME-1.0-0.json and an executable bin/NAME-hello
+that prints where it lives.  Every call is appended to $FAKE_CONDA_LOG as one JSON line.
+"""
+
+import json
+import os
+import shutil
+import sys
+
+
+def fail(msg: str, code: int = 1) -> None:
+    print(f"error    libmamba {msg}", file=sys.stderr)
+    print("critical libmamba Aborting.", file=sys.stderr)
+    sys.exit(code)
+
+
+def option(args: list[str], *names: str) -> str | None:
+    for i, a in enumerate(args):
+        if a in names and i + 1 < len(args):
+            return args[i + 1]
+    return None
+
+
+def packages(env_file: str) -> list[str]:
+    names, in_deps = [], False
+    with open(env_file) as f:
+        for line in f:
+            stripped = line.strip()
+            if not line.startswith((" ", "-")):
+                in_deps = stripped.startswith("dependencies:")
+            elif in_deps and stripped.startswith("- "):
+                names.append(stripped[2:].split("=")[0].split(">")[0].split("<")[0].strip())
+    return names
+
+
+def install(prefix: str, env_file: str) -> None:
+    os.makedirs(os.path.join(prefix, "conda-meta"), exist_ok=True)
+    os.makedirs(os.path.join(prefix, "bin"), exist_ok=True)
+    for name in packages(env_file):
+        with open(os.path.join(prefix, "conda-meta", f"{name}-1.0-0.json"), "w") as f:
+            json.dump({"name": name, "version": "1.0"}, f)
+        exe = os.path.join(prefix, "bin", f"{name}-hello")
+        with open(exe, "w") as f:
+            f.write(f"#!/bin/sh\necho hello from {name} at {prefix}\n")
+        os.chmod(exe, 0o755)
+
+
+def confirmed(args: list[str]) -> bool:
+    if "--yes" in args or "-y" in args:
+        return True
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("MAMBA_ALWAYS_YES", "CONDA_ALWAYS_YES"))
+
+
+def main() -> None:
+    tool = os.path.basename(sys.argv[0])
+    args = sys.argv[1:]
+    log = os.environ.get("FAKE_CONDA_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(json.dumps({"tool": tool, "args": args}) + "\n")
+    if os.environ.get("FAKE_CONDA_FAIL"):
+        fail(os.environ["FAKE_CONDA_FAIL"])
+    verb = args[:2] if args[:1] == ["env"] else args[:1]
+    prefix, env_file = option(args, "--prefix", "-p"), option(args, "--file", "-f")
+    if not prefix or not env_file:
+        fail("this fake needs --prefix and --file", 2)
+    is_env = os.path.isdir(os.path.join(prefix, "conda-meta"))
+    if verb in (["create"], ["env", "create"]):
+        if os.path.exists(prefix) and not is_env:
+            fail("Non-conda folder exists at prefix - aborting.")
+        if is_env:
+            if not confirmed(args):
+                fail(f"Found conda-prefix at '{prefix}'. Overwrite? [y/N] (no answer)")
+            shutil.rmtree(prefix)
+        os.makedirs(prefix)
+    elif verb == ["install"]:
+        if not is_env:
+            fail(f"'{prefix}' is not a conda environment")
+    elif verb == ["env", "update"]:
+        os.makedirs(prefix, exist_ok=True)
+    else:
+        fail(f"this fake does not know {' '.join(verb)}", 2)
+    if tool.startswith("mamba") and not confirmed(args):
+        fail("Confirm changes: [Y/n] (no answer)")
+    install(prefix, env_file)
+
+
+if __name__ == "__main__":
+    main()
