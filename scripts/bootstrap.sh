@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 SYSTEM_PACKAGES=(
     python3 python3-venv python3-dev   # the host Python for .venv (and pip-only projects)
     squashfs-tools                     # mksquashfs/unsquashfs: the native backend and cross-checks
+    squashfs-tools-ng                  # sqfsdiff/rdsquashfs/gensquashfs: a third implementation, for tests
     squashfuse                         # squashfuse / squashfuse_ll: the native mount backend
     fuse3 libfuse3-3                   # fusermount3 and the library mfusepy loads
     util-linux kmod                    # mount -o loop (kernel reader in tests), losetup
