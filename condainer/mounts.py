@@ -26,6 +26,21 @@ class MountEntry:
     mountpoint: str
     fstype: str  # e.g. "squashfs", "fuse.squashfuse_ll", "fuse.condainer"
     source: str
+    # The uid a FUSE mount without allow_other serves: the kernel refuses every other user (root
+    # included).  None when anyone may use it (kernel mounts, allow_other).
+    private_to: int | None = None
+
+
+def _private_to(fstype: str, super_options: str) -> int | None:
+    if not (fstype == "fuse" or fstype.startswith("fuse.")):
+        return None
+    options = super_options.split(",")
+    if "allow_other" in options:
+        return None
+    for option in options:
+        if option.startswith("user_id="):
+            return int(option[len("user_id=") :])
+    return None
 
 
 def _unescape(field: str) -> str:
@@ -51,8 +66,14 @@ def mount_table() -> list[MountEntry]:
                 sep = fields.index("-")
             except ValueError:
                 continue
+            super_options = fields[sep + 3] if len(fields) > sep + 3 else ""
             entries.append(
-                MountEntry(_unescape(fields[4]), fields[sep + 1], _unescape(fields[sep + 2]))
+                MountEntry(
+                    _unescape(fields[4]),
+                    fields[sep + 1],
+                    _unescape(fields[sep + 2]),
+                    _private_to(fields[sep + 1], super_options),
+                )
             )
     return entries
 
@@ -69,6 +90,24 @@ def find_mount(path: os.PathLike | str) -> MountEntry | None:
 
 def is_fuse(entry: MountEntry) -> bool:
     return entry.fstype == "fuse" or entry.fstype.startswith("fuse.")
+
+
+def other_users_mount(path: os.PathLike | str) -> int | None:
+    """The uid of another user whose private FUSE mount sits at PATH (we cannot use it), or None."""
+    entry = find_mount(path)
+    if entry is None or entry.private_to is None or entry.private_to == os.geteuid():
+        return None
+    return entry.private_to
+
+
+def refuse_other_users_mount(path: os.PathLike | str) -> None:
+    """One clear line instead of EACCES deep inside: another user's FUSE mount is closed to us."""
+    uid = other_users_mount(path)
+    if uid is not None:
+        raise MountError(
+            f"{path} is mounted by another user (uid {uid}), and a FUSE mount serves only the user who "
+            f"made it: wait until it is unmounted, or run on another node"
+        )
 
 
 def state(path: os.PathLike | str) -> str:
@@ -102,6 +141,8 @@ def unmount(path: os.PathLike | str, *, lazy: bool = False) -> None:
     entry = find_mount(path)
     if entry is None:
         return
+    if entry.private_to not in (None, os.geteuid()) and os.geteuid() != 0:
+        raise MountError(f"cannot unmount {path}: it was mounted by another user (uid {entry.private_to})")
     errors = []
     for command in _umount_commands(entry, lazy):
         result = subprocess.run([*command, path], capture_output=True, text=True)

@@ -49,6 +49,7 @@ def status(directory: Path) -> dict[str, Any]:
         "state": state,
         "mounted": state == "mounted",
         "backend": backend,
+        "mounted_by_other_uid": mounts.other_users_mount(mp),
         "pinned": pinned,
         "execs_running": len(running),
         "environment": str(project.env_prefix),
@@ -61,7 +62,9 @@ def format_status(data: dict[str, Any]) -> str:
         f"project      {data['project']}",
         f"image        {data['image']} ({size})",
         f"mount point  {data['mountpoint']}",
-        f"state        {data['state']}" + (f" ({data['backend']} backend)" if data["backend"] else ""),
+        f"state        {data['state']}" + (f" ({data['backend']} backend)" if data["backend"] else "")
+        + (f", by another user (uid {data['mounted_by_other_uid']}): not usable by you"
+           if data["mounted_by_other_uid"] is not None else ""),
         f"execs        {data['execs_running']} running" + (", pinned by `cnd mount`" if data["pinned"] else ""),
     ]
     return "\n".join(lines)

@@ -30,6 +30,7 @@ def _ensure_mounted(project: Project, sessions: NodeSessions, backend: str) -> b
     """Mount the project's image unless it is mounted (cleaning a stale mount first); call under lock.
     Returns True when this call made the mount."""
     mp = project.mountpoint
+    mounts.refuse_other_users_mount(mp)
     current = mounts.state(mp)
     if current == "mounted":
         return False
