@@ -12,6 +12,7 @@ For each image of the matrix:
 One source tree (build_tree) serves most cases; the others need their own: a tree whose tables all
 span several metadata blocks (directories of 256, 257 and 700 long names, thousands of uids/gids, 600
 xattr ids, extended inodes of every type), an empty directory, a single file, images appended to.
+A 6 GiB sparse file checks 64-bit sizes and offsets.
 """
 
 from __future__ import annotations
@@ -497,6 +498,56 @@ def test_lzo_is_a_clean_error(image_of, tmp_path):
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1, r.stderr
         assert lines[0].startswith(f"cnd: error: {image}: ") and "lzo" in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def huge_image(tmp_path_factory) -> str:
+    """A 6 GiB sparse file (data at 5 GB and at the end) in an image of 100 KiB: tar2sqfs packs it
+    from a sparse tar without reading the holes, which mksquashfs would."""
+    if not have("tar2sqfs"):
+        pytest.skip("needs tar2sqfs (squashfs-tools-ng)")
+    base = tmp_path_factory.mktemp("huge")
+    os.makedirs(base / "src")
+    with open(base / "src" / "big", "wb") as f:
+        f.truncate(HUGE)
+        f.seek(5_000_000_000)
+        f.write(random.Random(5).randbytes(300_000))
+        f.seek(HUGE - 9)
+        f.write(b"tail data")
+    image = str(base / "huge.sqfs")
+    _from_tar(str(base / "src"), ["tar2sqfs", "-q", "-f", "-c", "zstd", image])
+    return image
+
+
+HUGE = 6 << 30
+HUGE_OFFSETS = (0, 4_999_990_000, 5_000_299_990, (1 << 32) - 7, (1 << 32) + 3 * BS - 1, HUGE - 20, HUGE - 1)
+
+
+@pytest.mark.parametrize("api", ["low", "high"])
+def test_file_beyond_4gib_equals_kernel(api, huge_image, tmp_path, monkeypatch):
+    """64-bit file sizes and offsets (an extended file inode), through both layers and the reader;
+    reads are probes, not whole-file hashes, to keep it fast."""
+    monkeypatch.setenv("CONDAINER_FUSE_API", api)
+
+    def probe(root: str) -> tuple:
+        with open(os.path.join(root, "big"), "rb") as f:
+            return tuple(os.pread(f.fileno(), 200_000, off) for off in HUGE_OFFSETS)
+
+    with kernel_mounted(huge_image, str(tmp_path / "kernel")) as mnt:
+        reference, reference_reads = snapshot(mnt, content=False), probe(mnt)
+    with fuse_mounted(huge_image, str(tmp_path / "fuse")) as mnt:
+        ours, our_reads = snapshot(mnt, content=False), probe(mnt)
+    if not _has_xattr_table(huge_image):
+        reference = _without_known_differences(reference, api)
+    assert diff_snapshots(reference, ours) == []
+    assert reference[b"/big"][FIELDS.index("size")] == HUGE
+    assert our_reads == reference_reads
+    assert reference_reads[2][:10] != bytes(10) and reference_reads[-1] == b"a"
+    with SquashfsReader(huge_image) as reader:
+        node = reader.resolve("/big")
+        assert tuple(reader.read(node, off, 200_000) for off in HUGE_OFFSETS) == reference_reads
+    checked = cnd("image", "check", huge_image)
+    assert checked.returncode == 0, checked.stderr
 
 
 def test_kernel_cannot_mount_lzma(image_of):
