@@ -267,7 +267,9 @@ def _make_decompressor(compression_id: int):
         try:
             import lzo
         except ImportError:
-            raise DamagedImage("image is lzo-compressed, which this reader does not support") from None
+            raise DamagedImage(
+                "image is lzo-compressed; reading it needs the python-lzo module, which is not installed"
+            ) from None
         return lambda data, limit: lzo.decompress(data, False, limit)
     raise DamagedImage(f"unsupported compressor id {compression_id}")
 
@@ -300,7 +302,7 @@ class SquashfsReader:
         try:
             self.file_size = os.fstat(self._fd).st_size
             self.sb = self._read_superblock()
-            self._decompressors = [_make_decompressor(self.sb.compression_id)]  # fails now if unsupported
+            self._decompressors = [self._first_decompressor()]
             self._blocks = LRUCache(cache_bytes)
             self._meta = LRUCache(metadata_cache_bytes)
             self._inodes = LRUCache(inode_cache_items)
@@ -318,6 +320,15 @@ class SquashfsReader:
         except BaseException:
             os.close(self._fd)
             raise
+
+    def _first_decompressor(self):
+        """A decompressor, made at open so that an unsupported compressor fails there, with a
+        message that names the image like every other reason an image cannot be opened (``cnd
+        image mount`` shows it as it is; check and info add the path only when it is missing)."""
+        try:
+            return _make_decompressor(self.sb.compression_id)
+        except DamagedImage as e:
+            raise DamagedImage(f"{self.path}: {e.message}") from None
 
     def close(self) -> None:
         if self._fd >= 0:

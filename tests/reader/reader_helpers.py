@@ -4,6 +4,7 @@ snapshot of a mounted tree to compare mounts with."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import random
@@ -181,8 +182,14 @@ def kernel_mounted(image: str, mnt: str):
 # -- snapshots ---------------------------------------------------------------------------------------
 
 
+ABSENT_XATTR = "user.condainer-test-absent"
+
+
 def snapshot(root: str, *, content: bool = True) -> dict:
     """Everything stat, readlink, listxattr/getxattr and read say about a tree, keyed by path.
+
+    Errors of listxattr and of getxattr for a name no entry has are recorded, not raised: what
+    they are is part of what a mount shows.
 
     Hard links show as equal st_ino values; the root's own entry is compared too."""
     root_b = os.fsencode(root)
@@ -192,12 +199,17 @@ def snapshot(root: str, *, content: bool = True) -> dict:
         rel = stack.pop()
         path = root_b + rel
         st = os.lstat(path)
-        xattrs = tuple(
-            sorted(
-                (n, os.getxattr(path, n, follow_symlinks=False))
-                for n in os.listxattr(path, follow_symlinks=False)
-            )
-        )
+        try:
+            names = os.listxattr(path, follow_symlinks=False)
+        except OSError as e:  # the kernel's squashfs: EOPNOTSUPP on some inodes of an image without xattrs
+            xattrs = ("listxattr failed", errno.errorcode.get(e.errno, e.errno))
+        else:
+            xattrs = tuple(sorted((n, os.getxattr(path, n, follow_symlinks=False)) for n in names))
+        try:
+            os.getxattr(path, ABSENT_XATTR, follow_symlinks=False)
+            probe = "present"
+        except OSError as e:  # ENODATA, or EOPNOTSUPP on an image without xattrs
+            probe = errno.errorcode.get(e.errno, e.errno)
         extra = None
         if stat.S_ISREG(st.st_mode) and content:
             with open(path, "rb") as f:
@@ -216,6 +228,7 @@ def snapshot(root: str, *, content: bool = True) -> dict:
             st.st_ino,
             st.st_blocks,
             xattrs,
+            probe,
             extra,
         )
         if stat.S_ISDIR(st.st_mode):
@@ -236,6 +249,7 @@ FIELDS = (
     "ino",
     "blocks",
     "xattrs",
+    "absent_xattr",
     "content",
 )
 
