@@ -74,6 +74,7 @@ class Tree:
         self.dirs = 0
         self.bytes_in = 0
         self.skipped_xattrs: set[bytes] = set()
+        self.ids: set[int] = set()  # every uid and gid, so too many fail before any data is written
         self.links: dict[tuple[int, int], Entry] = {}  # (dev, ino) -> first name of a hard-link group
 
     def owner(self, entry: Entry) -> Entry:
@@ -113,6 +114,7 @@ def scan_tree(src: bytes, skip: set[tuple[int, int]] | frozenset = frozenset()) 
         raise ImageError(f"{os.fsdecode(src)}: not a directory")
     root = Entry(src, b"", st, None)
     tree = Tree(root)
+    tree.ids.update((st.st_uid, st.st_gid))
     links = tree.links
     stack = [root]
     current = src
@@ -132,6 +134,7 @@ def scan_tree(src: bytes, skip: set[tuple[int, int]] | frozenset = frozenset()) 
                     continue
                 entry = Entry(path, name, est, directory)
                 directory.children.append(entry)
+                tree.ids.update((est.st_uid, est.st_gid))
                 if entry.is_dir:
                     subdirs.append(entry)
                     continue

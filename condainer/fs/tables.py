@@ -46,7 +46,7 @@ class IdTable:
         found = self._index.get(value)
         if found is None:
             if len(self._index) >= fmt.MAX_IDS:
-                raise ImageError("too many distinct uids and gids: squashfs stores at most 65536")
+                raise ImageError(f"too many distinct uids and gids: squashfs stores at most {fmt.MAX_IDS}")
             found = self._index[value] = len(self._index)
         return found
 

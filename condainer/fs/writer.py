@@ -111,6 +111,11 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
             with open(fd, "wb", buffering=1 << 20) as out:
                 skip = {(st.st_dev, st.st_ino) for st in [os.fstat(out.fileno()), _lstat(image_b)] if st}
                 tree = scan_tree(src_b, skip)
+                if not options.all_root and len(tree.ids) > fmt.MAX_IDS:
+                    raise ImageError(
+                        f"{len(tree.ids)} distinct uids and gids in {os.fsdecode(src_b)}: squashfs stores"
+                        f" at most {fmt.MAX_IDS} (--all-root stores every file as root's)"
+                    )
                 if tree.skipped_xattrs:
                     names = b", ".join(sorted(tree.skipped_xattrs)).decode(errors="replace")
                     console.info(f"pack: xattrs squashfs cannot store were left out: {names}")
