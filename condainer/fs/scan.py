@@ -14,6 +14,8 @@ import stat
 from condainer.errors import ImageError
 from condainer.fs import format as fmt
 
+MAX_MTIME = (1 << 32) - 1  # inodes store mtime as u32 seconds: 1970-01-01 to 2106-02-07 06:28:15 UTC
+
 
 class Entry:
     """One directory entry with what the image stores about its inode."""
@@ -75,6 +77,7 @@ class Tree:
         self.bytes_in = 0
         self.skipped_xattrs: set[bytes] = set()
         self.ids: set[int] = set()  # every uid and gid, so too many fail before any data is written
+        self.odd_mtimes: list[Entry] = []  # mtimes outside squashfs's u32 seconds (before 1970, after 2106)
         self.links: dict[tuple[int, int], Entry] = {}  # (dev, ino) -> first name of a hard-link group
 
     def owner(self, entry: Entry) -> Entry:
@@ -115,6 +118,8 @@ def scan_tree(src: bytes, skip: set[tuple[int, int]] | frozenset = frozenset()) 
     root = Entry(src, b"", st, None)
     tree = Tree(root)
     tree.ids.update((st.st_uid, st.st_gid))
+    if not 0 <= root.mtime <= MAX_MTIME:
+        tree.odd_mtimes.append(root)
     links = tree.links
     stack = [root]
     current = src
@@ -135,6 +140,8 @@ def scan_tree(src: bytes, skip: set[tuple[int, int]] | frozenset = frozenset()) 
                 entry = Entry(path, name, est, directory)
                 directory.children.append(entry)
                 tree.ids.update((est.st_uid, est.st_gid))
+                if not 0 <= entry.mtime <= MAX_MTIME:
+                    tree.odd_mtimes.append(entry)
                 if entry.is_dir:
                     subdirs.append(entry)
                     continue

@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from tests.fs import treecompare
-from tests.fs.conftest import IS_ROOT, kernel_mount, pack
+from tests.fs.conftest import IS_ROOT, kernel_mount, pack, unsquashfs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -83,3 +83,62 @@ def test_65536_distinct_ids_are_a_one_line_error(many_ids, tmp_path):
         assert cli_pack(many_ids, out / "img.sqfs", "--all-root").returncode == 0
     finally:
         os.unlink(extra)
+
+
+# --- timestamps -------------------------------------------------------------------------------
+
+U32_MAX = 2**32 - 1
+
+
+@needs_root
+def test_mtimes_at_both_ends_of_u32_are_stored(tmp_path, stack):
+    src = tmp_path / "src"
+    (src / "dir-at-0").mkdir(parents=True)
+    for t in (0, 1, 2**31 - 1, 2**31, U32_MAX - 1, U32_MAX):
+        path = src / f"t{t}"
+        path.write_bytes(b"t")
+        os.utime(path, (t, t))
+    os.symlink("t0", src / "link-at-max")
+    os.utime(src / "link-at-max", (U32_MAX, U32_MAX), follow_symlinks=False)
+    os.utime(src / "dir-at-0", (0, 0))
+    os.utime(src, (U32_MAX, U32_MAX))
+    pack(src, tmp_path / "img.sqfs")
+    expected = treecompare.snapshot(src)
+    assert {r["mtime"] for r in expected.values()} == {0, 1, 2**31 - 1, 2**31, U32_MAX - 1, U32_MAX}
+    mnt = stack.enter_context(kernel_mount(tmp_path / "img.sqfs"))
+    treecompare.assert_same(expected, treecompare.snapshot(mnt))
+    treecompare.assert_same(expected, treecompare.snapshot(unsquashfs(tmp_path / "img.sqfs", tmp_path)))
+
+
+@pytest.mark.parametrize(
+    "mtime,shown",
+    [(-1, "1969-12-31 23:59:59 UTC"), (-315_619_200, "1960-01-01"), (2**32, "2106-02-07 06:28:16"),
+     (7_258_118_400, "2200-01-01")],
+)
+def test_mtime_squashfs_cannot_store_is_a_one_line_error(tmp_path, mtime, shown):
+    """mksquashfs 4.5.1 wraps these modulo 2^32 without a word (1969 becomes 2106, 2200 becomes 2063)."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    (src / "sub").mkdir(parents=True)
+    out.mkdir()
+    (src / "sub" / "odd-time").write_bytes(b"x")
+    os.utime(src / "sub" / "odd-time", (mtime, mtime))
+    assert_one_line_error(cli_pack(src, out / "img.sqfs"), out, "sub/odd-time", shown, "1970-01-01 to 2106")
+
+
+def test_source_date_epoch_clamps_mtimes_after_2106_but_not_before_1970(tmp_path):
+    from PySquashfsImage import SquashFsImage
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    for name, t in (("y2200", 7_258_118_400), ("after-u32", 2**32 + 5), ("old", 1000)):
+        (src / name).write_bytes(name.encode())
+        os.utime(src / name, (t, t))
+    env = dict(os.environ, SOURCE_DATE_EPOCH="1700000000")
+    proc = cli_pack(src, out / "img.sqfs", env=env)
+    assert proc.returncode == 0, proc.stderr
+    with SquashFsImage.from_file(str(out / "img.sqfs")) as img:
+        assert [img.select(f"/{n}").time for n in ("y2200", "after-u32", "old")] == [1700000000, 1700000000, 1000]
+    os.unlink(out / "img.sqfs")
+    os.utime(src / "old", (-5, -5))
+    assert_one_line_error(cli_pack(src, out / "img.sqfs", env=env), out, "old", "1969-12-31 23:59:55")
