@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from condainer.errors import ImageError
 from condainer.fs import format as fmt
 from condainer.fs.compression import Codec
+from condainer.fs.scan import reachable
 
 BATCH_BYTES = 1 << 20  # bytes of blocks sent to a worker at once: amortises the pickling round trip
 BATCH_ITEMS = 256
@@ -300,7 +301,8 @@ class DataWriter:
             record = FileData(0, 0)  # nothing to read: no blocks, no fragment
         else:
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                with reachable(path) as short:
+                    fd = os.open(short, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError as exc:
                 raise ImageError(f"cannot read {os.fsdecode(path)}: {exc.strerror}") from exc
             # Only reads are reported as "cannot read": the pipeline may write the image from in

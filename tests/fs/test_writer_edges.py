@@ -9,14 +9,17 @@ the test says what we do instead. Trees and images are built once per module to 
 
 from __future__ import annotations
 
+import hashlib
 import os
+import random
+import stat
 import subprocess
 import sys
 
 import pytest
 
 from tests.fs import treecompare
-from tests.fs.conftest import IS_ROOT, kernel_mount, pack, unsquashfs
+from tests.fs.conftest import HAVE_FUSE, IS_ROOT, kernel_mount, pack, squashfuse_mount, unsquashfs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -142,3 +145,89 @@ def test_source_date_epoch_clamps_mtimes_after_2106_but_not_before_1970(tmp_path
     os.unlink(out / "img.sqfs")
     os.utime(src / "old", (-5, -5))
     assert_one_line_error(cli_pack(src, out / "img.sqfs", env=env), out, "old", "1969-12-31 23:59:55")
+
+
+# --- deep nesting, paths longer than PATH_MAX -------------------------------------------------
+
+
+def fd_snapshot(root) -> dict[bytes, tuple]:
+    """Like treecompare.snapshot, but walked through directory descriptors: paths may pass PATH_MAX."""
+    result: dict[bytes, tuple] = {}
+
+    def visit(dfd: int, rel: bytes) -> None:
+        for name in sorted(os.fsencode(n) for n in os.listdir(dfd)):
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            path = rel + b"/" + name
+            rec: tuple = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, int(st.st_mtime))
+            if stat.S_ISLNK(st.st_mode):
+                rec += (os.readlink(name, dir_fd=dfd),)
+            elif not stat.S_ISDIR(st.st_mode):
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
+                try:
+                    xattrs = {n: os.getxattr(fd, n) for n in os.listxattr(fd) if n.startswith("user.")}
+                    rec += (st.st_size, hashlib.sha256(os.read(fd, st.st_size + 1)).hexdigest(), xattrs)
+                finally:
+                    os.close(fd)
+            result[path] = rec
+            if stat.S_ISDIR(st.st_mode):
+                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dfd)
+                try:
+                    visit(fd, path)
+                finally:
+                    os.close(fd)
+
+    top = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        visit(top, b"")
+    finally:
+        os.close(top)
+    return result
+
+
+@pytest.fixture(scope="module")
+def deep(tmp_path_factory):
+    """200 nested directories (every 20th name 255 bytes long): the bottom path is over 5000 bytes."""
+    base = tmp_path_factory.mktemp("deep")
+    src = base / "src"
+    src.mkdir()
+    fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    length = len(os.fsencode(src))
+    try:
+        for level in range(200):
+            name = f"level-{level:03d}-" + ("n" * 245 if level % 20 == 19 else "dir")
+            length += 1 + len(name)
+            os.mkdir(name, dir_fd=fd)
+            os.utime(name, (1_000_000 + level, 1_000_000 + level), dir_fd=fd)
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+            if level in (100, 199):
+                out = os.open(f"file-{level}", os.O_CREAT | os.O_WRONLY, 0o640, dir_fd=fd)
+                try:
+                    os.write(out, random.Random(level).randbytes(300_000 + level))  # blocks and a tail
+                    os.setxattr(out, "user.depth", str(level).encode())
+                finally:
+                    os.close(out)
+                os.symlink(f"file-{level}", f"link-{level}", dir_fd=fd)
+    finally:
+        os.close(fd)
+    assert length > 5000
+    image = base / "deep.sqfs"
+    pack(src, image)
+    return src, image, fd_snapshot(src)
+
+
+@needs_root
+def test_deep_tree_through_the_kernel(deep, stack):
+    """unsquashfs 4.5.1 cannot extract paths longer than PATH_MAX (its own limit), so it is not asked."""
+    src, image, expected = deep
+    assert len(expected) == 200 + 4
+    mnt = stack.enter_context(kernel_mount(image))
+    assert fd_snapshot(mnt) == expected
+
+
+@pytest.mark.skipif(not HAVE_FUSE, reason="squashfuse_ll or /dev/fuse missing")
+def test_deep_tree_through_squashfuse(deep, stack):
+    src, image, expected = deep
+    mnt = stack.enter_context(squashfuse_mount(image))
+    assert fd_snapshot(mnt) == expected
