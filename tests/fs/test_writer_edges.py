@@ -9,6 +9,7 @@ the test says what we do instead. Trees and images are built once per module to 
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import os
 import random
@@ -231,3 +232,108 @@ def test_deep_tree_through_squashfuse(deep, stack):
     src, image, expected = deep
     mnt = stack.enter_context(squashfuse_mount(image))
     assert fd_snapshot(mnt) == expected
+
+
+# --- a sparse file larger than 4 GiB ----------------------------------------------------------
+
+HUGE = 5 * 2**30 + 4321  # not a whole number of blocks: the tail goes to a fragment
+HUGE_DATA = [(0, 3 << 20), (HUGE // 2 + 12345, 3 << 20), (HUGE - (2 << 20) - 7, (2 << 20) + 7)]
+
+
+def make_sparse(path, seed: int) -> None:
+    rnd = random.Random(seed)
+    with open(path, "wb") as f:
+        for offset, length in HUGE_DATA:
+            f.seek(offset)
+            f.write(rnd.randbytes(length))
+    assert os.stat(path).st_size == HUGE
+
+
+@pytest.fixture(scope="module")
+def huge(tmp_path_factory):
+    """Two identical 5 GiB sparse files (8 MiB of data each), packed while counting the bytes read."""
+    from condainer.fs import data
+
+    base = tmp_path_factory.mktemp("huge")
+    src = base / "src"
+    src.mkdir()
+    make_sparse(src / "huge", 7)
+    make_sparse(src / "huge-twin", 7)
+    # The same 16 MiB written out and with holes (one copy stored), and one byte apart (two copies).
+    ends = random.Random(8).randbytes(2 << 20)
+    (src / "zeros").write_bytes(ends[: 1 << 20] + bytes(14 << 20) + ends[1 << 20 :])
+    for name, last in (("holes", ends[-1:]), ("holes-differ", b"!")):
+        with open(src / name, "wb") as f:
+            f.write(ends[: 1 << 20])
+            f.seek(15 << 20)
+            f.write(ends[1 << 20 : -1] + last)
+    read = []
+
+    def counting(real):
+        def call(*args):
+            chunk = real(*args)
+            read.append(len(chunk))
+            return chunk
+
+        return call
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("read", "pread"):
+            mp.setattr(data.os, name, counting(getattr(os, name)))
+        pack(src, base / "huge.sqfs")
+    return src, base / "huge.sqfs", sum(read)
+
+
+def windows() -> list[tuple[int, int]]:
+    """(offset, length) ranges to compare: every data range and its edges, holes, block edges, the end."""
+    bs = 128 * 1024
+    spots = [0, bs - 5, 2**32 - 3, 2**32 + bs, HUGE // 4, HUGE - 1, HUGE - bs - 100]
+    for offset, length in HUGE_DATA:
+        spots += [offset - 4096, offset + length - 4096, offset + length // 2]
+    return [(max(0, s), 1 << 16) for s in spots]
+
+
+def assert_same_content(expected_path, actual_path) -> None:
+    assert os.stat(actual_path).st_size == HUGE
+    with open(expected_path, "rb") as exp, open(actual_path, "rb") as act:
+        for offset, length in windows():
+            assert os.pread(act.fileno(), length, offset) == os.pread(exp.fileno(), length, offset), offset
+        hole = os.pread(act.fileno(), 1 << 20, 3 * 2**30)
+        assert hole == bytes(1 << 20)
+
+
+def test_sparse_holes_are_not_read(huge):
+    """Holes of the source are zeros without reading them: 10 GiB of holes, about 16 MiB read."""
+    assert huge[2] < 64 << 20
+
+
+def test_sparse_file_over_4_gib_is_an_extended_inode_stored_once(huge):
+    from PySquashfsImage import SquashFsImage
+
+    _, image, _ = huge
+    assert os.path.getsize(image) < 14 << 20  # 8 + 2 + 2 MiB of random data; twins share theirs
+    with SquashFsImage.from_file(str(image)) as img:
+        for name in ("huge", "huge-twin"):
+            inode = img.select(f"/{name}").inode
+            assert (inode.type, inode.file_size) == (9, HUGE)  # extended file, 64-bit size
+        start = {name: img.select(f"/{name}").inode.start for name in ("huge", "huge-twin", "zeros", "holes")}
+        assert start["huge"] == start["huge-twin"] and start["zeros"] == start["holes"]  # one copy each
+        assert img.select("/holes-differ").inode.start != start["holes"]
+
+
+@needs_root
+def test_sparse_file_over_4_gib_through_the_kernel(huge, stack):
+    src, image, _ = huge
+    mnt = stack.enter_context(kernel_mount(image))
+    for name in ("huge", "huge-twin"):
+        assert_same_content(src / name, os.path.join(mnt, name))
+    assert os.stat(os.path.join(mnt, "huge")).st_blocks * 512 < 64 << 20
+    for name in ("zeros", "holes", "holes-differ"):
+        assert filecmp.cmp(src / name, os.path.join(mnt, name), shallow=False), name
+
+
+def test_sparse_file_over_4_gib_through_unsquashfs(huge, tmp_path):
+    src, image, _ = huge
+    out = unsquashfs(image, tmp_path)
+    for name in ("huge", "huge-twin"):
+        assert_same_content(src / name, os.path.join(out, name))
