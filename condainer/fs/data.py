@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import stat
 import threading
 from array import array
 from collections.abc import Callable, Iterable
@@ -303,11 +304,7 @@ class DataWriter:
         if size == 0:
             record = FileData(0, 0)  # nothing to read: no blocks, no fragment
         else:
-            try:
-                with reachable(path) as short:
-                    fd = os.open(short, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except OSError as exc:
-                raise ImageError(f"cannot read {os.fsdecode(path)}: {exc.strerror}") from exc
+            fd = _open_regular(path)
             # Only reads are reported as "cannot read": the pipeline may write the image from in
             # here, and its errors (a full disk) belong to the image.
             try:
@@ -366,6 +363,22 @@ class DataWriter:
 
     def finish(self) -> None:
         self.fragments.flush()
+
+
+def _open_regular(path: bytes) -> int:
+    """Open a file the scan saw as regular; fail if it is something else by now.
+
+    O_NONBLOCK: a FIFO put in its place must not make the pack wait forever for a writer.
+    """
+    try:
+        with reachable(path) as short:
+            fd = os.open(short, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ImageError(f"cannot read {os.fsdecode(path)}: {exc.strerror}") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ImageError(f"{os.fsdecode(path)}: not a regular file any more (changed while being packed)")
+    return fd
 
 
 class _Holes:

@@ -337,3 +337,42 @@ def test_sparse_file_over_4_gib_through_unsquashfs(huge, tmp_path):
     out = unsquashfs(image, tmp_path)
     for name in ("huge", "huge-twin"):
         assert_same_content(src / name, os.path.join(out, name))
+
+
+# --- special sources --------------------------------------------------------------------------
+
+SWAP_SCRIPT = """
+import os, sys
+from condainer.errors import CondainerError
+from condainer.fs import writer
+from condainer.fs.options import PackOptions
+src, image, victim = sys.argv[1:]
+real_scan = writer.scan_tree
+
+def scan_then_swap(*args, **kw):
+    tree = real_scan(*args, **kw)
+    os.unlink(victim)
+    os.mkfifo(victim)  # nobody ever writes to it: opening it for reading would wait forever
+    return tree
+
+writer.scan_tree = scan_then_swap
+try:
+    writer.pack_tree(src, image, PackOptions(progress=False, processors=1))
+except CondainerError as exc:
+    print(f"cnd: error: {exc.message}", file=sys.stderr)
+    sys.exit(exc.exit_code)
+"""
+
+
+def test_file_that_became_a_fifo_after_the_scan_is_an_error_not_a_hang(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    (src / "a").write_bytes(b"a" * 1000)
+    (src / "victim").write_bytes(b"v" * 1000)
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-c", SWAP_SCRIPT, str(src), str(out / "img.sqfs"), str(src / "victim")],
+        capture_output=True, text=True, timeout=20, env=env,
+    )
+    assert_one_line_error(proc, out, "victim", "not a regular file")
