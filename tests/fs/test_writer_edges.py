@@ -13,6 +13,7 @@ import filecmp
 import hashlib
 import os
 import random
+import shutil
 import stat
 import subprocess
 import sys
@@ -22,16 +23,19 @@ import pytest
 from tests.fs import treecompare
 from tests.fs.conftest import HAVE_FUSE, IS_ROOT, kernel_mount, pack, squashfuse_mount, unsquashfs
 
+HAVE_MKSQUASHFS = shutil.which("mksquashfs") is not None
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="loop mounts, chown and mknod need root")
 
 
-def cli_pack(src, image, *args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def cli_pack(
+    src, image, *args: str, env: dict | None = None, timeout: float = 120, backend: str = "python"
+) -> subprocess.CompletedProcess:
     """``cnd image pack --backend python`` in a child, running this checkout's code."""
     environ = dict(os.environ if env is None else env)
     environ["PYTHONPATH"] = ROOT + os.pathsep + environ.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-m", "condainer", "image", "pack", "--backend", "python", *args]
+    cmd = [sys.executable, "-m", "condainer", "image", "pack", "--backend", backend, *args]
     return subprocess.run(
         [*cmd, os.fspath(src), os.fspath(image)], capture_output=True, text=True, timeout=timeout, env=environ
     )
@@ -376,3 +380,56 @@ def test_file_that_became_a_fifo_after_the_scan_is_an_error_not_a_hang(tmp_path)
         capture_output=True, text=True, timeout=20, env=env,
     )
     assert_one_line_error(proc, out, "victim", "not a regular file")
+
+
+@needs_root
+@pytest.mark.parametrize(
+    "backend",
+    ["python", pytest.param("native", marks=pytest.mark.skipif(not HAVE_MKSQUASHFS, reason="no mksquashfs"))],
+)
+def test_source_that_is_a_symlink_to_a_directory_packs_the_directory(tmp_path, stack, backend):
+    """Both backends pack what the link points to (mksquashfs itself would store just the link)."""
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    (real / "sub" / "file").write_bytes(b"content\n")
+    os.symlink("sub/file", real / "rel-link")
+    os.chmod(real, 0o750)
+    os.symlink(real, tmp_path / "via-link")
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = cli_pack(tmp_path / "via-link", out / "img.sqfs", backend=backend)
+    assert proc.returncode == 0, proc.stderr
+    mnt = stack.enter_context(kernel_mount(out / "img.sqfs"))
+    treecompare.assert_same(treecompare.snapshot(real), treecompare.snapshot(mnt))
+
+
+@needs_root
+def test_fifo_in_the_source_is_stored_not_opened(tmp_path, stack):
+    """Opening a FIFO for reading waits for a writer: the pack must only lstat it."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    os.mkfifo(src / "fifo", 0o640)
+    (src / "file").write_bytes(b"x" * 300_000)
+    os.link(src / "fifo", src / "fifo-link")
+    proc = cli_pack(src, out / "img.sqfs", timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    mnt = stack.enter_context(kernel_mount(out / "img.sqfs"))
+    treecompare.assert_same(treecompare.snapshot(src), treecompare.snapshot(mnt))
+    assert os.lstat(os.path.join(mnt, "fifo")).st_nlink == 2
+
+
+@needs_root
+@pytest.mark.parametrize("mode", [0o755, 0o700, 0o1777])
+def test_empty_directory_as_the_whole_source(tmp_path, stack, mode):
+    src = tmp_path / "src"
+    src.mkdir()
+    os.chmod(src, mode)
+    os.utime(src, (123456, 123456))
+    pack(src, tmp_path / "img.sqfs")
+    expected = treecompare.snapshot(src)
+    mnt = stack.enter_context(kernel_mount(tmp_path / "img.sqfs"))
+    treecompare.assert_same(expected, treecompare.snapshot(mnt))
+    assert os.listdir(mnt) == []
+    treecompare.assert_same(expected, treecompare.snapshot(unsquashfs(tmp_path / "img.sqfs", tmp_path)))
+    assert treecompare.snapshot_image(tmp_path / "img.sqfs") == treecompare.snapshot(src, xattrs=False)
