@@ -42,6 +42,7 @@ class Entry:
         "data",
         "ref",
         "itype",
+        "holey",
     )
 
     def __init__(self, path: bytes, name: bytes, st: os.stat_result, parent: Entry | None) -> None:
@@ -52,6 +53,7 @@ class Entry:
         self.gid = st.st_gid
         self.mtime = st.st_mtime_ns // 1_000_000_000
         self.size = st.st_size if stat.S_ISREG(st.st_mode) else 0
+        self.holey = st.st_blocks * 512 < self.size  # a sparse file (or one the file system compressed)
         self.rdev = st.st_rdev
         # Non-directories with several links may be hard links of each other inside the tree.
         self.key = (st.st_dev, st.st_ino) if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode) else None

@@ -272,7 +272,7 @@ def _write_image(
             parent = owner.parent.inode_number if owner.parent is not None else 0
             _, record = inodes.directory(common, listing, nlink, parent, xattr, len(children))
         elif btype == fmt.FILE:
-            _, record = inodes.regular(common, owner.data, owner.nlink, xattr)
+            _, record = inodes.regular(common, owner.data, owner.nlink, xattr, owner.holey)
         else:
             _, record = inodes.special(btype, common, owner.nlink, xattr, owner.target, owner.rdev)
         owner.ref = inode_mw.reference()

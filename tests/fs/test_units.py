@@ -224,6 +224,8 @@ def test_file_inode_basic_and_extended_choices():
     sparse.sparse = 1 << 17
     t, record = inodes.regular(common(), sparse, 1, fmt.NO_XATTR)
     assert t == fmt.EXT_FILE and fmt.EXT_FILE_INODE.unpack_from(record, 16)[2] == (1 << 17) - 1
+    # Zero blocks of a source file that had no holes: stored sparse, but not counted (mksquashfs).
+    assert inodes.regular(common(), sparse, 1, fmt.NO_XATTR, holey=False)[0] == fmt.FILE
 
 
 def test_directory_inode_choices():

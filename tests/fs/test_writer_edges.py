@@ -433,3 +433,56 @@ def test_empty_directory_as_the_whole_source(tmp_path, stack, mode):
     assert os.listdir(mnt) == []
     treecompare.assert_same(expected, treecompare.snapshot(unsquashfs(tmp_path / "img.sqfs", tmp_path)))
     assert treecompare.snapshot_image(tmp_path / "img.sqfs") == treecompare.snapshot(src, xattrs=False)
+
+
+# --- block sizes: files of whole blocks -------------------------------------------------------
+
+
+def whole_block_tree(root, bs: int) -> None:
+    """Files of exactly 1, 3 and 9 blocks (9 is past the read-at-once size), zero and sparse blocks."""
+    rnd = random.Random(bs)
+    root.mkdir()
+    (root / "one-block").write_bytes(rnd.randbytes(bs))
+    (root / "three-blocks").write_bytes(rnd.randbytes(3 * bs))
+    (root / "nine-blocks").write_bytes(rnd.randbytes(9 * bs))
+    (root / "zero-blocks").write_bytes(bytes(2 * bs))
+    (root / "data-zero-data").write_bytes(rnd.randbytes(bs) + bytes(bs) + rnd.randbytes(bs))
+    with open(root / "nine-with-holes", "wb") as f:
+        f.write(rnd.randbytes(bs))
+        f.seek(5 * bs)
+        f.write(rnd.randbytes(bs))
+        f.truncate(9 * bs)
+    (root / "bs-minus-1").write_bytes(rnd.randbytes(bs - 1))
+    (root / "bs-plus-1").write_bytes(rnd.randbytes(bs + 1))
+
+
+@needs_root
+@pytest.mark.parametrize("size", ["4K", "64K", "1M"])
+def test_files_of_whole_blocks_at_each_block_size(tmp_path, stack, size):
+    from PySquashfsImage import SquashFsImage
+
+    bs = {"4K": 4096, "64K": 65536, "1M": 1 << 20}[size]
+    src, out = tmp_path / "src", tmp_path / "out"
+    whole_block_tree(src, bs)
+    out.mkdir()
+    proc = cli_pack(src, out / "img.sqfs", "--block-size", size)
+    assert proc.returncode == 0, proc.stderr
+    with SquashFsImage.from_file(str(out / "img.sqfs")) as img:
+        assert img.sblk.block_size == bs
+        for name, blocks in (("one-block", 1), ("three-blocks", 3), ("nine-blocks", 9), ("zero-blocks", 2)):
+            inode = img.select(f"/{name}").inode
+            assert (inode.blocks, inode.fragment) == (blocks, 0xFFFFFFFF), name  # no empty tail fragment
+    expected = treecompare.snapshot(src)
+    mnt = stack.enter_context(kernel_mount(out / "img.sqfs"))
+    treecompare.assert_same(expected, treecompare.snapshot(mnt))
+    treecompare.assert_same(expected, treecompare.snapshot(unsquashfs(out / "img.sqfs", tmp_path)))
+    # st_blocks as mksquashfs reports them: zero blocks count as sparse only if the source had holes.
+    blocks = {name: os.stat(os.path.join(mnt, name)).st_blocks for name in os.listdir(mnt)}
+    assert blocks["zero-blocks"] == os.stat(src / "zero-blocks").st_blocks
+    assert blocks["nine-with-holes"] * 512 <= 3 * bs
+    if HAVE_MKSQUASHFS:
+        reference = out / "mksquashfs.sqfs"
+        subprocess.run(["mksquashfs", src, reference, "-b", str(bs), "-quiet", "-no-progress"], check=True)
+        mnt_mk = stack.enter_context(kernel_mount(reference))
+        assert {name: os.stat(os.path.join(mnt_mk, name)).st_blocks for name in os.listdir(mnt_mk)} == blocks
+        treecompare.assert_same(expected, treecompare.snapshot(mnt_mk))
