@@ -9,14 +9,17 @@ the test says what we do instead. Trees and images are built once per module to 
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import hashlib
 import os
 import random
 import shutil
 import stat
+import struct
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -486,3 +489,252 @@ def test_files_of_whole_blocks_at_each_block_size(tmp_path, stack, size):
         mnt_mk = stack.enter_context(kernel_mount(reference))
         assert {name: os.stat(os.path.join(mnt_mk, name)).st_blocks for name in os.listdir(mnt_mk)} == blocks
         treecompare.assert_same(expected, treecompare.snapshot(mnt_mk))
+
+
+# --- one tree: a huge directory, name order, hard links, owners, modes ------------------------
+
+# Names that differ only in their last byte, and bytes above 0x7f (which sort as unsigned bytes).
+SORT_NAMES = [
+    b"A", b"a", b"ab", b"ab\x01", b"ab\x7f", b"ab\x80", b"ab\xff", b"abc", b"a~", b"a\xc3\xa9",
+    b"z", b"\x7f", b"\x80", b"\xc3\xa9t\xc3\xa9", b"\xfe", b"\xff", b"\xff\xff", b"a" * 255,
+    b"a" * 254 + b"b", b"a" * 254 + b"\xff", b"e10000", b"e10000-", b"e10000\x80",
+]
+ABSENT = [b"ab\x02", b"ab\x81", b"\xfd", b"e10000-x", b"a" * 254 + b"c", b"e1000", b"zz", b"x\xfe"]
+OWNERS = {"root": (0, 0), "u65535": (65535, 65535), "u2-31": (2**31, 2**31), "u2-32-2": (2**32 - 2, 2**32 - 2),
+          "mixed": (2**32 - 2, 0)}
+MODES = [0o4755, 0o2755, 0o1755, 0o7777, 0o6000, 0o0000, 0o0777, 0o0644]
+
+
+def build_edges(root) -> None:
+    j = os.path.join
+    big = j(root, b"big")
+    os.makedirs(big)
+    for i in range(20_000):
+        os.close(os.open(j(big, b"e%05d-%s" % (i, b"n" * (i % 50))), os.O_CREAT | os.O_WRONLY, 0o644))
+    for name in SORT_NAMES:
+        with open(j(big, name), "wb") as f:
+            f.write(name)
+    # 1000 names for one file across two directories; links to a symlink, a fifo and a device.
+    links = j(root, b"links")
+    os.makedirs(j(links, b"sub"))
+    with open(j(links, b"orig"), "wb") as f:
+        f.write(b"linked 1000 times\n")
+    for i in range(999):
+        os.link(j(links, b"orig"), j(links, b"sub" if i % 2 else b"", b"l%04d" % i))
+    os.symlink(b"orig", j(links, b"sym"))
+    os.link(j(links, b"sym"), j(links, b"sym-link"), follow_symlinks=False)
+    os.mkfifo(j(links, b"fifo"))
+    os.link(j(links, b"fifo"), j(links, b"sub", b"fifo-link"))
+    os.mknod(j(links, b"dev"), 0o20640 | stat.S_IFCHR, os.makedev(10, 200))
+    os.link(j(links, b"dev"), j(links, b"sub", b"dev-link"))
+    os.mknod(j(links, b"blk"), 0o600 | stat.S_IFBLK, os.makedev(259, 70000))
+    os.link(j(links, b"blk"), j(links, b"blk-link"))
+    # Owners at the edges of the id range, on files, a symlink and a directory.
+    owners = j(root, b"owners")
+    os.makedirs(j(owners, b"dir"))
+    for name, (uid, gid) in OWNERS.items():
+        path = j(owners, name.encode())
+        with open(path, "wb") as f:
+            f.write(name.encode())
+        os.chown(path, uid, gid)
+    os.symlink(b"root", j(owners, b"symlink"))
+    os.lchown(j(owners, b"symlink"), 2**31 + 7, 65535)
+    os.chown(j(owners, b"dir"), 65535, 2**31)
+    # setuid, setgid, sticky, none and all on files and directories; a symlink is always 0777.
+    modes = j(root, b"modes")
+    os.makedirs(modes)
+    for mode in MODES:
+        with open(j(modes, b"f%04o" % mode), "wb") as f:
+            f.write(b"m")
+        os.chmod(j(modes, b"f%04o" % mode), mode)
+        os.makedirs(j(modes, b"d%04o" % mode))
+        os.chmod(j(modes, b"d%04o" % mode), mode)
+    os.symlink(b"f0000", j(modes, b"symlink"))
+    for path in (big, links, j(links, b"sub"), owners, modes, root):
+        os.utime(path, (1_600_000_000, 1_600_000_000))
+
+
+@pytest.fixture(scope="module")
+def edges(tmp_path_factory):
+    if not IS_ROOT:
+        pytest.skip("chown and mknod need root")
+    base = tmp_path_factory.mktemp("edges")
+    src = os.path.join(os.fsencode(base), b"src")
+    build_edges(src)
+    image = base / "edges.sqfs"
+    pack(src, image, processors=2)
+    return src, image, treecompare.snapshot(src)
+
+
+@needs_root
+def test_edges_through_the_kernel(edges, stack):
+    src, image, expected = edges
+    assert len(expected) > 21_000
+    mnt = os.fsencode(stack.enter_context(kernel_mount(image)))
+    treecompare.assert_same(expected, treecompare.snapshot(mnt))  # every name looked up, not only listed
+    big = os.path.join(mnt, b"big")
+    assert os.listdir(big) == sorted(os.listdir(os.path.join(src, b"big")))  # unsigned byte order
+    for name in ABSENT:
+        assert not os.path.lexists(os.path.join(big, name)), name
+
+
+@needs_root
+def test_edges_link_counts_and_inode_numbers(edges, stack):
+    src, image, _ = edges
+    mnt = os.fsencode(stack.enter_context(kernel_mount(image)))
+
+    def st(rel: bytes) -> os.stat_result:
+        return os.lstat(os.path.join(mnt, b"links", rel))
+
+    group = [st(b"orig")] + [st((b"sub/" if i % 2 else b"") + b"l%04d" % i) for i in range(999)]
+    assert {s.st_ino for s in group} == {group[0].st_ino} and group[0].st_nlink == 1000
+    pairs = [(b"sym", b"sym-link"), (b"fifo", b"sub/fifo-link"), (b"dev", b"sub/dev-link"), (b"blk", b"blk-link")]
+    numbers = {group[0].st_ino}
+    for first, second in pairs:
+        a, b = st(first), st(second)
+        assert a.st_ino == b.st_ino and a.st_nlink == b.st_nlink == 2, first
+        numbers.add(a.st_ino)
+    assert len(numbers) == 5
+    assert stat.S_ISLNK(st(b"sym-link").st_mode) and os.readlink(os.path.join(mnt, b"links/sym-link")) == b"orig"
+    assert (os.major(st(b"sub/dev-link").st_rdev), os.minor(st(b"sub/dev-link").st_rdev)) == (10, 200)
+    assert (os.major(st(b"blk").st_rdev), os.minor(st(b"blk").st_rdev)) == (259, 70000)
+
+
+@pytest.mark.skipif(not HAVE_FUSE, reason="squashfuse_ll or /dev/fuse missing")
+def test_edges_through_squashfuse(edges, stack):
+    src, image, expected = edges
+    mnt = stack.enter_context(squashfuse_mount(image))
+    treecompare.assert_same(expected, treecompare.snapshot(mnt, xattrs=False), {"xattrs"})
+
+
+@needs_root
+def test_edges_through_unsquashfs(edges, tmp_path):
+    src, image, expected = edges
+    treecompare.assert_same(expected, treecompare.snapshot(unsquashfs(image, tmp_path)))
+
+
+@needs_root
+@pytest.mark.skipif(not HAVE_MKSQUASHFS, reason="no mksquashfs")
+def test_edges_as_mksquashfs_stores_them(edges, tmp_path, stack):
+    """mksquashfs 4.5.1 packs the same tree to the same view through the kernel, st_nlink included."""
+    src, image, expected = edges
+    reference = tmp_path / "mksquashfs.sqfs"
+    subprocess.run(["mksquashfs", src, reference, "-quiet", "-no-progress", "-processors", "2"], check=True)
+    ours = os.fsencode(stack.enter_context(kernel_mount(image)))
+    theirs = os.fsencode(stack.enter_context(kernel_mount(reference)))
+    treecompare.assert_same(treecompare.snapshot(theirs), treecompare.snapshot(ours))
+    for rel in (b"links/orig", b"links/sym", b"links/sub", b"big", b"modes/d0000", b"."):
+        assert os.lstat(os.path.join(ours, rel)).st_nlink == os.lstat(os.path.join(theirs, rel)).st_nlink, rel
+
+
+# --- xattrs -----------------------------------------------------------------------------------
+
+
+def posix_acl(*entries: tuple[int, int, int]) -> bytes:
+    """A system.posix_acl_* value: version 2, then (tag, permissions, id) per entry."""
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+
+
+ACL = posix_acl((0x01, 6, 2**32 - 1), (0x02, 4, 1000), (0x04, 4, 2**32 - 1), (0x10, 4, 2**32 - 1), (0x20, 0, 2**32 - 1))
+
+
+@pytest.fixture(scope="module")
+def xattr_tree(tmp_path_factory):
+    """On tmpfs, which takes 64 KiB values (ext4 keeps all of a file's xattrs in one 4 KiB block)."""
+    if not IS_ROOT:
+        pytest.skip("mounting tmpfs and trusted.* need root")
+    base = tmp_path_factory.mktemp("xattrs")
+    with contextlib.ExitStack() as cleanup:
+        fs = tempfile.mkdtemp(prefix="xattr-tmpfs-")
+        cleanup.callback(os.rmdir, fs)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", fs], check=True)
+        cleanup.callback(subprocess.run, ["umount", "-l", fs], check=False)
+        src = os.path.join(fs, "src")
+        os.makedirs(os.path.join(src, "shared"))
+        many = os.path.join(src, "many")
+        open(many, "wb").close()
+        for i in range(300):
+            os.setxattr(many, f"user.attr{i:03d}", b"value %d " % i * (i % 7))
+        big = os.path.join(src, "big-values")
+        open(big, "wb").close()
+        os.setxattr(big, "user.big", bytes(range(256)) * 234)  # 59,904 bytes: spans 8 metadata blocks
+        os.setxattr(big, "trusted.largest", b"t" * 65536)  # the most the VFS passes
+        os.setxattr(big, "user.empty", b"")
+        empties = os.path.join(src, "empties")
+        open(empties, "wb").close()
+        for name in ("user.e1", "user.e2", "trusted.e", "security.e"):
+            os.setxattr(empties, name, b"")
+        sec = os.path.join(src, "security-and-trusted")
+        with open(sec, "wb") as f:
+            f.write(b"s")
+        os.setxattr(sec, "security.selinux", b"system_u:object_r:bin_t:s0\0")
+        os.setxattr(sec, "security.capability", struct.pack("<IIIII", 0x02000001, 1 << 10, 0, 0, 0))
+        os.setxattr(sec, "trusted.overlay.opaque", b"y")
+        os.symlink("many", os.path.join(src, "symlink"))
+        os.setxattr(os.path.join(src, "symlink"), "trusted.on-link", b"v", follow_symlinks=False)
+        for i in range(2000):  # three distinct sets among 2000 files: three xattr ids
+            path = os.path.join(src, "shared", f"f{i:04d}")
+            with open(path, "wb") as f:
+                f.write(b"%d" % i)
+            os.setxattr(path, "user.a", b"same")
+            os.setxattr(path, "user.b", b"set %d" % (i % 3))
+        acl = os.path.join(src, "acl")
+        with open(acl, "wb") as f:
+            f.write(b"acl")
+        os.setxattr(acl, "system.posix_acl_access", ACL)
+        os.setxattr(acl, "user.kept", b"k")
+        os.makedirs(os.path.join(src, "acl-dir"))
+        os.setxattr(os.path.join(src, "acl-dir"), "system.posix_acl_default", ACL)
+        out = base / "out"
+        out.mkdir()
+        proc = cli_pack(src, out / "xattrs.sqfs")
+        assert proc.returncode == 0, proc.stderr
+        expected = treecompare.snapshot(src)
+        yield src, out / "xattrs.sqfs", expected, proc.stderr
+
+
+@needs_root
+def test_xattrs_through_the_kernel(xattr_tree, stack):
+    src, image, expected, _ = xattr_tree
+    assert len(expected[b"many"]["xattrs"]) == 300 and len(expected[b"big-values"]["xattrs"][b"trusted.largest"]) == 65536
+    mnt = stack.enter_context(kernel_mount(image))
+    treecompare.assert_same(expected, treecompare.snapshot(mnt))
+
+
+@needs_root
+def test_xattrs_through_unsquashfs(xattr_tree):
+    """Extracted onto the same tmpfs: ext4 could not take the 64 KiB value back."""
+    src, image, expected, _ = xattr_tree
+    out = tempfile.mkdtemp(dir=os.path.dirname(src))
+    try:
+        treecompare.assert_same(expected, treecompare.snapshot(unsquashfs(image, out)))
+    finally:
+        shutil.rmtree(out)
+
+
+@needs_root
+def test_shared_xattr_sets_are_stored_once(xattr_tree):
+    src, image, _, _ = xattr_tree
+    with open(image, "rb") as f:
+        (table,) = struct.unpack("<Q", os.pread(f.fileno(), 8, 56))  # superblock: xattr id table
+        _, count, _ = struct.unpack("<QII", os.pread(f.fileno(), 16, table))
+    # many, big-values, empties, security-and-trusted, symlink, acl (user.kept) and 3 shared sets
+    assert count == 9
+
+
+@needs_root
+def test_posix_acls_are_left_out_as_mksquashfs_does(xattr_tree, tmp_path, stack):
+    """squashfs has no system.* namespace: both writers drop ACLs (the mode keeps the mask); we say so."""
+    src, image, _, stderr = xattr_tree
+    assert "system.posix_acl_access" in stderr and "system.posix_acl_default" in stderr
+    mnt = stack.enter_context(kernel_mount(image))
+    assert os.listxattr(os.path.join(mnt, "acl")) == ["user.kept"]
+    assert os.listxattr(os.path.join(mnt, "acl-dir")) == []
+    assert os.stat(os.path.join(mnt, "acl")).st_mode == os.stat(os.path.join(src, "acl")).st_mode
+    if HAVE_MKSQUASHFS:
+        reference = tmp_path / "mksquashfs.sqfs"
+        subprocess.run(["mksquashfs", src, reference, "-quiet", "-no-progress"], check=True, capture_output=True)
+        theirs = stack.enter_context(kernel_mount(reference))
+        treecompare.assert_same(treecompare.snapshot(theirs), treecompare.snapshot(mnt))
+        for name in ("acl", "acl-dir"):
+            assert os.listxattr(os.path.join(theirs, name)) == os.listxattr(os.path.join(mnt, name))
