@@ -269,7 +269,9 @@ def _write_image(
             ]
             listing = write_listing(dir_mw, children)
             nlink = 2 + sum(1 for c in owner.children if c.is_dir)
-            parent = owner.parent.inode_number if owner.parent is not None else 0
+            # The root's "parent" is one past the last inode, as mksquashfs writes it: with 0 the
+            # kernel lists ".." in the root with inode number 0, which glibc's readdir skips.
+            parent = owner.parent.inode_number if owner.parent is not None else count + 1
             _, record = inodes.directory(common, listing, nlink, parent, xattr, len(children))
         elif btype == fmt.FILE:
             _, record = inodes.regular(common, owner.data, owner.nlink, xattr, owner.holey)

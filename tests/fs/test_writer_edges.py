@@ -422,6 +422,11 @@ def test_fifo_in_the_source_is_stored_not_opened(tmp_path, stack):
     assert os.lstat(os.path.join(mnt, "fifo")).st_nlink == 2
 
 
+def listed_with_dots(path) -> list[str]:
+    """What ls -a shows: glibc's readdir, which skips entries whose inode number is 0."""
+    return subprocess.run(["ls", "-a", path], capture_output=True, text=True, check=True).stdout.split()
+
+
 @needs_root
 @pytest.mark.parametrize("mode", [0o755, 0o700, 0o1777])
 def test_empty_directory_as_the_whole_source(tmp_path, stack, mode):
@@ -434,6 +439,7 @@ def test_empty_directory_as_the_whole_source(tmp_path, stack, mode):
     mnt = stack.enter_context(kernel_mount(tmp_path / "img.sqfs"))
     treecompare.assert_same(expected, treecompare.snapshot(mnt))
     assert os.listdir(mnt) == []
+    assert listed_with_dots(mnt) == [".", ".."]
     treecompare.assert_same(expected, treecompare.snapshot(unsquashfs(tmp_path / "img.sqfs", tmp_path)))
     assert treecompare.snapshot_image(tmp_path / "img.sqfs") == treecompare.snapshot(src, xattrs=False)
 
@@ -576,6 +582,7 @@ def test_edges_through_the_kernel(edges, stack):
     assert os.listdir(big) == sorted(os.listdir(os.path.join(src, b"big")))  # unsigned byte order
     for name in ABSENT:
         assert not os.path.lexists(os.path.join(big, name)), name
+    assert listed_with_dots(mnt) == [".", "..", "big", "links", "modes", "owners"]
 
 
 @needs_root
