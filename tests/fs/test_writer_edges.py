@@ -730,18 +730,27 @@ def test_shared_xattr_sets_are_stored_once(xattr_tree):
 
 
 @needs_root
-def test_posix_acls_are_left_out_as_mksquashfs_does(xattr_tree, tmp_path, stack):
-    """squashfs has no system.* namespace: both writers drop ACLs (the mode keeps the mask); we say so."""
+def test_posix_acls_are_left_out_and_named(xattr_tree, stack):
+    """squashfs has no system.* namespace: ACLs are dropped (the mode keeps the mask), with a note."""
     src, image, _, stderr = xattr_tree
     assert "system.posix_acl_access" in stderr and "system.posix_acl_default" in stderr
     mnt = stack.enter_context(kernel_mount(image))
     assert os.listxattr(os.path.join(mnt, "acl")) == ["user.kept"]
     assert os.listxattr(os.path.join(mnt, "acl-dir")) == []
     assert os.stat(os.path.join(mnt, "acl")).st_mode == os.stat(os.path.join(src, "acl")).st_mode
-    if HAVE_MKSQUASHFS:
-        reference = tmp_path / "mksquashfs.sqfs"
-        subprocess.run(["mksquashfs", src, reference, "-quiet", "-no-progress"], check=True, capture_output=True)
-        theirs = stack.enter_context(kernel_mount(reference))
-        treecompare.assert_same(treecompare.snapshot(theirs), treecompare.snapshot(mnt))
-        for name in ("acl", "acl-dir"):
-            assert os.listxattr(os.path.join(theirs, name)) == os.listxattr(os.path.join(mnt, name))
+
+
+@needs_root
+@pytest.mark.skipif(not HAVE_MKSQUASHFS, reason="no mksquashfs")
+def test_xattrs_as_mksquashfs_stores_them(xattr_tree, tmp_path, stack):
+    """The same xattrs (ACLs dropped too) and the same st_blocks, which count the xattrs' size."""
+    src, image, _, _ = xattr_tree
+    reference = tmp_path / "mksquashfs.sqfs"
+    subprocess.run(["mksquashfs", src, reference, "-quiet", "-no-progress"], check=True, capture_output=True)
+    ours = stack.enter_context(kernel_mount(image))
+    theirs = stack.enter_context(kernel_mount(reference))
+    treecompare.assert_same(treecompare.snapshot(theirs), treecompare.snapshot(ours))
+    for name in ("acl", "acl-dir"):
+        assert os.listxattr(os.path.join(theirs, name)) == os.listxattr(os.path.join(ours, name))
+    for name in ("many", "big-values", "empties", "security-and-trusted", "symlink", "acl", "shared/f0001"):
+        assert os.lstat(os.path.join(ours, name)).st_blocks == os.lstat(os.path.join(theirs, name)).st_blocks, name
