@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from condainer.errors import ImageError
 from condainer.fs import format as fmt
 from condainer.fs.compression import Codec
-from condainer.fs.scan import reachable
+from condainer.fs.scan import printable, reachable
 
 BATCH_BYTES = 1 << 20  # bytes of blocks sent to a worker at once: amortises the pickling round trip
 BATCH_ITEMS = 256
@@ -374,10 +374,10 @@ def _open_regular(path: bytes) -> int:
         with reachable(path) as short:
             fd = os.open(short, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise ImageError(f"cannot read {os.fsdecode(path)}: {exc.strerror}") from exc
+        raise ImageError(f"cannot read {printable(path)}: {exc.strerror}") from exc
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise ImageError(f"{os.fsdecode(path)}: not a regular file any more (changed while being packed)")
+        raise ImageError(f"{printable(path)}: not a regular file any more (changed while being packed)")
     return fd
 
 
@@ -415,7 +415,7 @@ def _read(fd: int, path: bytes, size: int, offset: int) -> bytes:
                 break
             data += more
     except OSError as exc:
-        raise ImageError(f"cannot read {os.fsdecode(path)}: {exc.strerror}") from exc
+        raise ImageError(f"cannot read {printable(path)}: {exc.strerror}") from exc
     if len(data) != size:
-        raise ImageError(f"{os.fsdecode(path)}: file shrank while it was being packed")
+        raise ImageError(f"{printable(path)}: file shrank while it was being packed")
     return data

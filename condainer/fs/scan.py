@@ -90,6 +90,12 @@ class Tree:
         return self.links.get(entry.key, entry) if entry.key is not None else entry
 
 
+def printable(path: bytes) -> str:
+    """``path`` for a one-line message: control characters and bytes that are not UTF-8 escaped."""
+    text = path.decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 @contextlib.contextmanager
 def reachable(path: bytes) -> Iterator[bytes]:
     """``path``, or an equivalent path short enough for system calls when it is not.
@@ -146,9 +152,9 @@ def scan_tree(src: bytes, skip: set[tuple[int, int]] | frozenset = frozenset()) 
     try:
         st = os.lstat(src)
     except OSError as exc:
-        raise ImageError(f"cannot read {os.fsdecode(src)}: {exc.strerror}") from exc
+        raise ImageError(f"cannot read {printable(src)}: {exc.strerror}") from exc
     if not stat.S_ISDIR(st.st_mode):
-        raise ImageError(f"{os.fsdecode(src)}: not a directory")
+        raise ImageError(f"{printable(src)}: not a directory")
     root = Entry(src, b"", st, None)
     tree = Tree(root)
     tree.ids.update((st.st_uid, st.st_gid))
@@ -197,7 +203,7 @@ def scan_tree(src: bytes, skip: set[tuple[int, int]] | frozenset = frozenset()) 
                         tree.bytes_in += entry.size
             stack.extend(reversed(subdirs))
     except OSError as exc:
-        raise ImageError(f"cannot read {os.fsdecode(current)}: {exc.strerror}") from exc
+        raise ImageError(f"cannot read {printable(current)}: {exc.strerror}") from exc
     # Link counts are known only after the whole walk; share them with the other names.
     for entry in _walk(root):
         if entry.nlink == 0:

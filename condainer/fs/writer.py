@@ -27,7 +27,7 @@ from condainer.fs.compression import Codec, make_codec
 from condainer.fs.data import BlockPipeline, DataWriter
 from condainer.fs.directory import DirEntry, write_listing
 from condainer.fs.options import PackOptions
-from condainer.fs.scan import Entry, Tree, scan_tree
+from condainer.fs.scan import Entry, Tree, printable, scan_tree
 from condainer.fs.tables import (
     Compressor,
     IdTable,
@@ -98,7 +98,7 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
     epoch = _source_date_epoch()
     src_b = os.fsencode(os.path.abspath(src))
     image_b = os.fsencode(os.path.abspath(image))
-    shown = os.fsdecode(image_b)
+    shown = printable(image_b)
     if os.path.isdir(image_b):
         raise ImageError(f"{shown}: is a directory")
     directory, name = os.path.split(image_b)
@@ -114,7 +114,7 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
                 tree = scan_tree(src_b, skip)
                 if not options.all_root and len(tree.ids) > fmt.MAX_IDS:
                     raise ImageError(
-                        f"{len(tree.ids)} distinct uids and gids in {os.fsdecode(src_b)}: squashfs stores"
+                        f"{len(tree.ids)} distinct uids and gids in {printable(src_b)}: squashfs stores"
                         f" at most {fmt.MAX_IDS} (--all-root stores every file as root's)"
                     )
                 _check_mtimes(tree, epoch)
@@ -167,7 +167,7 @@ def _check_mtimes(tree: Tree, epoch: int | None) -> None:
         return
     more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
     raise ImageError(
-        f"{os.fsdecode(bad[0].path)}{more}: mtime {_utc(bad[0].mtime)} is outside what squashfs stores"
+        f"{printable(bad[0].path)}{more}: mtime {_utc(bad[0].mtime)} is outside what squashfs stores"
         " (1970-01-01 to 2106-02-07 UTC); set it with touch, or SOURCE_DATE_EPOCH to clamp later ones"
     )
 

@@ -136,6 +136,17 @@ def test_mtime_squashfs_cannot_store_is_a_one_line_error(tmp_path, mtime, shown)
     assert_one_line_error(cli_pack(src, out / "img.sqfs"), out, "sub/odd-time", shown, "1970-01-01 to 2106")
 
 
+def test_error_naming_a_file_with_a_newline_in_its_name_stays_one_line(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    name = os.path.join(os.fsencode(src), b"two\nlines\xff")
+    with open(name, "wb") as f:
+        f.write(b"x")
+    os.utime(name, (-1, -1))
+    assert_one_line_error(cli_pack(src, out / "img.sqfs"), out, "two\\nlines\\xff", "1969")
+
+
 def test_source_date_epoch_clamps_mtimes_after_2106_but_not_before_1970(tmp_path):
     from PySquashfsImage import SquashFsImage
 
