@@ -119,6 +119,7 @@ def test_mtimes_at_both_ends_of_u32_are_stored(tmp_path, stack):
     mnt = stack.enter_context(kernel_mount(tmp_path / "img.sqfs"))
     treecompare.assert_same(expected, treecompare.snapshot(mnt))
     treecompare.assert_same(expected, treecompare.snapshot(unsquashfs(tmp_path / "img.sqfs", tmp_path)))
+    assert treecompare.snapshot_image(tmp_path / "img.sqfs") == treecompare.snapshot(src, xattrs=False)
 
 
 @pytest.mark.parametrize(
@@ -496,6 +497,7 @@ def test_files_of_whole_blocks_at_each_block_size(tmp_path, stack, size):
     mnt = stack.enter_context(kernel_mount(out / "img.sqfs"))
     treecompare.assert_same(expected, treecompare.snapshot(mnt))
     treecompare.assert_same(expected, treecompare.snapshot(unsquashfs(out / "img.sqfs", tmp_path)))
+    assert treecompare.snapshot_image(out / "img.sqfs") == treecompare.snapshot(src, xattrs=False)
     # st_blocks as mksquashfs reports them: zero blocks count as sparse only if the source had holes.
     blocks = {name: os.stat(os.path.join(mnt, name)).st_blocks for name in os.listdir(mnt)}
     assert blocks["zero-blocks"] == os.stat(src / "zero-blocks").st_blocks
@@ -728,6 +730,13 @@ def test_xattrs_through_unsquashfs(xattr_tree):
         treecompare.assert_same(expected, treecompare.snapshot(unsquashfs(image, out)))
     finally:
         shutil.rmtree(out)
+
+
+@needs_root
+def test_xattr_tree_through_pysquashfsimage(xattr_tree):
+    """PySquashfsImage applies xattrs only when extracting: the rest of the tree is compared."""
+    src, image, _, _ = xattr_tree
+    treecompare.assert_same(treecompare.snapshot(src, xattrs=False), treecompare.snapshot_image(image))
 
 
 @needs_root
