@@ -62,8 +62,12 @@ def _pack_native(tool: str, src: Path, image: Path, options: PackOptions) -> Non
     fd, tmp_name = tempfile.mkstemp(prefix=f".{image.name}.", suffix=".tmp", dir=image.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    # mksquashfs stores a source that is a symlink as that symlink: give it the directory, which is
+    # what the Python writer packs too.
+    src = src.resolve()
     # Leave the image (and our temporary file) out when it is written inside the tree it packs.
-    excludes = [str(p.relative_to(src)) for p in (image, tmp) if p.is_relative_to(src)]
+    inside = [p.resolve() for p in (image, tmp)]
+    excludes = [str(p.relative_to(src)) for p in inside if p.is_relative_to(src)]
     cmd = [tool, *mksquashfs_args(src, tmp, options, excludes)]
     quiet = console.is_quiet() or not options.progress
     try:

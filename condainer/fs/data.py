@@ -6,19 +6,22 @@ image does not depend on how many processes ran or how they were scheduled, and 
 however large the tree is.
 
 Space savers, as mksquashfs does them: identical files are stored once (files sharing a size are
-hashed first, SHA-256), all-zero blocks become sparse holes (size 0, nothing written), and small
-files and the tails of large ones are packed together into fragment blocks.
+hashed first, SHA-256), all-zero blocks become sparse holes (size 0, nothing written; blocks in
+holes of the source file are not even read), and small files and the tails of large ones are packed
+together into fragment blocks.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import hashlib
 import multiprocessing
 import os
 import queue
 import signal
+import stat
 import threading
 from array import array
 from collections.abc import Callable, Iterable
@@ -26,6 +29,7 @@ from collections.abc import Callable, Iterable
 from condainer.errors import ImageError
 from condainer.fs import format as fmt
 from condainer.fs.compression import Codec
+from condainer.fs.scan import printable, reachable
 
 BATCH_BYTES = 1 << 20  # bytes of blocks sent to a worker at once: amortises the pickling round trip
 BATCH_ITEMS = 256
@@ -287,6 +291,7 @@ class DataWriter:
         self._pipeline = pipeline
         self._bs = block_size
         self._zero = bytes(block_size)
+        self._zero_digest = hashlib.sha256(self._zero).digest()
         self.fragments = FragmentPacker(pipeline, block_size)
         counts = collections.Counter(s for s in sizes if s)
         self._dup_sizes = {s for s, n in counts.items() if n > 1}
@@ -299,10 +304,7 @@ class DataWriter:
         if size == 0:
             record = FileData(0, 0)  # nothing to read: no blocks, no fragment
         else:
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except OSError as exc:
-                raise ImageError(f"cannot read {os.fsdecode(path)}: {exc.strerror}") from exc
+            fd = _open_regular(path)
             # Only reads are reported as "cannot read": the pipeline may write the image from in
             # here, and its errors (a full disk) belong to the image.
             try:
@@ -315,18 +317,24 @@ class DataWriter:
 
     def _store(self, fd: int, path: bytes, size: int) -> FileData:
         # Files up to a few blocks are read once into memory (hashing and storing share the read);
-        # larger duplicate candidates are hashed block by block, then read again.
+        # larger duplicate candidates are hashed block by block, then read again. Blocks of larger
+        # files that lie in holes of the source are not read at all: they are zeros.
         bs = self._bs
-        whole = _read(fd, path, size) if size <= SMALL_FILE_BLOCKS * bs else None
+        whole = _read(fd, path, size, 0) if size <= SMALL_FILE_BLOCKS * bs else None
         key = None
         if size in self._dup_sizes:
             digest = hashlib.sha256()
             if whole is not None:
                 digest.update(whole)
             else:
+                # A hash of block hashes, so a hole's block costs a precomputed digest, not a read.
+                holes = _Holes(fd, size)
                 for done in range(0, size, bs):
-                    digest.update(_read(fd, path, min(bs, size - done)))
-                os.lseek(fd, 0, os.SEEK_SET)
+                    n = min(bs, size - done)
+                    if n == bs and holes.covers(done, n):
+                        digest.update(self._zero_digest)
+                    else:
+                        digest.update(hashlib.sha256(_read(fd, path, n, done)).digest())
             key = (size, digest.digest())
             twin = self._by_hash.get(key)
             if twin is not None:
@@ -336,14 +344,18 @@ class DataWriter:
         record = FileData(size, full)
         if full:
             self._pipeline.mark(record, -1)
+        holes = _Holes(fd, size) if whole is None else None
         for i in range(full):
-            block = whole[i * bs : (i + 1) * bs] if whole is not None else _read(fd, path, bs)
+            if holes is not None and holes.covers(i * bs, bs):
+                record.sparse += bs
+                continue
+            block = whole[i * bs : (i + 1) * bs] if whole is not None else _read(fd, path, bs, i * bs)
             if block == self._zero:
                 record.sparse += bs
             else:
                 self._pipeline.add(block, record, i)
         if tail:
-            data = whole[full * bs :] if whole is not None else _read(fd, path, tail)
+            data = whole[full * bs :] if whole is not None else _read(fd, path, tail, full * bs)
             record.fragment, record.offset = self.fragments.add(data)
         if key is not None:
             self._by_hash[key] = record
@@ -353,17 +365,57 @@ class DataWriter:
         self.fragments.flush()
 
 
-def _read(fd: int, path: bytes, size: int) -> bytes:
-    """Exactly ``size`` bytes from ``fd``; a read error or an early end is a one-line ImageError."""
+def _open_regular(path: bytes) -> int:
+    """Open a file the scan saw as regular; fail if it is something else by now.
+
+    O_NONBLOCK: a FIFO put in its place must not make the pack wait forever for a writer.
+    """
     try:
-        data = os.read(fd, size)
+        with reachable(path) as short:
+            fd = os.open(short, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ImageError(f"cannot read {printable(path)}: {exc.strerror}") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ImageError(f"{printable(path)}: not a regular file any more (changed while being packed)")
+    return fd
+
+
+class _Holes:
+    """Where a file's holes are (SEEK_DATA/SEEK_HOLE), asked about ranges in increasing order.
+
+    A file system that cannot tell reports the whole file as data, which is merely slower.
+    """
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd = fd
+        self._size = size
+        self._data = self._data_end = -1  # the data region found last: [_data, _data_end)
+
+    def covers(self, offset: int, length: int) -> bool:
+        """True when [offset, offset + length) lies wholly in a hole, so it reads as zeros."""
+        if offset >= self._data_end:
+            try:
+                self._data = os.lseek(self._fd, offset, os.SEEK_DATA)
+                self._data_end = os.lseek(self._fd, self._data, os.SEEK_HOLE)
+            except OSError as exc:
+                # ENXIO: no data from offset to the end; anything else: treat the rest as data.
+                self._data = self._size if exc.errno == errno.ENXIO else offset
+                self._data_end = self._size
+        return offset + length <= self._data
+
+
+def _read(fd: int, path: bytes, size: int, offset: int) -> bytes:
+    """Exactly ``size`` bytes at ``offset``; a read error or an early end is a one-line ImageError."""
+    try:
+        data = os.pread(fd, size, offset)
         while len(data) < size:
-            more = os.read(fd, size - len(data))
+            more = os.pread(fd, size - len(data), offset + len(data))
             if not more:
                 break
             data += more
     except OSError as exc:
-        raise ImageError(f"cannot read {os.fsdecode(path)}: {exc.strerror}") from exc
+        raise ImageError(f"cannot read {printable(path)}: {exc.strerror}") from exc
     if len(data) != size:
-        raise ImageError(f"{os.fsdecode(path)}: file shrank while it was being packed")
+        raise ImageError(f"{printable(path)}: file shrank while it was being packed")
     return data

@@ -24,7 +24,7 @@ MIN_BLOCK_SIZE = 4096
 MAX_BLOCK_SIZE = 1 << 20
 MAX_NAME = 256  # the kernel refuses longer names
 DIR_MAX_RUN = 256  # entries per directory header; the kernel rejects more
-MAX_IDS = 65536
+MAX_IDS = 65535  # the superblock's id count is a u16 (inodes index with a u16 too)
 
 # Compressor ids (superblock "compression id").
 COMP_GZIP = 1

@@ -47,19 +47,18 @@ def directory(
     return fmt.EXT_DIR, header(fmt.EXT_DIR, *common) + body + b"".join(listing.index)
 
 
-def regular(common: tuple, data: FileData, nlink: int, xattr: int) -> tuple[int, bytes]:
+def regular(common: tuple, data: FileData, nlink: int, xattr: int, holey: bool = True) -> tuple[int, bytes]:
+    """(type, record) for a regular file; ``holey``: the source file has holes (st_blocks < size).
+
+    All-zero blocks are stored as holes either way, but as mksquashfs does, the inode counts them
+    as sparse (which lowers st_blocks on a mount) only when the source file was sparse too.
+    """
     blocks = data.blocks.tobytes()
-    if (
-        nlink == 1
-        and xattr == fmt.NO_XATTR
-        and not data.sparse
-        and data.size < 1 << 32
-        and data.start < 1 << 32
-    ):
+    # mksquashfs never records the whole size as sparse; keep its convention.
+    sparse = min(data.sparse, data.size - 1) if data.sparse and holey else 0
+    if nlink == 1 and xattr == fmt.NO_XATTR and not sparse and data.size < 1 << 32 and data.start < 1 << 32:
         body = fmt.FILE_INODE.pack(data.start, data.fragment, data.offset, data.size)
         return fmt.FILE, header(fmt.FILE, *common) + body + blocks
-    # mksquashfs never records the whole size as sparse; keep its convention.
-    sparse = min(data.sparse, data.size - 1) if data.sparse else 0
     body = fmt.EXT_FILE_INODE.pack(data.start, data.size, sparse, nlink, data.fragment, data.offset, xattr)
     return fmt.EXT_FILE, header(fmt.EXT_FILE, *common) + body + blocks
 

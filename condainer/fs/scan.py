@@ -7,12 +7,17 @@ read later, one file at a time, by data.py.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
+from collections.abc import Iterator
 
 from condainer.errors import ImageError
 from condainer.fs import format as fmt
+
+SHORT_PATH = 3800  # PATH_MAX is 4096: leaves room for one more name (at most 255 bytes)
+MAX_MTIME = (1 << 32) - 1  # inodes store mtime as u32 seconds: 1970-01-01 to 2106-02-07 06:28:15 UTC
 
 
 class Entry:
@@ -37,6 +42,7 @@ class Entry:
         "data",
         "ref",
         "itype",
+        "holey",
     )
 
     def __init__(self, path: bytes, name: bytes, st: os.stat_result, parent: Entry | None) -> None:
@@ -47,6 +53,7 @@ class Entry:
         self.gid = st.st_gid
         self.mtime = st.st_mtime_ns // 1_000_000_000
         self.size = st.st_size if stat.S_ISREG(st.st_mode) else 0
+        self.holey = st.st_blocks * 512 < self.size  # a sparse file (or one the file system compressed)
         self.rdev = st.st_rdev
         # Non-directories with several links may be hard links of each other inside the tree.
         self.key = (st.st_dev, st.st_ino) if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode) else None
@@ -74,11 +81,48 @@ class Tree:
         self.dirs = 0
         self.bytes_in = 0
         self.skipped_xattrs: set[bytes] = set()
+        self.ids: set[int] = set()  # every uid and gid, so too many fail before any data is written
+        self.odd_mtimes: list[Entry] = []  # mtimes outside squashfs's u32 seconds (before 1970, after 2106)
         self.links: dict[tuple[int, int], Entry] = {}  # (dev, ino) -> first name of a hard-link group
 
     def owner(self, entry: Entry) -> Entry:
         """The entry that owns the inode: the first name of its hard-link group, else itself."""
         return self.links.get(entry.key, entry) if entry.key is not None else entry
+
+
+def printable(path: bytes) -> str:
+    """``path`` for a one-line message: control characters and bytes that are not UTF-8 escaped."""
+    text = path.decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+@contextlib.contextmanager
+def reachable(path: bytes) -> Iterator[bytes]:
+    """``path``, or an equivalent path short enough for system calls when it is not.
+
+    The kernel takes paths up to PATH_MAX (4096 bytes) but trees may nest deeper than that. A long
+    path is walked in slices through O_PATH directory descriptors and given back as
+    ``/proc/self/fd/N/rest``. The result is at most SHORT_PATH bytes, so a name can be joined to it.
+    """
+    if len(path) <= SHORT_PATH:
+        yield path
+        return
+    fd = -1
+    try:
+        prefix, rest = b"", path
+        while len(prefix) + len(rest) > SHORT_PATH:
+            cut = rest.rfind(b"/", 1, SHORT_PATH - 32)
+            if cut < 0:
+                break  # no slice fits; the system call will say ENAMETOOLONG
+            new = os.open(prefix + rest[:cut], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            if fd >= 0:
+                os.close(fd)
+            fd = new
+            prefix, rest = b"/proc/self/fd/%d/" % fd, rest[cut + 1 :]
+        yield prefix + rest
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def _read_xattrs(path: bytes, tree: Tree) -> tuple[tuple[bytes, bytes], ...]:
@@ -108,11 +152,14 @@ def scan_tree(src: bytes, skip: set[tuple[int, int]] | frozenset = frozenset()) 
     try:
         st = os.lstat(src)
     except OSError as exc:
-        raise ImageError(f"cannot read {os.fsdecode(src)}: {exc.strerror}") from exc
+        raise ImageError(f"cannot read {printable(src)}: {exc.strerror}") from exc
     if not stat.S_ISDIR(st.st_mode):
-        raise ImageError(f"{os.fsdecode(src)}: not a directory")
+        raise ImageError(f"{printable(src)}: not a directory")
     root = Entry(src, b"", st, None)
     tree = Tree(root)
+    tree.ids.update((st.st_uid, st.st_gid))
+    if not 0 <= root.mtime <= MAX_MTIME:
+        tree.odd_mtimes.append(root)
     links = tree.links
     stack = [root]
     current = src
@@ -121,36 +168,42 @@ def scan_tree(src: bytes, skip: set[tuple[int, int]] | frozenset = frozenset()) 
             directory = stack.pop()
             current = directory.path
             tree.dirs += 1
-            directory.xattrs = _read_xattrs(directory.path, tree)
-            with os.scandir(directory.path) as it:
-                items = sorted((e.name, e.path) for e in it)
-            subdirs = []
-            for name, path in items:
-                current = path
-                est = os.lstat(path)
-                if (est.st_dev, est.st_ino) in skip:
-                    continue
-                entry = Entry(path, name, est, directory)
-                directory.children.append(entry)
-                if entry.is_dir:
-                    subdirs.append(entry)
-                    continue
-                if entry.key is not None:
-                    first = links.get(entry.key)
-                    if first is not None:
-                        first.nlink += 1  # count only links that are inside the tree
-                        entry.nlink = 0  # marks "same inode as links[key]"
+            with reachable(directory.path) as here:
+                directory.xattrs = _read_xattrs(here, tree)
+                with os.scandir(here) as it:
+                    names = sorted(e.name for e in it)
+                subdirs = []
+                for name in names:
+                    path = os.path.join(directory.path, name)
+                    local = os.path.join(here, name)  # the same file, by a path short enough to use
+                    current = path
+                    est = os.lstat(local)
+                    if (est.st_dev, est.st_ino) in skip:
                         continue
-                    links[entry.key] = entry
-                entry.xattrs = _read_xattrs(path, tree)
-                if stat.S_ISLNK(est.st_mode):
-                    entry.target = os.readlink(path)
-                elif stat.S_ISREG(est.st_mode):
-                    tree.files += 1
-                    tree.bytes_in += entry.size
+                    entry = Entry(path, name, est, directory)
+                    directory.children.append(entry)
+                    tree.ids.update((est.st_uid, est.st_gid))
+                    if not 0 <= entry.mtime <= MAX_MTIME:
+                        tree.odd_mtimes.append(entry)
+                    if entry.is_dir:
+                        subdirs.append(entry)
+                        continue
+                    if entry.key is not None:
+                        first = links.get(entry.key)
+                        if first is not None:
+                            first.nlink += 1  # count only links that are inside the tree
+                            entry.nlink = 0  # marks "same inode as links[key]"
+                            continue
+                        links[entry.key] = entry
+                    entry.xattrs = _read_xattrs(local, tree)
+                    if stat.S_ISLNK(est.st_mode):
+                        entry.target = os.readlink(local)
+                    elif stat.S_ISREG(est.st_mode):
+                        tree.files += 1
+                        tree.bytes_in += entry.size
             stack.extend(reversed(subdirs))
     except OSError as exc:
-        raise ImageError(f"cannot read {os.fsdecode(current)}: {exc.strerror}") from exc
+        raise ImageError(f"cannot read {printable(current)}: {exc.strerror}") from exc
     # Link counts are known only after the whole walk; share them with the other names.
     for entry in _walk(root):
         if entry.nlink == 0:

@@ -46,7 +46,7 @@ class IdTable:
         found = self._index.get(value)
         if found is None:
             if len(self._index) >= fmt.MAX_IDS:
-                raise ImageError("too many distinct uids and gids: squashfs stores at most 65536")
+                raise ImageError(f"too many distinct uids and gids: squashfs stores at most {fmt.MAX_IDS}")
             found = self._index[value] = len(self._index)
         return found
 
@@ -82,7 +82,9 @@ class XattrTable:
         if found is not None:
             return found
         ref = self._kv.reference()
-        size = 0
+        # The id entry's size is what the kernel adds to st_blocks: as mksquashfs counts it, the
+        # listxattr-style names (full name and NUL) plus the values, not the bytes on disk.
+        size = sum(len(name) + 1 + len(value) for name, value in pairs)
         for name, value in pairs:
             prefix = next(p for p in fmt.XATTR_PREFIXES if name.startswith(p))
             suffix = name[len(prefix) :]
@@ -93,7 +95,6 @@ class XattrTable:
                 + value
             )
             self._kv.write(record)
-            size += len(record)
         found = self._ids[pairs] = len(self._entries)
         self._entries.append(fmt.XATTR_ID_ENTRY.pack(ref, len(pairs), size))
         return found

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import errno
 import os
 import secrets
@@ -26,7 +27,7 @@ from condainer.fs.compression import Codec, make_codec
 from condainer.fs.data import BlockPipeline, DataWriter
 from condainer.fs.directory import DirEntry, write_listing
 from condainer.fs.options import PackOptions
-from condainer.fs.scan import Entry, Tree, scan_tree
+from condainer.fs.scan import Entry, Tree, printable, scan_tree
 from condainer.fs.tables import (
     Compressor,
     IdTable,
@@ -97,7 +98,7 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
     epoch = _source_date_epoch()
     src_b = os.fsencode(os.path.abspath(src))
     image_b = os.fsencode(os.path.abspath(image))
-    shown = os.fsdecode(image_b)
+    shown = printable(image_b)
     if os.path.isdir(image_b):
         raise ImageError(f"{shown}: is a directory")
     directory, name = os.path.split(image_b)
@@ -111,6 +112,12 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
             with open(fd, "wb", buffering=1 << 20) as out:
                 skip = {(st.st_dev, st.st_ino) for st in [os.fstat(out.fileno()), _lstat(image_b)] if st}
                 tree = scan_tree(src_b, skip)
+                if not options.all_root and len(tree.ids) > fmt.MAX_IDS:
+                    raise ImageError(
+                        f"{len(tree.ids)} distinct uids and gids in {printable(src_b)}: squashfs stores"
+                        f" at most {fmt.MAX_IDS} (--all-root stores every file as root's)"
+                    )
+                _check_mtimes(tree, epoch)
                 if tree.skipped_xattrs:
                     names = b", ".join(sorted(tree.skipped_xattrs)).decode(errors="replace")
                     console.info(f"pack: xattrs squashfs cannot store were left out: {names}")
@@ -147,6 +154,29 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
         image_size=size,
         seconds=time.monotonic() - started,
     )
+
+
+def _check_mtimes(tree: Tree, epoch: int | None) -> None:
+    """Refuse mtimes squashfs cannot store (u32 seconds), unless SOURCE_DATE_EPOCH clamps them.
+
+    mksquashfs 4.5.1 silently wraps them modulo 2^32 (1969 becomes 2106, 2200 becomes 2063);
+    clamping would be silent too, so the user gets one line naming the file instead.
+    """
+    bad = [e for e in tree.odd_mtimes if e.mtime < 0 or epoch is None]
+    if not bad:
+        return
+    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    raise ImageError(
+        f"{printable(bad[0].path)}{more}: mtime {_utc(bad[0].mtime)} is outside what squashfs stores"
+        " (1970-01-01 to 2106-02-07 UTC); set it with touch, or SOURCE_DATE_EPOCH to clamp later ones"
+    )
+
+
+def _utc(seconds: int) -> str:
+    try:
+        return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, ValueError, OSError):
+        return f"{seconds} s"
 
 
 def _lstat(path: bytes) -> os.stat_result | None:
@@ -227,9 +257,7 @@ def _write_image(
         owner = tree.owner(entry)
         if owner.ref >= 0:
             continue  # a hard link whose inode is already written
-        mtime = max(0, min(owner.mtime, (1 << 32) - 1))
-        if epoch is not None:
-            mtime = min(mtime, epoch)
+        mtime = owner.mtime if epoch is None else min(owner.mtime, epoch)  # in range: _check_mtimes
         uid, gid = (0, 0) if all_root else (owner.uid, owner.gid)
         common = (owner.mode, ids.index(uid), ids.index(gid), mtime, owner.inode_number)
         xattr = xattrs.index(owner.xattrs)
@@ -241,10 +269,12 @@ def _write_image(
             ]
             listing = write_listing(dir_mw, children)
             nlink = 2 + sum(1 for c in owner.children if c.is_dir)
-            parent = owner.parent.inode_number if owner.parent is not None else 0
+            # The root's "parent" is one past the last inode, as mksquashfs writes it: with 0 the
+            # kernel lists ".." in the root with inode number 0, which glibc's readdir skips.
+            parent = owner.parent.inode_number if owner.parent is not None else count + 1
             _, record = inodes.directory(common, listing, nlink, parent, xattr, len(children))
         elif btype == fmt.FILE:
-            _, record = inodes.regular(common, owner.data, owner.nlink, xattr)
+            _, record = inodes.regular(common, owner.data, owner.nlink, xattr, owner.holey)
         else:
             _, record = inodes.special(btype, common, owner.nlink, xattr, owner.target, owner.rdev)
         owner.ref = inode_mw.reference()

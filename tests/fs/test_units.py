@@ -189,7 +189,9 @@ def test_xattr_table_layout_and_sharing():
     kv2 = struct.pack("<HH", 1, 1) + b"t" + struct.pack("<I", 1) + b"x"
     assert blob.startswith(struct.pack("<H", 0x8000 | len(kv + kv2)) + kv + kv2)
     ids_at = 1000 + 2 + len(kv + kv2)
-    ids = struct.pack("<QII", 0, 2, len(kv)) + struct.pack("<QII", len(kv), 1, len(kv2))
+    # Sizes as mksquashfs counts them (the kernel adds them to st_blocks): full name + NUL + value.
+    size, size2 = len(b"security.s\0v") + len(b"user.empty\0"), len(b"trusted.t\0x")
+    ids = struct.pack("<QII", 0, 2, size) + struct.pack("<QII", len(kv), 1, size2)
     assert blob[ids_at - 1000 :] == (
         struct.pack("<H", 0x8000 | 32) + ids + struct.pack("<QII", 1000, 2, 0) + struct.pack("<Q", ids_at)
     )
@@ -224,6 +226,8 @@ def test_file_inode_basic_and_extended_choices():
     sparse.sparse = 1 << 17
     t, record = inodes.regular(common(), sparse, 1, fmt.NO_XATTR)
     assert t == fmt.EXT_FILE and fmt.EXT_FILE_INODE.unpack_from(record, 16)[2] == (1 << 17) - 1
+    # Zero blocks of a source file that had no holes: stored sparse, but not counted (mksquashfs).
+    assert inodes.regular(common(), sparse, 1, fmt.NO_XATTR, holey=False)[0] == fmt.FILE
 
 
 def test_directory_inode_choices():
