@@ -11,6 +11,7 @@ SYSTEM_PACKAGES=(
     squashfs-tools-ng                  # sqfsdiff/rdsquashfs/gensquashfs: a third implementation, for tests
     squashfuse                         # squashfuse / squashfuse_ll: the native mount backend
     fuse3 libfuse3-3                   # fusermount3 and the library mfusepy loads
+    libfuse2                           # libfuse 2.9: the fallback FUSE layer is tested on it too
     util-linux kmod                    # mount -o loop (kernel reader in tests), losetup
     procps psmisc                      # ps/fuser used by tests to find daemons
     time                               # /usr/bin/time -v for peak RSS in benchmarks

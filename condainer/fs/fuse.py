@@ -58,12 +58,17 @@ PASS_OPENDIR_FLAGS = True  # set by _load_mfusepy from the libfuse version
 
 
 def _load_mfusepy():
-    """Import mfusepy bound to libfuse3 (it prefers libfuse2 whenever both are installed)."""
-    os.environ["FUSE_LIBRARY_NAME"] = "fuse3"
+    """Import mfusepy bound to libfuse3 when it is installed (mfusepy itself prefers libfuse2 whenever
+    both are, and its high-level layer only is served then), else to libfuse2.  A user's
+    FUSE_LIBRARY_PATH or FUSE_LIBRARY_NAME is respected."""
+    if not (os.environ.get("FUSE_LIBRARY_PATH") or os.environ.get("FUSE_LIBRARY_NAME")):
+        from ctypes.util import find_library
+
+        os.environ["FUSE_LIBRARY_NAME"] = "fuse3" if find_library("fuse3") else "fuse"
     try:
         import mfusepy
     except (OSError, AttributeError) as e:
-        raise ToolMissing(f"libfuse3 not usable: {e}") from None
+        raise ToolMissing(f"libfuse not usable (install fuse3): {e}") from None
     global PASS_OPENDIR_FLAGS
     PASS_OPENDIR_FLAGS = (mfusepy.fuse_version_major, mfusepy.fuse_version_minor) >= (3, 16)
     return mfusepy
@@ -428,14 +433,13 @@ def serve(
         return
     ops = build_operations(reader, mfusepy, ready=ready)
     fuse_cls = _make_fuse_class(mfusepy)
+    opts = fuse_options(image, allow_other=allow_other)
+    if mfusepy.fuse_version_major == 2:
+        # libfuse2 has no init config to set these in (init_with_config): they are mount options.
+        opts.update(use_ino=True, readdir_ino=True, kernel_cache=True, entry_timeout=TIMEOUT,
+                    attr_timeout=TIMEOUT, negative_timeout=TIMEOUT)
     try:
-        fuse_cls(
-            ops,
-            mountpoint,
-            raw_fi=True,
-            foreground=foreground,
-            **fuse_options(image, allow_other=allow_other),
-        )
+        fuse_cls(ops, mountpoint, raw_fi=True, foreground=foreground, **opts)
     except RuntimeError as e:
         raise MountError(f"{mountpoint}: FUSE mount failed ({e})") from None
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import errno
 import hashlib
 import json
@@ -65,14 +66,37 @@ def mnt(tmp_path):
     unmount(str(path))
 
 
+HAVE_LIBFUSE2 = ctypes.util.find_library("fuse") is not None
+
+
 @needs_kernel
-@pytest.mark.parametrize("comp,api", [("zstd", "low"), ("gzip", "low"), ("xz", "low"), ("zstd", "high")])
+@pytest.mark.parametrize(
+    "comp,api",
+    [
+        ("zstd", "low"),
+        ("gzip", "low"),
+        ("xz", "low"),
+        ("zstd", "high"),
+        pytest.param(
+            "zstd",
+            "libfuse2",
+            marks=pytest.mark.skipif(not HAVE_LIBFUSE2, reason="libfuse2 not installed (package libfuse2)"),
+        ),
+    ],
+)
 def test_fuse_mount_equals_kernel_mount(comp, api, images, kernel_snapshot, mnt, tmp_path, monkeypatch):
     # mksquashfs output does not depend on the compressor beyond block contents, so one kernel
     # snapshot serves as the reference for every compressor.  "high" is mfusepy's path-based
-    # layer, the fallback for libfuse2.
-    monkeypatch.setenv("CONDAINER_FUSE_API", api)
+    # layer over libfuse3; "libfuse2" is that layer over libfuse 2.9, the fallback where only
+    # libfuse2 is installed.
+    if api == "libfuse2":
+        monkeypatch.setenv("FUSE_LIBRARY_NAME", "fuse")
+    else:
+        monkeypatch.setenv("CONDAINER_FUSE_API", api)
     with fuse_mounted(images[comp], mnt, log_path=str(tmp_path / "fuse.log")):
+        if api == "libfuse2":
+            daemon = _daemon_of(mnt)
+            assert any("libfuse.so.2" in line for line in open(f"/proc/{daemon}/maps")), "not libfuse2"
         ours = snapshot(mnt)
     assert len(ours) > 3000
     assert diff_snapshots(kernel_snapshot, ours) == []
@@ -267,6 +291,18 @@ def test_repeated_listing_and_reads_stay_in_the_kernel(images, mnt, tmp_path, mo
     # Without the kernel's caches the second walk would cost as much as the first; allow a few
     # requests for pages the kernel itself dropped meanwhile (memory pressure on a busy machine).
     assert sum(extra.values()) <= max(2, sum(first.values()) // 20), (extra, first)
+
+
+def _daemon_of(mnt: str) -> int:
+    """The pid of our FUSE daemon serving MNT."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if b"condainer.fs.fuse" in argv and os.fsencode(mnt) in argv:
+            return int(pid)
+    raise AssertionError(f"no daemon serves {mnt}")
 
 
 def _requests(log) -> dict:
