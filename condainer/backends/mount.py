@@ -72,7 +72,9 @@ def _daemon_environment() -> Iterator[None]:
 
 
 def _mount_native(tool: str, image: Path, mountpoint: Path, *, allow_other: bool, foreground: bool) -> None:
-    opts = "ro,nosuid,nodev" + (",allow_other" if allow_other else "")
+    # default_permissions: the kernel checks the image's modes (squashfuse does not), which matters
+    # as soon as allow_other lets other users in.
+    opts = "ro,nosuid,nodev,default_permissions" + (",allow_other" if allow_other else "")
     cmd = [tool, "-o", opts, str(image), str(mountpoint)]
     if foreground:
         cmd.insert(1, "-f")

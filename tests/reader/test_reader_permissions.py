@@ -110,13 +110,17 @@ def shared_dir():
 
 
 @contextlib.contextmanager
-def ours(image: str, mnt: str, *, allow_other: bool = False, log_path: str | None = None):
+def ours(image: str, mnt: str, *, allow_other: bool = False, log_path: str | None = None, backend: str = "python"):
+    from condainer.backends.mount import mount
     from condainer.fs.fuse import mount_image
 
     os.makedirs(mnt, exist_ok=True)
     os.chmod(mnt, 0o755)
     try:
-        mount_image(image, mnt, allow_other=allow_other, log_path=log_path)
+        if backend == "python":
+            mount_image(image, mnt, allow_other=allow_other, log_path=log_path)
+        else:
+            mount(image, mnt, backend=backend, allow_other=allow_other)
         yield mnt
     finally:
         unmount(mnt)
@@ -166,11 +170,13 @@ def test_default_mount_is_closed_to_other_users(image, shared_dir):
     assert theirs["o604"]["stat"] == 13 and theirs["o604"]["read"] == 13  # EACCES
 
 
-def test_allow_other_gives_other_users_the_kernels_answers(image, shared_dir):
+@pytest.mark.parametrize("backend", ["python", pytest.param("native", marks=pytest.mark.skipif(
+    not have("squashfuse_ll") and not have("squashfuse"), reason="squashfuse not installed"))])
+def test_allow_other_gives_other_users_the_kernels_answers(image, shared_dir, backend):
     paths = _paths()
     with kernel_mounted(image, os.path.join(shared_dir, "kernel")) as kmnt:
         expected = probe(kmnt, paths, as_nobody=True)
-    with ours(image, os.path.join(shared_dir, "ours"), allow_other=True) as mnt:
+    with ours(image, os.path.join(shared_dir, "ours"), allow_other=True, backend=backend) as mnt:
         got = probe(mnt, paths, as_nobody=True)
     # the table means something: the kernel lets nobody read some entries and not others
     assert expected["o604"]["read"] == "ok" and expected["r600"]["read"] == 13
