@@ -23,12 +23,14 @@ the daemon reports through a pipe that the kernel's INIT arrived and the mount a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import errno
 import itertools
 import logging
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -397,6 +399,26 @@ def fuse_options(image: str, *, allow_other: bool = False) -> dict:
     return opts
 
 
+@contextlib.contextmanager
+def _libfuse_handles_signals():
+    """Let libfuse end its loop (and unmount) on SIGINT, SIGTERM and SIGHUP.
+
+    libfuse installs its handlers only where a signal is at its default disposition, and a
+    Python-level handler (the CLI maps SIGTERM to KeyboardInterrupt) never runs while the main
+    thread sits in libfuse's C loop: a foreground mount would ignore SIGTERM for good."""
+    saved = {}
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        try:
+            saved[signum] = signal.signal(signum, signal.SIG_DFL)
+        except ValueError:  # not the main thread: libfuse's own handlers decide
+            pass
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
 def serve(
     image: str,
     mountpoint: str,
@@ -424,7 +446,8 @@ def serve(
             profiler = cProfile.Profile()
             profiler.enable()
         try:
-            serve_lowlevel(reader, mountpoint, text, mfusepy, timeout=TIMEOUT, ready=ready, threads=threads)
+            with _libfuse_handles_signals():
+                serve_lowlevel(reader, mountpoint, text, mfusepy, timeout=TIMEOUT, ready=ready, threads=threads)
         finally:
             reader.close()
             if profiler is not None:
@@ -439,7 +462,8 @@ def serve(
         opts.update(use_ino=True, readdir_ino=True, kernel_cache=True, entry_timeout=TIMEOUT,
                     attr_timeout=TIMEOUT, negative_timeout=TIMEOUT)
     try:
-        fuse_cls(ops, mountpoint, raw_fi=True, foreground=foreground, **opts)
+        with _libfuse_handles_signals():
+            fuse_cls(ops, mountpoint, raw_fi=True, foreground=foreground, **opts)
     except RuntimeError as e:
         raise MountError(f"{mountpoint}: FUSE mount failed ({e})") from None
     finally:

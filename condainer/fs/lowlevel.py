@@ -21,7 +21,6 @@ import ctypes
 import errno
 import logging
 import os
-import signal
 import stat
 import threading
 from ctypes import CFUNCTYPE, POINTER, byref, c_char_p, c_double, c_int, c_size_t, c_uint64, c_void_p
@@ -469,10 +468,6 @@ def serve_lowlevel(
     if not se:
         raise MountError(f"{mountpoint}: libfuse refused the session options ({options})")
     try:
-        try:
-            old = signal.signal(signal.SIGINT, signal.SIG_DFL)  # so libfuse handles Ctrl-C
-        except ValueError:
-            old = None
         if api.set_signal_handlers(se) != 0:
             raise MountError(f"{mountpoint}: cannot install FUSE signal handlers")
         try:
@@ -486,7 +481,5 @@ def serve_lowlevel(
                 log.warning("FUSE loop ended with %d", rc)
         finally:
             api.remove_signal_handlers(se)
-            if old is not None:
-                signal.signal(signal.SIGINT, old)
     finally:
         api.session_destroy(se)

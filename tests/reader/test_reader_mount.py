@@ -315,3 +315,36 @@ def _requests(log) -> dict:
             return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", lines[-1].split("requests:")[1])}
         time.sleep(0.1)
     raise AssertionError("no request counts in the log")
+
+
+@pytest.mark.parametrize("backend", ["python", "native"])
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_foreground_mount_ends_on_signal(images, mnt, backend, signame):
+    """`cnd image mount --foreground` serves until a signal, then unmounts and exits (a Python-level
+    SIGTERM handler used to keep libfuse from ever seeing SIGTERM)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if backend == "native" and not (have("squashfuse_ll") or have("squashfuse")):
+        pytest.skip("squashfuse not installed")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "condainer", "image", "mount", "--backend", backend, "--foreground",
+         images["zstd"], mnt],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a backgrounded shell ignores it
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.ismount(mnt):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        assert os.path.exists(os.path.join(mnt, "size_1"))
+        proc.send_signal(getattr(signal, signame))
+        proc.wait(timeout=15)
+        assert not os.path.ismount(mnt)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
