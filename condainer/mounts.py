@@ -153,7 +153,7 @@ def unmount(path: os.PathLike | str, *, lazy: bool = False) -> None:
     if "busy" in message.lower():
         raise MountError(
             f"{path} is busy: a process still uses it (close shells and programs inside it, "
-            f"or `source deactivate`), then retry"
+            f"or `source ./deactivate` in shells that activated it), then retry"
         )
     raise MountError(f"cannot unmount {path}: {message}")
 
