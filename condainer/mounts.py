@@ -123,15 +123,25 @@ def state(path: os.PathLike | str) -> str:
     return "mounted"
 
 
+SYSTEM_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
+
+
+def system_tool(name: str) -> str | None:
+    """NAME on PATH, else in the system directories: a job's PATH may hold only a venv's bin, and a
+    mount made must still come down."""
+    return shutil.which(name) or shutil.which(name, path=SYSTEM_PATH)
+
+
 def _umount_commands(entry: MountEntry | None, lazy: bool) -> list[list[str]]:
     commands = []
     if entry is None or is_fuse(entry):
-        for tool in ("fusermount3", "fusermount"):
-            if shutil.which(tool):
+        for name in ("fusermount3", "fusermount"):
+            if tool := system_tool(name):
                 commands.append([tool, "-u", "-z"] if lazy else [tool, "-u"])
                 break
-    if shutil.which("umount") and (os.geteuid() == 0 or not commands):
-        commands.append(["umount", "-l"] if lazy else ["umount"])
+    umount = system_tool("umount")
+    if umount and (os.geteuid() == 0 or not commands):
+        commands.append([umount, "-l"] if lazy else [umount])
     return commands
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import os
 import shutil
 
+from condainer import mounts
 from condainer.errors import ToolMissing
 
 
@@ -26,7 +27,7 @@ def native_mounter() -> str | None:
 
 
 def fusermount() -> str | None:
-    return shutil.which("fusermount3") or shutil.which("fusermount")
+    return mounts.system_tool("fusermount3") or mounts.system_tool("fusermount")
 
 
 def fuse_problem() -> str | None:

@@ -41,6 +41,7 @@ from condainer.errors import CondainerError, ImageError, MountError, ToolMissing
 from condainer.fs.lowlevel import caller_groups, permits
 from condainer.fs.lowlevel import fill_stat as _fill_stat
 from condainer.fs.reader import _IFMT, DamagedImage, Inode, SquashfsReader
+from condainer.mounts import system_tool
 
 SUBTYPE = "condainer"  # mountinfo shows fstype "fuse.condainer"
 TIMEOUT = 86400.0  # seconds the kernel may trust an entry, an attribute or a failed lookup
@@ -494,7 +495,7 @@ def check_mount_prerequisites(mountpoint: str) -> None:
         raise ToolMissing("/dev/fuse is not a character device")
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         raise ToolMissing("no permission to open /dev/fuse (ask for membership of its group)")
-    if os.geteuid() != 0 and not (shutil.which("fusermount3") or shutil.which("fusermount")):
+    if os.geteuid() != 0 and not (system_tool("fusermount3") or system_tool("fusermount")):
         raise ToolMissing("fusermount3 not found on PATH (package fuse3)")
     if not os.path.lexists(mountpoint):
         raise MountError(f"{mountpoint}: mount point does not exist")
