@@ -66,10 +66,13 @@ def umount_project(directory: Path, *, dryrun: bool = False) -> None:
     """`cnd umount`: refuse while execs run or the mount is busy; clean a stale mount."""
     project = Project.load(directory)
     mp = project.mountpoint
-    sessions = NodeSessions(project.state_dir)
     if dryrun:
         Actions(True).do(f"unmount {mp} if mounted and no exec is running", lambda: None)
         return
+    if mounts.find_mount(mp) is None and not project.state_dir.is_dir():
+        console.info(f"{mp} is not mounted")  # never used on this node: nothing to unpin either
+        return
+    sessions = NodeSessions(project.state_dir)
     with sessions.locked():
         running = sessions.active()
         current = mounts.state(mp)
