@@ -57,7 +57,10 @@ def status(directory: Path) -> dict[str, Any]:
 
 
 def format_status(data: dict[str, Any]) -> str:
-    size = console.human_bytes(data["image_size"]) if data["image_size"] is not None else "missing"
+    if data["image_size"] is not None:
+        size = console.human_bytes(data["image_size"])
+    else:
+        size = "not a file" if os.path.lexists(data["image"]) else "missing"
     lines = [
         f"project      {data['project']}",
         f"image        {data['image']} ({size})",
