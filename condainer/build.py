@@ -19,6 +19,7 @@ from condainer import config, console, mounts
 from condainer.backends.pack import pack
 from condainer.dryrun import Actions
 from condainer.environments import conda, envfile, pip, rattler
+from condainer.environments.run import interrupts_deferred
 from condainer.errors import BuildError, CondainerError, ConfigError, ImageError
 from condainer.project import Project
 from condainer.safedir import ensure_private_dir
@@ -206,7 +207,8 @@ def build(directory: Path, *, backend: str | None = None, force: bool = False, d
     finally:
         console.info(f"[3/3] removing the staging directory {staging}")
         cleanup_start = time.monotonic()
-        _remove_staging(staging)
+        with interrupts_deferred():  # a second Ctrl-C or SIGTERM must not leave half a tree
+            _remove_staging(staging)
         steps["cleanup"] = time.monotonic() - cleanup_start
     size = image.stat().st_size
     split = ", ".join(f"{k} {v:.1f} s" for k, v in steps.items())

@@ -64,14 +64,16 @@ def _register_subcommands() -> None:
 
 
 def _terminate(signum, _frame):
-    # SIGTERM (Slurm, kill) unwinds like Ctrl-C, so `finally` blocks remove staging dirs and temp files.
+    # SIGTERM (Slurm, kill, timeout) and SIGHUP (a closed terminal or ssh session) unwind like Ctrl-C,
+    # so `finally` blocks stop installer children and remove staging dirs and temp files.
     raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``cnd``: run the CLI and turn expected failures into one line and an exit code."""
     _register_subcommands()
-    signal.signal(signal.SIGTERM, _terminate)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
     try:
         cli.main(args=argv, prog_name="cnd", standalone_mode=False)
     except CondainerError as exc:
