@@ -69,6 +69,15 @@ def _terminate(signum, _frame):
     raise KeyboardInterrupt
 
 
+def usage_error_line(exc: click.UsageError) -> str:
+    """A usage error as the one line every cnd error is, pointing at the command's --help
+    (instead of click's Usage/Try/blank/Error block)."""
+    ctx = exc.ctx or click.get_current_context(silent=True)
+    where = ctx.command_path if ctx else "cnd"
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    return f"cnd: error: {message} (see `{where} --help`)"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``cnd``: run the CLI and turn expected failures into one line and an exit code."""
     _register_subcommands()
@@ -85,8 +94,14 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("cnd: interrupted", file=sys.stderr)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()  # `cnd` or `cnd image` alone: the help is what was asked for
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        print(usage_error_line(exc), file=sys.stderr)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        print(f"cnd: error: {' '.join(exc.format_message().split())}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

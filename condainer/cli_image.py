@@ -19,6 +19,11 @@ backend_option = click.option(
 )
 
 
+def _ctx() -> click.Context | None:
+    """The running command's context, so that an error raised here names the command."""
+    return click.get_current_context(silent=True)
+
+
 def parse_size(text: str) -> int:
     """'128K', '1M', '4096' -> bytes; a power of two from 4 KiB to 1 MiB, as squashfs requires."""
     units = {"K": 1024, "M": 1024 * 1024}
@@ -28,9 +33,10 @@ def parse_size(text: str) -> int:
     try:
         value = int(number) * mult
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not a size such as 128K or 1M") from None
+        raise click.BadParameter(f"{text!r} is not a size such as 128K or 1M", _ctx(), param_hint="--block-size") from None
     if value < 4096 or value > 1 << 20 or value & (value - 1):
-        raise click.BadParameter(f"{text!r}: block size must be a power of two from 4K to 1M")
+        raise click.BadParameter(f"{text!r}: block size must be a power of two from 4K to 1M", _ctx(),
+                                 param_hint="--block-size")
     return value
 
 
@@ -40,12 +46,12 @@ def pack_options(compression: str, level: int | None, block_size: str, processor
     limits = {"zstd": (1, 22), "gzip": (1, 9)}
     if level is not None:
         if compression not in limits:
-            raise click.BadParameter(f"--level is not supported for {compression}", param_hint="--level")
+            raise click.BadParameter(f"--level is not supported for {compression}", param_hint="--level", ctx=_ctx())
         lo, hi = limits[compression]
         if not lo <= level <= hi:
-            raise click.BadParameter(f"{compression} level must be {lo}..{hi}", param_hint="--level")
+            raise click.BadParameter(f"{compression} level must be {lo}..{hi}", param_hint="--level", ctx=_ctx())
     if processors is not None and processors < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--processors")
+        raise click.BadParameter("must be at least 1", param_hint="--processors", ctx=_ctx())
     return PackOptions(
         compression=compression,
         level=level,
