@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import click
 
@@ -62,6 +64,23 @@ def pack_options(compression: str, level: int | None, block_size: str, processor
     )
 
 
+def require_image_file(path: str) -> None:
+    """Refuse an IMAGE that is missing, a directory or not a regular file (a FIFO would hang the
+    reader) with one line, before the image code opens it."""
+    from condainer.errors import ImageError
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ImageError(f"{path} not found") from None
+    except OSError as exc:
+        raise ImageError(f"cannot read {path}: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageError(f"{path} is a directory, not an image")
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError(f"{path} is not a regular file, not an image")
+
+
 @click.group()
 def image() -> None:
     """Work with squashfs images directly, without a condainer project."""
@@ -96,6 +115,7 @@ def mount_cmd(image_path, mountpoint, foreground, allow_other, backend) -> None:
     """Mount IMAGE read-only at MOUNTPOINT; returns when the mount is ready."""
     from condainer.backends.mount import mount
 
+    require_image_file(image_path)
     used = mount(image_path, mountpoint, backend=backend, allow_other=allow_other, foreground=foreground)
     console.info(f"mounted {image_path} at {mountpoint} ({used} backend)")
 
@@ -120,6 +140,7 @@ def check(image_path) -> None:
     """Read every inode, directory and block of IMAGE; exit 1 at the first damage."""
     from condainer.fs.check import check_image
 
+    require_image_file(image_path)
     result = check_image(image_path)
     console.out(f"{image_path}: OK ({result})")
 
@@ -131,6 +152,7 @@ def info(image_path, as_json) -> None:
     """Print IMAGE's compression, block size, counts and sizes."""
     from condainer.fs.info import image_info
 
+    require_image_file(image_path)
     data = image_info(image_path)
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
