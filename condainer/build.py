@@ -123,6 +123,10 @@ class BuildPlan:
 def plan(project: Project) -> BuildPlan:
     env_yml = project.path_of("environment_yml")
     req = project.path_of("requirements_txt")
+    for path in (env_yml, req):
+        if path is not None and path.exists() and not path.is_file():
+            # silently building without it would give an environment without the user's packages
+            raise ConfigError(f"{path} is not a regular file")
     has_env = env_yml is not None and env_yml.is_file()
     has_req = req is not None and req.is_file()
     if not has_env and not has_req:

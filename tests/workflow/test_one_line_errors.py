@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from .conftest import cnd
+from .conftest import cnd, set_config
 from .test_project import one_line_error
 
 UUID = "11111111-2222-3333-4444-555555555555"
@@ -44,3 +44,14 @@ def test_image_that_is_not_a_file_is_one_line(tmp_path, command, kind, says):
     msg = one_line_error(cnd(*args, timeout=30))  # a FIFO must not hang the reader
     assert msg == f"cnd: error: {image} {says}" + (", not an image" if kind == "fifo" else "")
 
+
+def test_environment_file_that_is_a_directory_is_one_line(tmp_path, mount_base):
+    (tmp_path / "requirements.txt").write_text("six\n")
+    cnd("init", "--pip", cwd=tmp_path, check=True)
+    set_config(tmp_path, mount_base_directory=str(mount_base))
+    (tmp_path / "environment.yml").mkdir()
+    assert one_line_error(cnd("-y", "build", cwd=tmp_path)).endswith("environment.yml is not a regular file")
+    (tmp_path / "environment.yml").rmdir()
+    (tmp_path / "requirements.txt").unlink()
+    (tmp_path / "requirements.txt").mkdir()
+    assert one_line_error(cnd("-y", "build", cwd=tmp_path)).endswith("requirements.txt is not a regular file")
