@@ -10,6 +10,7 @@ import click
 
 from condainer import console
 from condainer.backends import BACKENDS
+from condainer.dryrun import Actions
 from condainer.fs.options import COMPRESSIONS, DEFAULT_BLOCK_SIZE, PackOptions
 
 backend_option = click.option(
@@ -64,6 +65,11 @@ def pack_options(compression: str, level: int | None, block_size: str, processor
     )
 
 
+def _actions() -> Actions:
+    """Side effects go through Actions, so the global -y only prints them."""
+    return Actions(click.get_current_context().find_root().obj.dryrun)
+
+
 def require_image_file(path: str) -> None:
     """Refuse an IMAGE that is missing, a directory or not a regular file (a FIFO would hang the
     reader) with one line, before the image code opens it."""
@@ -101,8 +107,10 @@ def pack(src_dir, image_path, compression, level, block_size, processors, all_ro
     from condainer.backends.pack import pack as do_pack
 
     options = pack_options(compression, level, block_size, processors, all_root)
-    used = do_pack(src_dir, image_path, options, backend)
-    console.info(f"packed {src_dir} into {image_path} ({used} backend)")
+    used = _actions().do(f"pack {src_dir} into {image_path} ({compression}, block size {options.block_size}, "
+                         f"{backend} backend)", lambda: do_pack(src_dir, image_path, options, backend))
+    if used:
+        console.info(f"packed {src_dir} into {image_path} ({used} backend)")
 
 
 @image.command("mount")
@@ -116,8 +124,11 @@ def mount_cmd(image_path, mountpoint, foreground, allow_other, backend) -> None:
     from condainer.backends.mount import mount
 
     require_image_file(image_path)
-    used = mount(image_path, mountpoint, backend=backend, allow_other=allow_other, foreground=foreground)
-    console.info(f"mounted {image_path} at {mountpoint} ({used} backend)")
+    used = _actions().do(f"mount {image_path} read-only at {mountpoint} ({backend} backend)",
+                         lambda: mount(image_path, mountpoint, backend=backend, allow_other=allow_other,
+                                       foreground=foreground))
+    if used:
+        console.info(f"mounted {image_path} at {mountpoint} ({used} backend)")
 
 
 @image.command("umount")
@@ -130,8 +141,11 @@ def umount_cmd(mountpoint) -> None:
     current = mounts.state(mountpoint)
     if current == "unmounted":
         raise MountError(f"{mountpoint} is not mounted")
-    mounts.unmount(mountpoint, lazy=current == "stale")
-    console.info(f"unmounted {mountpoint}" + (" (stale mount cleaned)" if current == "stale" else ""))
+    actions = _actions()
+    actions.do(f"unmount {mountpoint}" + (" (stale: lazily)" if current == "stale" else ""),
+               lambda: mounts.unmount(mountpoint, lazy=current == "stale"))
+    if not actions.dryrun:
+        console.info(f"unmounted {mountpoint}" + (" (stale mount cleaned)" if current == "stale" else ""))
 
 
 @image.command()
