@@ -63,7 +63,8 @@ def init(directory: Path, *, pip_only: bool = False, dryrun: bool = False) -> No
             actions.do(f"write example {req_txt}", lambda: _write_new(req_txt, EXAMPLE_REQUIREMENTS))
     elif not env_yml.exists() and not req_txt.exists():
         actions.do(f"write example {env_yml}", lambda: _write_new(env_yml, EXAMPLE_ENVIRONMENT))
-    console.info(f"initialized condainer project in {directory}; edit the environment files, then run `cnd build`")
+    if not dryrun:  # the dryrun: lines above said what it would have written
+        console.info(f"initialized condainer project in {directory}; edit the environment files, then run `cnd build`")
 
 
 def _write_new(path: Path, text: str) -> None:

@@ -30,7 +30,8 @@ pass_globals = click.make_pass_decorator(Globals)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-q", "--quiet", is_flag=True, help="Be quiet: print nothing unless an error occurs.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Be quiet: no progress messages (results such as status are still printed).")
 @click.option(
     "-d",
     "--directory",

@@ -55,3 +55,23 @@ def test_environment_file_that_is_a_directory_is_one_line(tmp_path, mount_base):
     (tmp_path / "requirements.txt").unlink()
     (tmp_path / "requirements.txt").mkdir()
     assert one_line_error(cnd("-y", "build", cwd=tmp_path)).endswith("requirements.txt is not a regular file")
+
+
+def test_dryrun_init_does_not_claim_it_initialized(tmp_path):
+    r = cnd("-y", "init", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "initialized" not in r.stdout + r.stderr
+    assert r.stdout.startswith(f"dryrun: write {tmp_path / 'condainer.yml'}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_quiet_silences_progress_not_the_requested_output(tmp_path, mount_base):
+    (tmp_path / "requirements.txt").write_text("six\n")
+    cnd("init", cwd=tmp_path, check=True)
+    set_config(tmp_path, mount_base_directory=str(mount_base))
+    r = cnd("-q", "status", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert str(tmp_path) in r.stdout
+    assert '"mounted": false' in cnd("-q", "status", "--json", cwd=tmp_path, check=True).stdout
+    assert cnd("-q", "version", check=True).stdout.startswith("condainer ")
+    assert cnd("-q", "-y", "build", cwd=tmp_path, check=True).stderr == ""
