@@ -178,12 +178,11 @@ def build(directory: Path, *, backend: str | None = None, force: bool = False, d
     if image.exists() and not force:
         raise ImageError(f"{image} exists: remove it or run `cnd build --force` to replace it")
     if project.cfg.get("user_env_name"):
-        # An upstream build nested the env under envs/; ours installs at the mount point itself.
-        cfg = dict(project.cfg)
-        del cfg["user_env_name"]
-        actions.do("drop user_env_name from condainer.yml (the environment is built at the mount point)",
-                   lambda: config.save(directory, cfg))
-        project.cfg = cfg
+        # An upstream build nested the env under envs/<name>; ours installs at the mount point itself.
+        # The user's condainer.yml is left as it is (comments, order): the key is ignored in memory.
+        console.info(f"ignoring user_env_name: {project.cfg['user_env_name']} of condainer.yml "
+                     "(the environment is built at the mount point)")
+        project.cfg = {k: v for k, v in project.cfg.items() if k != "user_env_name"}
     build_plan = plan(project)
     if dryrun:
         actions.do(f"create staging directory {staging} (mode 0700)", lambda: None)
