@@ -8,6 +8,7 @@ symlink, is mounted or is not empty is refused rather than touched.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -24,6 +25,7 @@ from condainer.errors import BuildError, CondainerError, ConfigError, ImageError
 from condainer.project import Project
 from condainer.safedir import ensure_private_dir
 from condainer.scripts import write_scripts
+from condainer.sessions import build_lock
 
 EXAMPLE_ENVIRONMENT = """\
 # Example conda environment: replace it with your own environment.yml.
@@ -172,6 +174,12 @@ def _pip_section(env: envfile.EnvironmentFile, prefix: Path) -> None:
 def build(directory: Path, *, backend: str | None = None, force: bool = False, dryrun: bool = False) -> Path:
     """Build the project's environment and pack it into ``<uuid>.squashfs``; returns the image path."""
     project = Project.load(directory)
+    # Two builds of one project on one node would share the staging dir: the second must not start.
+    with contextlib.nullcontext() if dryrun else build_lock(project.state_dir):
+        return _build(project, backend=backend, force=force, dryrun=dryrun)
+
+
+def _build(project: Project, *, backend: str | None, force: bool, dryrun: bool) -> Path:
     backend = backend or project.cfg.get("backend", "auto")
     image, staging = project.image, project.mountpoint
     actions = Actions(dryrun)
