@@ -8,6 +8,7 @@ symlink, is mounted or is not empty is refused rather than touched.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -19,10 +20,12 @@ from condainer import config, console, mounts
 from condainer.backends.pack import pack
 from condainer.dryrun import Actions
 from condainer.environments import conda, envfile, pip, rattler
+from condainer.environments.run import interrupts_deferred
 from condainer.errors import BuildError, CondainerError, ConfigError, ImageError
 from condainer.project import Project
 from condainer.safedir import ensure_private_dir
 from condainer.scripts import write_scripts
+from condainer.sessions import build_lock
 
 EXAMPLE_ENVIRONMENT = """\
 # Example conda environment: replace it with your own environment.yml.
@@ -62,7 +65,8 @@ def init(directory: Path, *, pip_only: bool = False, dryrun: bool = False) -> No
             actions.do(f"write example {req_txt}", lambda: _write_new(req_txt, EXAMPLE_REQUIREMENTS))
     elif not env_yml.exists() and not req_txt.exists():
         actions.do(f"write example {env_yml}", lambda: _write_new(env_yml, EXAMPLE_ENVIRONMENT))
-    console.info(f"initialized condainer project in {directory}; edit the environment files, then run `cnd build`")
+    if not dryrun:  # the dryrun: lines above said what it would have written
+        console.info(f"initialized condainer project in {directory}; edit the environment files, then run `cnd build`")
 
 
 def _write_new(path: Path, text: str) -> None:
@@ -122,6 +126,10 @@ class BuildPlan:
 def plan(project: Project) -> BuildPlan:
     env_yml = project.path_of("environment_yml")
     req = project.path_of("requirements_txt")
+    for path in (env_yml, req):
+        if path is not None and path.exists() and not path.is_file():
+            # silently building without it would give an environment without the user's packages
+            raise ConfigError(f"{path} is not a regular file")
     has_env = env_yml is not None and env_yml.is_file()
     has_req = req is not None and req.is_file()
     if not has_env and not has_req:
@@ -166,18 +174,23 @@ def _pip_section(env: envfile.EnvironmentFile, prefix: Path) -> None:
 def build(directory: Path, *, backend: str | None = None, force: bool = False, dryrun: bool = False) -> Path:
     """Build the project's environment and pack it into ``<uuid>.squashfs``; returns the image path."""
     project = Project.load(directory)
+    # Two builds of one project on one node would share the staging dir: the second must not start.
+    with contextlib.nullcontext() if dryrun else build_lock(project.state_dir):
+        return _build(project, backend=backend, force=force, dryrun=dryrun)
+
+
+def _build(project: Project, *, backend: str | None, force: bool, dryrun: bool) -> Path:
     backend = backend or project.cfg.get("backend", "auto")
     image, staging = project.image, project.mountpoint
     actions = Actions(dryrun)
     if image.exists() and not force:
         raise ImageError(f"{image} exists: remove it or run `cnd build --force` to replace it")
     if project.cfg.get("user_env_name"):
-        # An upstream build nested the env under envs/; ours installs at the mount point itself.
-        cfg = dict(project.cfg)
-        del cfg["user_env_name"]
-        actions.do("drop user_env_name from condainer.yml (the environment is built at the mount point)",
-                   lambda: config.save(directory, cfg))
-        project.cfg = cfg
+        # An upstream build nested the env under envs/<name>; ours installs at the mount point itself.
+        # The user's condainer.yml is left as it is (comments, order): the key is ignored in memory.
+        console.info(f"ignoring user_env_name: {project.cfg['user_env_name']} of condainer.yml "
+                     "(the environment is built at the mount point)")
+        project.cfg = {k: v for k, v in project.cfg.items() if k != "user_env_name"}
     build_plan = plan(project)
     if dryrun:
         actions.do(f"create staging directory {staging} (mode 0700)", lambda: None)
@@ -206,7 +219,8 @@ def build(directory: Path, *, backend: str | None = None, force: bool = False, d
     finally:
         console.info(f"[3/3] removing the staging directory {staging}")
         cleanup_start = time.monotonic()
-        _remove_staging(staging)
+        with interrupts_deferred():  # a second Ctrl-C or SIGTERM must not leave half a tree
+            _remove_staging(staging)
         steps["cleanup"] = time.monotonic() - cleanup_start
     size = image.stat().st_size
     split = ", ".join(f"{k} {v:.1f} s" for k, v in steps.items())

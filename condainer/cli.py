@@ -30,7 +30,8 @@ pass_globals = click.make_pass_decorator(Globals)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-q", "--quiet", is_flag=True, help="Be quiet: print nothing unless an error occurs.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Be quiet: no progress messages (results such as status are still printed).")
 @click.option(
     "-d",
     "--directory",
@@ -64,14 +65,25 @@ def _register_subcommands() -> None:
 
 
 def _terminate(signum, _frame):
-    # SIGTERM (Slurm, kill) unwinds like Ctrl-C, so `finally` blocks remove staging dirs and temp files.
+    # SIGTERM (Slurm, kill, timeout) and SIGHUP (a closed terminal or ssh session) unwind like Ctrl-C,
+    # so `finally` blocks stop installer children and remove staging dirs and temp files.
     raise KeyboardInterrupt
+
+
+def usage_error_line(exc: click.UsageError) -> str:
+    """A usage error as the one line every cnd error is, pointing at the command's --help
+    (instead of click's Usage/Try/blank/Error block)."""
+    ctx = exc.ctx or click.get_current_context(silent=True)
+    where = ctx.command_path if ctx else "cnd"
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    return f"cnd: error: {message} (see `{where} --help`)"
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``cnd``: run the CLI and turn expected failures into one line and an exit code."""
     _register_subcommands()
-    signal.signal(signal.SIGTERM, _terminate)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
     try:
         cli.main(args=argv, prog_name="cnd", standalone_mode=False)
     except CondainerError as exc:
@@ -83,8 +95,14 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("cnd: interrupted", file=sys.stderr)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()  # `cnd` or `cnd image` alone: the help is what was asked for
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        print(usage_error_line(exc), file=sys.stderr)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        print(f"cnd: error: {' '.join(exc.format_message().split())}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import click
 
 from condainer import console
 from condainer.backends import BACKENDS
+from condainer.dryrun import Actions
 from condainer.fs.options import COMPRESSIONS, DEFAULT_BLOCK_SIZE, PackOptions
 
 backend_option = click.option(
@@ -19,6 +22,11 @@ backend_option = click.option(
 )
 
 
+def _ctx() -> click.Context | None:
+    """The running command's context, so that an error raised here names the command."""
+    return click.get_current_context(silent=True)
+
+
 def parse_size(text: str) -> int:
     """'128K', '1M', '4096' -> bytes; a power of two from 4 KiB to 1 MiB, as squashfs requires."""
     units = {"K": 1024, "M": 1024 * 1024}
@@ -28,9 +36,10 @@ def parse_size(text: str) -> int:
     try:
         value = int(number) * mult
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not a size such as 128K or 1M") from None
+        raise click.BadParameter(f"{text!r} is not a size such as 128K or 1M", _ctx(), param_hint="--block-size") from None
     if value < 4096 or value > 1 << 20 or value & (value - 1):
-        raise click.BadParameter(f"{text!r}: block size must be a power of two from 4K to 1M")
+        raise click.BadParameter(f"{text!r}: block size must be a power of two from 4K to 1M", _ctx(),
+                                 param_hint="--block-size")
     return value
 
 
@@ -40,12 +49,12 @@ def pack_options(compression: str, level: int | None, block_size: str, processor
     limits = {"zstd": (1, 22), "gzip": (1, 9)}
     if level is not None:
         if compression not in limits:
-            raise click.BadParameter(f"--level is not supported for {compression}", param_hint="--level")
+            raise click.BadParameter(f"--level is not supported for {compression}", param_hint="--level", ctx=_ctx())
         lo, hi = limits[compression]
         if not lo <= level <= hi:
-            raise click.BadParameter(f"{compression} level must be {lo}..{hi}", param_hint="--level")
+            raise click.BadParameter(f"{compression} level must be {lo}..{hi}", param_hint="--level", ctx=_ctx())
     if processors is not None and processors < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--processors")
+        raise click.BadParameter("must be at least 1", param_hint="--processors", ctx=_ctx())
     return PackOptions(
         compression=compression,
         level=level,
@@ -54,6 +63,28 @@ def pack_options(compression: str, level: int | None, block_size: str, processor
         all_root=all_root,
         progress=not console.is_quiet(),
     )
+
+
+def _actions() -> Actions:
+    """Side effects go through Actions, so the global -y only prints them."""
+    return Actions(click.get_current_context().find_root().obj.dryrun)
+
+
+def require_image_file(path: str) -> None:
+    """Refuse an IMAGE that is missing, a directory or not a regular file (a FIFO would hang the
+    reader) with one line, before the image code opens it."""
+    from condainer.errors import ImageError
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ImageError(f"{path} not found") from None
+    except OSError as exc:
+        raise ImageError(f"cannot read {path}: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageError(f"{path} is a directory, not an image")
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError(f"{path} is not a regular file, not an image")
 
 
 @click.group()
@@ -76,8 +107,10 @@ def pack(src_dir, image_path, compression, level, block_size, processors, all_ro
     from condainer.backends.pack import pack as do_pack
 
     options = pack_options(compression, level, block_size, processors, all_root)
-    used = do_pack(src_dir, image_path, options, backend)
-    console.info(f"packed {src_dir} into {image_path} ({used} backend)")
+    used = _actions().do(f"pack {src_dir} into {image_path} ({compression}, block size {options.block_size}, "
+                         f"{backend} backend)", lambda: do_pack(src_dir, image_path, options, backend))
+    if used:
+        console.info(f"packed {src_dir} into {image_path} ({used} backend)")
 
 
 @image.command("mount")
@@ -90,8 +123,12 @@ def mount_cmd(image_path, mountpoint, foreground, allow_other, backend) -> None:
     """Mount IMAGE read-only at MOUNTPOINT; returns when the mount is ready."""
     from condainer.backends.mount import mount
 
-    used = mount(image_path, mountpoint, backend=backend, allow_other=allow_other, foreground=foreground)
-    console.info(f"mounted {image_path} at {mountpoint} ({used} backend)")
+    require_image_file(image_path)
+    used = _actions().do(f"mount {image_path} read-only at {mountpoint} ({backend} backend)",
+                         lambda: mount(image_path, mountpoint, backend=backend, allow_other=allow_other,
+                                       foreground=foreground))
+    if used:
+        console.info(f"mounted {image_path} at {mountpoint} ({used} backend)")
 
 
 @image.command("umount")
@@ -104,8 +141,11 @@ def umount_cmd(mountpoint) -> None:
     current = mounts.state(mountpoint)
     if current == "unmounted":
         raise MountError(f"{mountpoint} is not mounted")
-    mounts.unmount(mountpoint, lazy=current == "stale")
-    console.info(f"unmounted {mountpoint}" + (" (stale mount cleaned)" if current == "stale" else ""))
+    actions = _actions()
+    actions.do(f"unmount {mountpoint}" + (" (stale: lazily)" if current == "stale" else ""),
+               lambda: mounts.unmount(mountpoint, lazy=current == "stale"))
+    if not actions.dryrun:
+        console.info(f"unmounted {mountpoint}" + (" (stale mount cleaned)" if current == "stale" else ""))
 
 
 @image.command()
@@ -114,6 +154,7 @@ def check(image_path) -> None:
     """Read every inode, directory and block of IMAGE; exit 1 at the first damage."""
     from condainer.fs.check import check_image
 
+    require_image_file(image_path)
     result = check_image(image_path)
     console.out(f"{image_path}: OK ({result})")
 
@@ -125,6 +166,7 @@ def info(image_path, as_json) -> None:
     """Print IMAGE's compression, block size, counts and sizes."""
     from condainer.fs.info import image_info
 
+    require_image_file(image_path)
     data = image_info(image_path)
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))

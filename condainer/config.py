@@ -7,7 +7,10 @@ multiuser_mountpoint); ours come with safe defaults, so an upstream condainer.ym
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
+import sys
 import uuid as uuidlib
 from pathlib import Path
 from typing import Any
@@ -51,16 +54,46 @@ def defaults() -> dict[str, Any]:
     }
 
 
+# Keys of upstream Condainer that we read (or knowingly ignore) beside those of defaults().
+UPSTREAM_KEYS = ("user_env_name", "non_conda_application", "multiuser_mountpoint")
+LEVELS = {"zstd": (1, 22), "gzip": (1, 9)}
+UUID_RE = re.compile(r"[0-9A-Fa-f-]+")
+
+
+def _expand_base(value: str, bad) -> str:
+    """mount_base_directory with ~ and $VARS expanded; an unset variable is an error (expandvars
+    would leave "$TMPDIR" in the path and build under a directory literally named so)."""
+    for match in re.finditer(r"\$(\w+)|\$\{(\w+)\}", value):
+        name = match.group(1) or match.group(2)
+        if name not in os.environ:
+            raise bad("mount_base_directory", f"${name} is not set")
+    return os.path.expandvars(os.path.expanduser(value))
+
+
 def _validate(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Check every key at load time, so that a bad value fails before anything is built."""
     def bad(key: str, why: str) -> ConfigError:
         return ConfigError(f"{path}: {key}: {why}")
 
+    known = [*defaults(), *UPSTREAM_KEYS]
+    for key in cfg:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            # upstream files may carry keys we do not know: warn, do not fail
+            print(f"cnd: warning: {path}: unknown key {key}{hint}; ignored", file=sys.stderr)
+    text = str(cfg.get("uuid"))
     try:
-        uuidlib.UUID(str(cfg.get("uuid")))
+        if not UUID_RE.fullmatch(text):
+            raise ValueError(text)
+        uuidlib.UUID(text)
     except ValueError:
-        raise bad("uuid", f"{cfg.get('uuid')!r} is not a UUID") from None
+        raise bad("uuid", f"{cfg.get('uuid')!r} is not a UUID (letters, digits and dashes)") from None
     base = cfg.get("mount_base_directory")
-    if not isinstance(base, str) or not os.path.isabs(os.path.expandvars(base)):
+    if not isinstance(base, str):
+        raise bad("mount_base_directory", "must be an absolute path")
+    cfg["mount_base_directory"] = base = _expand_base(base, bad)
+    if not os.path.isabs(base):
         raise bad("mount_base_directory", "must be an absolute path")
     if cfg.get("compression") not in COMPRESSIONS:
         raise bad("compression", f"must be one of {', '.join(COMPRESSIONS)}")
@@ -70,6 +103,16 @@ def _validate(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
         value = cfg.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise bad(key, "must be a positive integer or empty")
+    size = cfg.get("block_size")
+    if size is not None and (size < 4096 or size > 1 << 20 or size & (size - 1)):
+        raise bad("block_size", f"{size} is not a power of two from 4096 to 1048576")
+    level, compression = cfg.get("compression_level"), cfg["compression"]
+    if level is not None:
+        if compression not in LEVELS:
+            raise bad("compression_level", f"{compression} takes no level: leave it empty")
+        lo, hi = LEVELS[compression]
+        if not lo <= level <= hi:
+            raise bad("compression_level", f"{compression} level must be {lo}..{hi}, not {level}")
     return cfg
 
 

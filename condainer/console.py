@@ -1,4 +1,4 @@
-"""User-facing output: progress messages on stderr, silenced by -q; a tty-only progress line."""
+"""User-facing output: results on stdout; progress messages on stderr, silenced by -q; a tty-only progress line."""
 
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ def info(message: str) -> None:
 
 
 def out(message: str) -> None:
-    """A result line on stdout (what scripts read: paths, JSON, status); -q silences it too."""
-    if not _quiet:
-        print(message, flush=True)
+    """A result line on stdout (what scripts read: paths, JSON, status). -q does not silence it: it
+    is what the command was asked for; -q only silences progress."""
+    print(message, flush=True)
 
 
 def _human(n: float) -> str:

@@ -48,11 +48,11 @@ class Project:
 
     @property
     def env_prefix(self) -> Path:
-        """The environment to activate: the mount point, or a nested conda env built by upstream's layout."""
+        """The environment to activate: the mount point, or the nested envs/<user_env_name> of an image
+        built by upstream Condainer (when the mounted image has it; `cnd build` ignores the key)."""
         name = self.cfg.get("user_env_name")
-        if name:
-            return self.mountpoint / "envs" / str(name)
-        return self.mountpoint
+        nested = self.mountpoint / "envs" / str(name)
+        return nested if name and nested.is_dir() else self.mountpoint
 
     def path_of(self, key: str) -> Path | None:
         """environment_yml / requirements_txt as absolute paths, or None when not configured."""

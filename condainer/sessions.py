@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from condainer.errors import BuildError
 from condainer.safedir import ensure_private_dir
 from condainer.sysinfo import hostname
 
@@ -30,6 +31,26 @@ def process_start_time(pid: int) -> str | None:
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
     fields = data[data.rfind(b")") + 2 :].split()
     return fields[19].decode() if len(fields) > 19 else None
+
+
+@contextlib.contextmanager
+def build_lock(state_dir: os.PathLike | str) -> Iterator[None]:
+    """Hold the node-local build lock of a project (``build.lock`` in its state directory) or fail at
+    once naming the pid that holds it. The kernel drops the lock when its holder dies, so a killed
+    build never blocks the next one."""
+    directory = ensure_private_dir(state_dir, what="state directory")
+    fd = os.open(directory / "build.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise BuildError(f"another `cnd build` of this project is running on this node (pid {pid})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 class NodeSessions:

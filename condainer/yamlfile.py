@@ -17,6 +17,11 @@ def read_mapping(path: Path, *, missing: str, what: str) -> dict[str, Any]:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(missing) from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} on line {line}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory, not a file") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from condainer import console
 from condainer.environments.envfile import EnvironmentFile
+from condainer.environments.run import run_group
 from condainer.errors import BuildError, child_reason
 
 
@@ -38,11 +39,11 @@ def install_conda_packages(env: EnvironmentFile, prefix: Path) -> None:
         "channel_alias": os.environ.get("CONDAINER_CHANNEL_ALIAS", "https://conda.anaconda.org/"),
         "root_dir": str(env.path.parent),
     }
-    proc = subprocess.run(
+    proc = run_group(
         [sys.executable, "-m", "condainer.environments.rattler_child"],
         input=json.dumps(request),
-        text=True,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     if proc.returncode != 0:
         reason = child_reason(proc.stderr, proc.returncode)
