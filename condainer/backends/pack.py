@@ -27,9 +27,10 @@ def pack(src: os.PathLike | str, image: os.PathLike | str, options: PackOptions,
     if not image.parent.is_dir():
         raise ImageError(f"cannot write {image}: directory {image.parent} does not exist")
     choice = choose_packer(backend)
-    if choice.backend == "python":
-        from condainer.fs.writer import pack_tree
+    from condainer.fs.writer import check_target, pack_tree
 
+    check_target(image)
+    if choice.backend == "python":
         pack_tree(src, image, options)
     else:
         _pack_native(choice.tool, src, image, options)
@@ -59,6 +60,9 @@ def mksquashfs_args(src: Path, target: Path, options: PackOptions, excludes: lis
 
 
 def _pack_native(tool: str, src: Path, image: Path, options: PackOptions) -> None:
+    from condainer.fs.writer import check_target
+
+    # mkstemp: O_EXCL | O_NOFOLLOW, a fresh name beside IMAGE that nothing else can own.
     fd, tmp_name = tempfile.mkstemp(prefix=f".{image.name}.", suffix=".tmp", dir=image.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -87,6 +91,7 @@ def _pack_native(tool: str, src: Path, image: Path, options: PackOptions) -> Non
         if proc.returncode != 0:
             raise ImageError(f"mksquashfs failed: {child_reason(err, proc.returncode)}")
         os.chmod(tmp, 0o666 & ~_umask())
+        check_target(image)  # again: it may have been put there while mksquashfs ran
         os.replace(tmp, image)
     finally:
         tmp.unlink(missing_ok=True)

@@ -99,13 +99,12 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
     src_b = os.fsencode(os.path.abspath(src))
     image_b = os.fsencode(os.path.abspath(image))
     shown = printable(image_b)
-    if os.path.isdir(image_b):
-        raise ImageError(f"{shown}: is a directory")
+    check_target(image_b)
     directory, name = os.path.split(image_b)
     tmp = os.path.join(directory, b"." + name + b"." + secrets.token_hex(6).encode() + b".tmp")
     with _sigterm_raises():
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise ImageError(f"cannot create {shown}: {exc.strerror}") from exc
         try:
@@ -130,6 +129,7 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
                 out.flush()
                 os.fsync(out.fileno())
                 size = out.tell()
+            check_target(image_b)  # again: it may have been put there while we packed
             os.rename(tmp, image_b)
         except BaseException as exc:
             with contextlib.suppress(OSError):
@@ -154,6 +154,30 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
         image_size=size,
         seconds=time.monotonic() - started,
     )
+
+
+_KINDS = {
+    stat.S_IFLNK: "symbolic link",
+    stat.S_IFDIR: "directory",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFSOCK: "socket",
+}
+
+
+def check_target(image: os.PathLike | str | bytes) -> None:
+    """Refuse an IMAGE path that exists and is not a regular file (lstat: a symlink is not followed).
+
+    The image is renamed over IMAGE at the end, and a rename replaces whatever has that name: as root,
+    ``cnd image pack src /dev/null`` would turn /dev/null into a regular file. Replacing an earlier
+    image (a regular file) is what packing again means, so that stays allowed.
+    """
+    path = os.fsencode(image)
+    st = _lstat(path)
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "special file")
+        raise ImageError(f"{printable(path)} exists and is a {kind}, not an image: refusing to replace it")
 
 
 def _check_mtimes(tree: Tree, epoch: int | None) -> None:
