@@ -16,7 +16,7 @@ from condainer import console
 from condainer.backends.select import choose_packer
 from condainer.errors import ImageError, child_reason
 from condainer.fs.options import PackOptions
-from condainer.sysinfo import usable_cpus
+from condainer.sysinfo import die_with_parent, usable_cpus
 
 
 def pack(src: os.PathLike | str, image: os.PathLike | str, options: PackOptions, backend: str = "auto") -> str:
@@ -74,6 +74,7 @@ def _pack_native(tool: str, src: Path, image: Path, options: PackOptions) -> Non
     excludes = [str(p.relative_to(src)) for p in inside if p.is_relative_to(src)]
     cmd = [tool, *mksquashfs_args(src, tmp, options, excludes)]
     quiet = console.is_quiet() or not options.progress
+    me = os.getpid()
     try:
         with subprocess.Popen(
             cmd,
@@ -81,6 +82,7 @@ def _pack_native(tool: str, src: Path, image: Path, options: PackOptions) -> Non
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,  # our own SIGINT handling decides when it stops
+            preexec_fn=lambda: die_with_parent(me),  # and SIGKILL of cnd ends it too
         ) as proc:
             try:
                 _, err = proc.communicate()

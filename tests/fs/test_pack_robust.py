@@ -5,19 +5,23 @@ Real processes, real signals and the real mksquashfs; nothing here needs more th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
 from condainer.backends.pack import pack
 from condainer.errors import ImageError
-from condainer.fs.options import PackOptions
+from condainer.fs.options import PackOptions, max_processors
 from tests.fs.conftest import IS_ROOT
+from tests.fs.test_safety import big_source
 
 HAVE_MKSQUASHFS = shutil.which("mksquashfs") is not None
 BACKENDS = [
@@ -103,3 +107,93 @@ def test_existing_regular_output_is_replaced(tmp_path, backend):
     pack(tmp_path / "src", target, OPTS, backend)
     assert target.read_bytes()[:4] == b"hsqs" and target.stat().st_ino != old_inode
     assert sorted(os.listdir(tmp_path)) == ["img.sqfs", "src"]
+
+
+# --- 2. processors: a cap, and no process outlives a killed packer ----------------------------
+
+
+def test_too_many_processors_is_refused_before_anything_starts(tmp_path):
+    limit = max_processors()
+    with pytest.raises(ImageError) as info:
+        PackOptions(processors=limit + 1)
+    assert f"must be from 1 to {limit}" in info.value.message and "\n" not in info.value.message
+    PackOptions(processors=limit)  # the limit itself is fine
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_too_many_processors_is_refused_by_the_cli(tmp_path, backend):
+    # Just above the limit, never more: without the cap this packs a tiny tree with ~65 workers.
+    limit = max_processors()
+    if limit > 256:
+        pytest.skip("a machine this large would start too many workers if the cap were missing")
+    tiny_source(tmp_path / "src")
+    res = subprocess.run([*CLI, "--backend", backend, "--processors", str(limit + 1),
+                          str(tmp_path / "src"), str(tmp_path / "img.sqfs")],
+                         capture_output=True, text=True, env=ENV, timeout=20)
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"processors {limit + 1}" in lines[0], res.stderr
+    assert sorted(os.listdir(tmp_path)) == ["src"]
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line contains TEXT (workers forked by Python keep their parent's)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def start_slow_pack(tmp_path, backend: str, quiet: bool = False, **popen) -> tuple[subprocess.Popen, str]:
+    """A CLI pack, started and writing its image, whose compressors (workers or mksquashfs) are
+    then stopped (SIGSTOP): the pack lasts as long as the test needs, however fast the machine.
+
+    QUIET (-q): mksquashfs then draws no progress bar, so nothing but our fixes can stop it: with
+    one, it dies of SIGPIPE on its first write once the packer is gone.
+    """
+    src = tmp_path / "src"
+    big_source(src)
+    out = tmp_path / "out"
+    out.mkdir()
+    cli = [*CLI[:3], "-q", *CLI[3:]] if quiet else CLI
+    cmd = [*cli, "--backend", backend, "--compression", "zstd", "--level", "19", "--processors", "2",
+           str(src), str(out / "img.sqfs")]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=ENV, **popen)
+    deadline = time.monotonic() + 15
+    while not os.listdir(out) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    for pid in processes_mentioning(str(src)):
+        if pid != proc.pid:
+            os.kill(pid, signal.SIGSTOP)  # SIGKILL (cleanup, PDEATHSIG) still ends a stopped process
+    assert proc.poll() is None, "pack finished before it could be interrupted"
+    return proc, str(src)
+
+
+def kill_leftovers(src: str) -> None:
+    for pid in processes_mentioning(src):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_workers_and_mksquashfs_die_with_a_killed_packer(tmp_path, backend):
+    """SIGKILL (or the OOM killer, or the end of a Slurm step) runs no cleanup in the packer."""
+    proc, src = start_slow_pack(tmp_path, backend, quiet=True)
+    try:
+        assert len(processes_mentioning(src)) > 1, "no worker / mksquashfs to watch"
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while processes_mentioning(src) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert processes_mentioning(src) == [], "a compressor outlived its packer"
+    finally:
+        kill_leftovers(src)  # first: orphans hold the stderr pipe open, communicate() would wait on them
+        proc.kill()
+        proc.communicate(timeout=10)
