@@ -3,11 +3,14 @@ processes condainer starts live and die with it."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import os
 import signal
 import socket
+import threading
+from collections.abc import Iterator
 
 
 def usable_cpus() -> int:
@@ -81,6 +84,37 @@ def die_with_parent(parent: int | None) -> None:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if parent is not None and os.getppid() != parent:
         os._exit(1)
+
+
+# SIGTERM is what kill, Slurm and systemd send.
+INTERRUPTING_SIGNALS = (signal.SIGTERM,)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """INTERRUPTING_SIGNALS raise KeyboardInterrupt in the main thread for the duration, so they get
+    the cleanup Ctrl-C gets (temporary files removed, children stopped) instead of killing the
+    process on the spot, and are reported as Ctrl-C is, as cli.py does for SIGTERM. A signal that is
+    ignored (nohup) stays ignored; the previous handlers are restored after.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for signum in INTERRUPTING_SIGNALS:
+        current = signal.getsignal(signum)
+        if current is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, _raise_interrupt)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
 
 
 def hostname() -> str:

@@ -16,7 +16,7 @@ from condainer import console
 from condainer.backends.select import choose_packer
 from condainer.errors import ImageError, child_reason
 from condainer.fs.options import PackOptions
-from condainer.sysinfo import die_with_parent, usable_cpus
+from condainer.sysinfo import die_with_parent, signals_interrupt, usable_cpus
 
 
 def pack(src: os.PathLike | str, image: os.PathLike | str, options: PackOptions, backend: str = "auto") -> str:
@@ -60,6 +60,16 @@ def mksquashfs_args(src: Path, target: Path, options: PackOptions, excludes: lis
 
 
 def _pack_native(tool: str, src: Path, image: Path, options: PackOptions) -> None:
+    from condainer.fs.writer import interrupted
+
+    with signals_interrupt():
+        try:
+            _run_mksquashfs(tool, src, image, options)
+        except KeyboardInterrupt:
+            raise interrupted(str(image)) from None
+
+
+def _run_mksquashfs(tool: str, src: Path, image: Path, options: PackOptions) -> None:
     from condainer.fs.writer import check_target
 
     # mkstemp: O_EXCL | O_NOFOLLOW, a fresh name beside IMAGE that nothing else can own.

@@ -14,9 +14,7 @@ import datetime
 import errno
 import os
 import secrets
-import signal
 import stat
-import threading
 import time
 
 from condainer import console
@@ -36,7 +34,7 @@ from condainer.fs.tables import (
     fragment_entries,
     lookup_table,
 )
-from condainer.sysinfo import usable_cpus
+from condainer.sysinfo import signals_interrupt, usable_cpus
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,26 +47,6 @@ class PackStats:
     bytes_in: int
     image_size: int
     seconds: float
-
-
-class _Terminated(BaseException):
-    """SIGTERM during a pack, raised in the main thread so cleanup runs as for Ctrl-C."""
-
-
-@contextlib.contextmanager
-def _sigterm_raises():
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise _Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _source_date_epoch() -> int | None:
@@ -102,7 +80,7 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
     check_target(image_b)
     directory, name = os.path.split(image_b)
     tmp = os.path.join(directory, b"." + name + b"." + secrets.token_hex(6).encode() + b".tmp")
-    with _sigterm_raises():
+    with signals_interrupt():
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except OSError as exc:
@@ -136,12 +114,8 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
                 os.unlink(tmp)
             if isinstance(exc, ImageError):
                 raise
-            if isinstance(exc, KeyboardInterrupt):
-                raise ImageError(f"pack of {shown} interrupted: no image written", exit_code=130) from None
-            if isinstance(exc, _Terminated):
-                raise ImageError(
-                    f"pack of {shown} terminated (SIGTERM): no image written", exit_code=143
-                ) from None
+            if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or a signal of signals_interrupt
+                raise interrupted(shown) from None
             if isinstance(exc, OSError):
                 reason = exc.strerror or str(exc)
                 raise ImageError(f"cannot write {shown}: {reason}") from exc
@@ -154,6 +128,12 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
         image_size=size,
         seconds=time.monotonic() - started,
     )
+
+
+def interrupted(image: str) -> ImageError:
+    """What both backends report for Ctrl-C, SIGTERM or SIGHUP during a pack: exit 130, as cli.py
+    reports every other interruption."""
+    return ImageError(f"pack of {image} interrupted: no image written", exit_code=130)
 
 
 _KINDS = {

@@ -197,3 +197,39 @@ def test_workers_and_mksquashfs_die_with_a_killed_packer(tmp_path, backend):
         kill_leftovers(src)  # first: orphans hold the stderr pipe open, communicate() would wait on them
         proc.kill()
         proc.communicate(timeout=10)
+
+
+# --- 3 and 5. signals: the same cleanup and the same report, whichever backend ----------------
+
+SIGNALS = [signal.SIGINT, signal.SIGTERM]
+
+
+def default_signals() -> None:
+    # A shell that started us in the background (or nohup) leaves SIGINT (SIGHUP) ignored, and the
+    # packer would keep it so: give it the dispositions it has in a terminal.
+    for signum in SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_signal_mid_pack_cleans_up_and_reports_alike(tmp_path, backend, signum):
+    """Ctrl-C (to the process group), SIGTERM (kill, Slurm), SIGHUP (ssh disconnect) to the packer."""
+    proc, src = start_slow_pack(tmp_path, backend, start_new_session=True, preexec_fn=default_signals)
+    try:
+        if signum == signal.SIGINT:
+            os.killpg(proc.pid, signum)
+        else:
+            os.kill(proc.pid, signum)
+        _, err = proc.communicate(timeout=15)
+        assert proc.returncode == 130, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, err
+        assert lines[0] == f"cnd: error: pack of {tmp_path / 'out' / 'img.sqfs'} interrupted: no image written"
+        assert os.listdir(tmp_path / "out") == [], "the temporary image must be removed"
+        time.sleep(0.2)
+        assert processes_mentioning(src) == [], "no worker or mksquashfs may be left"
+    finally:
+        kill_leftovers(src)
+        proc.kill()
+        proc.communicate(timeout=10)
