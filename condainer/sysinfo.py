@@ -86,8 +86,9 @@ def die_with_parent(parent: int | None) -> None:
         os._exit(1)
 
 
-# SIGTERM is what kill, Slurm and systemd send.
-INTERRUPTING_SIGNALS = (signal.SIGTERM,)
+# SIGTERM is what kill, Slurm and systemd send; SIGHUP what an ssh disconnect or a closed terminal
+# sends (its default action kills the packer with no cleanup, leaving the temporary image behind).
+INTERRUPTING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def _raise_interrupt(signum, frame):

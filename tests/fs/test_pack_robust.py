@@ -201,7 +201,7 @@ def test_workers_and_mksquashfs_die_with_a_killed_packer(tmp_path, backend):
 
 # --- 3 and 5. signals: the same cleanup and the same report, whichever backend ----------------
 
-SIGNALS = [signal.SIGINT, signal.SIGTERM]
+SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
 
 
 def default_signals() -> None:
@@ -233,3 +233,20 @@ def test_signal_mid_pack_cleans_up_and_reports_alike(tmp_path, backend, signum):
         kill_leftovers(src)
         proc.kill()
         proc.communicate(timeout=10)
+
+
+def test_an_ignored_sighup_stays_ignored_during_a_pack(tmp_path, monkeypatch):
+    """nohup cnd image pack ...: the hangup must not interrupt the pack it was meant to protect."""
+    from condainer.sysinfo import signals_interrupt
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with signals_interrupt():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        with signals_interrupt():
+            assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, signal.SIG_IGN)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, previous)
