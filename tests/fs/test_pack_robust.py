@@ -13,6 +13,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -250,3 +251,93 @@ def test_an_ignored_sighup_stays_ignored_during_a_pack(tmp_path, monkeypatch):
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+# --- 4. input the packer cannot read ----------------------------------------------------------
+
+NOBODY = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+
+
+@pytest.fixture
+def open_tmp():
+    """A temporary directory other users can reach (pytest's tmp_path is root's alone)."""
+    path = tempfile.mkdtemp(prefix="cnd-unread-")
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        for root, dirs, _ in os.walk(path):
+            for d in dirs:
+                os.chmod(os.path.join(root, d), 0o755)
+        shutil.rmtree(path)
+
+
+@pytest.mark.skipif(not IS_ROOT or not shutil.which("setpriv"), reason="needs root (to become nobody) and setpriv")
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("what", ["file", "directory"])
+def test_unreadable_input_fails_with_either_backend(open_tmp, backend, what):
+    """As a user, not root (root reads anything): mksquashfs stored the file empty / left the
+    directory out and exited 0; now both backends stop and name it."""
+    src, out = os.path.join(open_tmp, "src"), os.path.join(open_tmp, "out")
+    tiny_source(src)
+    os.makedirs(os.path.join(src, "closed"))
+    with open(os.path.join(src, "closed", "inside"), "w") as f:
+        f.write("x\n")
+    with open(os.path.join(src, "secret"), "w") as f:
+        f.write("secret\n")
+    os.chmod(os.path.join(src, "secret" if what == "file" else "closed"), 0)
+    os.mkdir(out)
+    os.chown(out, 65534, 65534)
+    res = subprocess.run([*NOBODY, *CLI, "--backend", backend, src, os.path.join(out, "img.sqfs")],
+                         capture_output=True, text=True, env=ENV, timeout=20)
+    assert res.returncode == 1, res.stderr
+    bad = os.path.join(src, "secret" if what == "file" else "closed")
+    assert res.stderr.strip().splitlines() == [f"cnd: error: cannot read {bad}: Permission denied"]
+    assert os.listdir(out) == [], "the temporary image must be removed"
+
+
+@pytest.fixture
+def stale_mount(open_tmp):
+    """SRC with a FUSE mount whose daemon was killed: every access to it fails with ENOTCONN."""
+    if not (IS_ROOT and HAVE_MKSQUASHFS and shutil.which("squashfuse") and os.path.exists("/dev/fuse")):
+        pytest.skip("needs root, /dev/fuse, squashfuse and mksquashfs")
+    src, mnt = os.path.join(open_tmp, "src"), os.path.join(open_tmp, "src", "mnt")
+    tiny_source(src)
+    os.mkdir(mnt)
+    image = os.path.join(open_tmp, "small.sqfs")
+    subprocess.run(["mksquashfs", src, image, "-quiet", "-no-progress", "-e", "mnt"], check=True,
+                   capture_output=True)
+    daemon = subprocess.Popen(["squashfuse", "-f", image, mnt], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.ismount(mnt) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        daemon.kill()
+        daemon.wait()
+        deadline = time.monotonic() + 5  # the kernel may answer from its attribute cache for a while
+        while time.monotonic() < deadline:
+            try:
+                os.stat(mnt)
+            except OSError:
+                break
+            time.sleep(0.1)
+        with pytest.raises(OSError):
+            os.stat(mnt)
+        yield src
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        subprocess.run(["umount", "-l", mnt], capture_output=True)
+        os.unlink(image)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stale_fuse_mount_in_the_source_fails_with_either_backend(stale_mount, backend):
+    image = os.path.join(os.path.dirname(stale_mount), "img.sqfs")
+    res = subprocess.run([*CLI, "--backend", backend, stale_mount, image],
+                         capture_output=True, text=True, env=ENV, timeout=20)
+    assert res.returncode == 1, res.stderr
+    mnt = os.path.join(stale_mount, "mnt")
+    assert res.stderr.strip().splitlines() == [f"cnd: error: cannot read {mnt}: Transport endpoint is not connected"]
+    assert sorted(os.listdir(os.path.dirname(stale_mount))) == ["small.sqfs", "src"]
