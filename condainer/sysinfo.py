@@ -1,10 +1,16 @@
-"""Facts about the machine this process runs on (CPUs it may use, host name)."""
+"""Facts about the machine this process runs on (CPUs it may use, host name), and how the
+processes condainer starts live and die with it."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import math
 import os
+import signal
 import socket
+import threading
+from collections.abc import Iterator
 
 
 def usable_cpus() -> int:
@@ -57,6 +63,58 @@ def _read_quota(directory: str, name: str) -> int | None:
 
 
 # --- worker processes ------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+try:
+    _libc: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+except OSError:  # pragma: no cover - no C library to ask (not Linux)
+    _libc = None
+
+
+def die_with_parent(parent: int | None) -> None:
+    """In a freshly forked child: have the kernel SIGKILL it when its parent dies; exit at once if
+    the parent PARENT is already gone (None: the parent is not known, e.g. a forkserver).
+
+    A parent killed by SIGKILL, the OOM killer or the end of a Slurm step runs no cleanup, so this is
+    the only way its compression workers (or mksquashfs) do not run on forever. The signal survives
+    exec. The getppid() check closes the window between fork and prctl. Usable as a preexec_fn: it
+    only calls prctl and getppid, and takes no lock.
+    """
+    if _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
+
+
+# SIGTERM is what kill, Slurm and systemd send; SIGHUP what an ssh disconnect or a closed terminal
+# sends (its default action kills the packer with no cleanup, leaving the temporary image behind).
+INTERRUPTING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """INTERRUPTING_SIGNALS raise KeyboardInterrupt in the main thread for the duration, so they get
+    the cleanup Ctrl-C gets (temporary files removed, children stopped) instead of killing the
+    process on the spot, and are reported as Ctrl-C is, as cli.py does for SIGTERM. A signal that is
+    ignored (nohup) stays ignored; the previous handlers are restored after.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for signum in INTERRUPTING_SIGNALS:
+        current = signal.getsignal(signum)
+        if current is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, _raise_interrupt)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 

@@ -6,7 +6,9 @@ error, Ctrl-C or a full disk never leaves a half-written image under the final n
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -16,7 +18,7 @@ from condainer import console
 from condainer.backends.select import choose_packer
 from condainer.errors import ImageError, child_reason
 from condainer.fs.options import PackOptions
-from condainer.sysinfo import usable_cpus
+from condainer.sysinfo import die_with_parent, signals_interrupt, usable_cpus
 
 
 def pack(src: os.PathLike | str, image: os.PathLike | str, options: PackOptions, backend: str = "auto") -> str:
@@ -27,18 +29,28 @@ def pack(src: os.PathLike | str, image: os.PathLike | str, options: PackOptions,
     if not image.parent.is_dir():
         raise ImageError(f"cannot write {image}: directory {image.parent} does not exist")
     choice = choose_packer(backend)
-    if choice.backend == "python":
-        from condainer.fs.writer import pack_tree
+    from condainer.fs.writer import check_target, pack_tree
 
+    check_target(image)
+    if choice.backend == "python":
         pack_tree(src, image, options)
     else:
         _pack_native(choice.tool, src, image, options)
     return choice.backend
 
 
-def mksquashfs_args(src: Path, target: Path, options: PackOptions, excludes: list[str]) -> list[str]:
-    """The mksquashfs command line that matches OPTIONS (same image settings as the Python writer)."""
+def mksquashfs_args(
+    src: Path, target: Path, options: PackOptions, excludes: list[str], exit_on_error: bool = True
+) -> list[str]:
+    """The mksquashfs command line that matches OPTIONS (same image settings as the Python writer).
+
+    EXIT_ON_ERROR: without -exit-on-error (mksquashfs 4.5+), mksquashfs stores a file it cannot read
+    as an empty file and leaves out a directory it cannot open, says so only without -quiet, and
+    exits 0; the Python writer refuses such a tree.
+    """
     args = [str(src), str(target), "-noappend", "-b", str(options.block_size)]
+    if exit_on_error:
+        args.append("-exit-on-error")
     args += ["-processors", str(options.processors or usable_cpus())]
     level = options.effective_level
     if options.compression == "none":
@@ -59,6 +71,19 @@ def mksquashfs_args(src: Path, target: Path, options: PackOptions, excludes: lis
 
 
 def _pack_native(tool: str, src: Path, image: Path, options: PackOptions) -> None:
+    from condainer.fs.writer import interrupted
+
+    with signals_interrupt():
+        try:
+            _run_mksquashfs(tool, src, image, options)
+        except KeyboardInterrupt:
+            raise interrupted(str(image)) from None
+
+
+def _run_mksquashfs(tool: str, src: Path, image: Path, options: PackOptions) -> None:
+    from condainer.fs.writer import check_target
+
+    # mkstemp: O_EXCL | O_NOFOLLOW, a fresh name beside IMAGE that nothing else can own.
     fd, tmp_name = tempfile.mkstemp(prefix=f".{image.name}.", suffix=".tmp", dir=image.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -68,8 +93,9 @@ def _pack_native(tool: str, src: Path, image: Path, options: PackOptions) -> Non
     # Leave the image (and our temporary file) out when it is written inside the tree it packs.
     inside = [p.resolve() for p in (image, tmp)]
     excludes = [str(p.relative_to(src)) for p in inside if p.is_relative_to(src)]
-    cmd = [tool, *mksquashfs_args(src, tmp, options, excludes)]
+    cmd = [tool, *mksquashfs_args(src, tmp, options, excludes, _knows_exit_on_error(tool))]
     quiet = console.is_quiet() or not options.progress
+    me = os.getpid()
     try:
         with subprocess.Popen(
             cmd,
@@ -77,6 +103,7 @@ def _pack_native(tool: str, src: Path, image: Path, options: PackOptions) -> Non
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,  # our own SIGINT handling decides when it stops
+            preexec_fn=lambda: die_with_parent(me),  # and SIGKILL of cnd ends it too
         ) as proc:
             try:
                 _, err = proc.communicate()
@@ -84,12 +111,61 @@ def _pack_native(tool: str, src: Path, image: Path, options: PackOptions) -> Non
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 raise
+        unread = _unreadable(err)
+        if unread:
+            raise ImageError(unread)
         if proc.returncode != 0:
             raise ImageError(f"mksquashfs failed: {child_reason(err, proc.returncode)}")
         os.chmod(tmp, 0o666 & ~_umask())
+        check_target(image)  # again: it may have been put there while mksquashfs ran
         os.replace(tmp, image)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@functools.cache
+def _knows_exit_on_error(tool: str) -> bool:
+    """Whether this mksquashfs has -exit-on-error (4.5 and later; RHEL 9 ships 4.4)."""
+    try:
+        res = subprocess.run([tool, "-help"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "-exit-on-error" in res.stdout + res.stderr
+
+
+# What mksquashfs 4.5.1 prints about input it cannot read: with -exit-on-error it stops at the first
+# one; without, it goes on ("skipping", "creating empty file", "ignoring") and exits 0. With -quiet
+# only the "Cannot stat" line is printed, so without -exit-on-error the others go unnoticed.
+_UNREAD = re.compile(
+    r"^(?:Could not open (?P<dir>.+?)(?:, skipping\.*)?"
+    r"|Failed to read file (?P<file>.+?)(?:, creating empty file)?"
+    r"|Cannot stat dir/file (?P<stat>.+?) because (?P<why>.+?)(?:, ignoring)?)$"
+)
+
+
+def _unreadable(stderr: str | None) -> str | None:
+    """"cannot read PATH: REASON" for the first input mksquashfs could not read, else None.
+
+    mksquashfs does not always say why; asking the file system ourselves gives the same answer the
+    Python writer reports (Permission denied, Transport endpoint is not connected, ...).
+    """
+    for line in (stderr or "").splitlines():
+        found = _UNREAD.match(line.strip())
+        if not found:
+            continue
+        path = found["dir"] or found["file"] or found["stat"]
+        reason = found["why"] or _open_error(path)
+        return f"cannot read {path}: {reason}" if reason else f"cannot read {path} (mksquashfs: {line.strip()})"
+    return None
+
+
+def _open_error(path: str) -> str | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        return exc.strerror
+    os.close(fd)
+    return None
 
 
 def _umask() -> int:

@@ -30,6 +30,7 @@ from condainer.errors import ImageError
 from condainer.fs import format as fmt
 from condainer.fs.compression import Codec
 from condainer.fs.scan import printable, reachable
+from condainer.sysinfo import die_with_parent
 
 BATCH_BYTES = 1 << 20  # bytes of blocks sent to a worker at once: amortises the pickling round trip
 BATCH_ITEMS = 256
@@ -37,15 +38,24 @@ SMALL_FILE_BLOCKS = 8  # files up to this many blocks are read in one go
 IN_FLIGHT = 2  # batches queued per worker process
 
 
-def _worker_main(conn, codec: Codec) -> None:
+def _worker_main(conn, codec: Codec, parent: int | None, inherited: list[int]) -> None:
     """Compress batches from ``conn`` until it closes or sends None; reply with (data, size word)s.
 
     A reader thread takes batches off the pipe while the main thread compresses, so the parent's
     send never waits on a worker that is itself waiting to send a result back (no deadlock on full
     pipes), and the next batch is already here when the current one is done.
+
+    A forked worker starts with the parent's ends of its own and earlier workers' pipes (INHERITED):
+    it closes them, or it would never see EOF when the parent dies. A parent killed by SIGKILL or
+    the OOM killer closes nothing, so the kernel also kills the worker then (die_with_parent).
     """
-    # Ctrl-C reaches the whole process group: only the parent reacts (and reports one line).
+    die_with_parent(parent)
+    for fd in inherited:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    # Ctrl-C and a hangup reach the whole process group: only the parent reacts (and reports one line).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     compress = codec.compressor()
     raw = codec.name == "none"
@@ -88,15 +98,18 @@ class _Workers:
     """
 
     def __init__(self, count: int, codec: Codec) -> None:
-        method = "fork" if threading.active_count() == 1 else "forkserver"
-        ctx = multiprocessing.get_context(method)
+        forking = threading.active_count() == 1
+        ctx = multiprocessing.get_context("fork" if forking else "forkserver")
         self.count = count
         self._conns = []
         self._procs = []
         try:
             for _ in range(count):
                 parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_worker_main, args=(child, codec), daemon=True)
+                # A forkserver's children inherit none of our fds; their parent is the forkserver.
+                inherited = [c.fileno() for c in (*self._conns, parent)] if forking else []
+                args = (child, codec, os.getpid() if forking else None, inherited)
+                proc = ctx.Process(target=_worker_main, args=args, daemon=True)
                 proc.start()
                 child.close()
                 self._conns.append(parent)

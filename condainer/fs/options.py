@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+
+from condainer.errors import ImageError
 
 COMPRESSIONS = ("zstd", "gzip", "xz", "lz4", "none")
 
@@ -10,6 +13,18 @@ COMPRESSIONS = ("zstd", "gzip", "xz", "lz4", "none")
 DEFAULT_COMPRESSION = "zstd"
 DEFAULT_LEVEL = {"zstd": 6, "gzip": 9, "xz": None, "lz4": None, "none": None}
 DEFAULT_BLOCK_SIZE = 128 * 1024
+
+
+def max_processors() -> int:
+    """The most compression processes (Python writer) or threads (mksquashfs) a pack may ask for.
+
+    More compressors than CPUs make nothing faster; they only cost memory (a few MB per Python worker
+    plus the batches in flight) and, past some thousands, exhaust it: ``--processors 99999`` forked
+    until the OOM killer came, and mksquashfs fails with "Failed to create thread". 4 x the CPUs
+    leaves room for oversubscription; the floor of 64 lets a project configured on a big node still
+    build on a small one, and 64 workers are harmless on any machine.
+    """
+    return max(64, 4 * (os.cpu_count() or 1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +37,14 @@ class PackOptions:
     processors: int | None = None  # None: the CPUs this process may use
     all_root: bool = False  # store uid/gid 0 for every inode
     progress: bool = True  # a progress bar on a terminal (never with -q)
+
+    def __post_init__(self) -> None:
+        # Checked here, where the CLI, `cnd build` and library callers all pass, before any process.
+        if self.processors is not None and not 1 <= self.processors <= max_processors():
+            raise ImageError(
+                f"processors {self.processors}: must be from 1 to {max_processors()}"
+                f" ({os.cpu_count()} CPUs here; more compressors than CPUs only cost memory)"
+            )
 
     @property
     def effective_level(self) -> int | None:

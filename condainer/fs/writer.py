@@ -14,9 +14,7 @@ import datetime
 import errno
 import os
 import secrets
-import signal
 import stat
-import threading
 import time
 
 from condainer import console
@@ -36,7 +34,7 @@ from condainer.fs.tables import (
     fragment_entries,
     lookup_table,
 )
-from condainer.sysinfo import usable_cpus
+from condainer.sysinfo import signals_interrupt, usable_cpus
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,26 +47,6 @@ class PackStats:
     bytes_in: int
     image_size: int
     seconds: float
-
-
-class _Terminated(BaseException):
-    """SIGTERM during a pack, raised in the main thread so cleanup runs as for Ctrl-C."""
-
-
-@contextlib.contextmanager
-def _sigterm_raises():
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise _Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _source_date_epoch() -> int | None:
@@ -99,13 +77,12 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
     src_b = os.fsencode(os.path.abspath(src))
     image_b = os.fsencode(os.path.abspath(image))
     shown = printable(image_b)
-    if os.path.isdir(image_b):
-        raise ImageError(f"{shown}: is a directory")
+    check_target(image_b)
     directory, name = os.path.split(image_b)
     tmp = os.path.join(directory, b"." + name + b"." + secrets.token_hex(6).encode() + b".tmp")
-    with _sigterm_raises():
+    with signals_interrupt():
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise ImageError(f"cannot create {shown}: {exc.strerror}") from exc
         try:
@@ -130,18 +107,15 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
                 out.flush()
                 os.fsync(out.fileno())
                 size = out.tell()
+            check_target(image_b)  # again: it may have been put there while we packed
             os.rename(tmp, image_b)
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             if isinstance(exc, ImageError):
                 raise
-            if isinstance(exc, KeyboardInterrupt):
-                raise ImageError(f"pack of {shown} interrupted: no image written", exit_code=130) from None
-            if isinstance(exc, _Terminated):
-                raise ImageError(
-                    f"pack of {shown} terminated (SIGTERM): no image written", exit_code=143
-                ) from None
+            if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or a signal of signals_interrupt
+                raise interrupted(shown) from None
             if isinstance(exc, OSError):
                 reason = exc.strerror or str(exc)
                 raise ImageError(f"cannot write {shown}: {reason}") from exc
@@ -154,6 +128,36 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
         image_size=size,
         seconds=time.monotonic() - started,
     )
+
+
+def interrupted(image: str) -> ImageError:
+    """What both backends report for Ctrl-C, SIGTERM or SIGHUP during a pack: exit 130, as cli.py
+    reports every other interruption."""
+    return ImageError(f"pack of {image} interrupted: no image written", exit_code=130)
+
+
+_KINDS = {
+    stat.S_IFLNK: "symbolic link",
+    stat.S_IFDIR: "directory",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFSOCK: "socket",
+}
+
+
+def check_target(image: os.PathLike | str | bytes) -> None:
+    """Refuse an IMAGE path that exists and is not a regular file (lstat: a symlink is not followed).
+
+    The image is renamed over IMAGE at the end, and a rename replaces whatever has that name: as root,
+    ``cnd image pack src /dev/null`` would turn /dev/null into a regular file. Replacing an earlier
+    image (a regular file) is what packing again means, so that stays allowed.
+    """
+    path = os.fsencode(image)
+    st = _lstat(path)
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "special file")
+        raise ImageError(f"{printable(path)} exists and is a {kind}, not an image: refusing to replace it")
 
 
 def _check_mtimes(tree: Tree, epoch: int | None) -> None:

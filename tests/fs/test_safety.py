@@ -246,7 +246,7 @@ CLI = [
 
 
 @pytest.mark.parametrize("via", ["library", "cli"])
-@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 130)])
 def test_signal_mid_pack(tmp_path, signum, code, via):
     """Ctrl-C (SIGINT to the whole process group, workers included) or SIGTERM to the packer."""
     src = tmp_path / "src"
