@@ -192,6 +192,8 @@ def _build(project: Project, *, backend: str | None, force: bool, dryrun: bool) 
                      "(the environment is built at the mount point)")
         project.cfg = {k: v for k, v in project.cfg.items() if k != "user_env_name"}
     build_plan = plan(project)
+    # Pack settings are checked now (a processors value over the cap, say), not after the install.
+    options = project.pack_options(progress=not console.is_quiet())
     if dryrun:
         actions.do(f"create staging directory {staging} (mode 0700)", lambda: None)
         actions.do(f"install the environment into {staging} with {build_plan.describe()}", lambda: None)
@@ -208,7 +210,6 @@ def _build(project: Project, *, backend: str | None, force: bool, dryrun: bool) 
                       build_plan.env.variables if build_plan.env else {}, project.env_prefix)
         steps["environment"] = time.monotonic() - started
         console.info(f"[2/3] packing it into {image.name}")
-        options = project.pack_options(progress=not console.is_quiet())
         used = pack(staging, image, options, backend)
         steps["pack"] = time.monotonic() - started - steps["environment"]
         console.info(f"      packed with the {used} backend")

@@ -53,10 +53,11 @@ def _worker_main(conn, codec: Codec, parent: int | None, inherited: list[int]) -
     for fd in inherited:
         with contextlib.suppress(OSError):
             os.close(fd)
-    # Ctrl-C and a hangup reach the whole process group: only the parent reacts (and reports one line).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Ctrl-C and a hangup reach the whole process group, and Slurm sends SIGTERM to every process of
+    # a step: only the parent reacts (and reports one line); it SIGKILLs its workers on abort, and
+    # the kernel does if it dies.  A worker dying first would make the parent report a crash.
+    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     compress = codec.compressor()
     raw = codec.name == "none"
     inbox: queue.SimpleQueue = queue.SimpleQueue()

@@ -49,3 +49,12 @@ def test_mount_base_directory_expands_home_and_variables(tmp_path, mount_base, m
     (tmp_path / "condainer.yml").write_text(f"mount_base_directory: ~/y\nuuid: {UUID}\n")
     r = cnd("-y", "build", cwd=tmp_path)
     assert r.returncode == 0 and f"{mount_base}/y/condainer-{UUID}" in r.stdout, r.stderr
+
+
+def test_too_many_processors_fail_before_the_install(tmp_path, mount_base):
+    """The processors cap is met before anything is installed (it used to be met at the pack step)."""
+    _project(tmp_path, mount_base, "processors: 100000")
+    r = cnd("build", cwd=tmp_path)
+    msg = one_line_error(r)
+    assert "processors" in msg and "100000" in msg
+    assert "[1/3]" not in r.stderr  # nothing was installed
