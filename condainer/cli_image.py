@@ -124,11 +124,15 @@ def mount_cmd(image_path, mountpoint, foreground, allow_other, backend) -> None:
     from condainer.backends.mount import mount
 
     require_image_file(image_path)
+    if foreground and not _actions().dryrun:
+        console.info(f"serving {image_path} at {mountpoint} in the foreground: "
+                     f"Ctrl-C, SIGTERM or `cnd image umount {mountpoint}` ends it")
     used = _actions().do(f"mount {image_path} read-only at {mountpoint} ({backend} backend)",
                          lambda: mount(image_path, mountpoint, backend=backend, allow_other=allow_other,
                                        foreground=foreground))
     if used:
-        console.info(f"mounted {image_path} at {mountpoint} ({used} backend)")
+        console.info(f"{'unmounted' if foreground else 'mounted'} {image_path} "
+                     f"{'from' if foreground else 'at'} {mountpoint} ({used} backend)")
 
 
 @image.command("umount")
