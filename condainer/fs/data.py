@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from condainer.errors import ImageError
 from condainer.fs import format as fmt
 from condainer.fs.compression import Codec
-from condainer.fs.scan import printable, reachable
+from condainer.fs.scan import SHORT_PATH, printable, reachable
 from condainer.sysinfo import die_with_parent
 
 BATCH_BYTES = 1 << 20  # bytes of blocks sent to a worker at once: amortises the pickling round trip
@@ -384,9 +384,13 @@ def _open_regular(path: bytes) -> int:
 
     O_NONBLOCK: a FIFO put in its place must not make the pack wait forever for a writer.
     """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        with reachable(path) as short:
-            fd = os.open(short, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        if len(path) <= SHORT_PATH:  # nearly always: spare the context manager, once per file
+            fd = os.open(path, flags)
+        else:
+            with reachable(path) as short:
+                fd = os.open(short, flags)
     except OSError as exc:
         raise ImageError(f"cannot read {printable(path)}: {exc.strerror}") from exc
     if not stat.S_ISREG(os.fstat(fd).st_mode):

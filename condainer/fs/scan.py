@@ -173,9 +173,11 @@ def scan_tree(src: bytes, skip: set[tuple[int, int]] | frozenset = frozenset()) 
                 with os.scandir(here) as it:
                     names = sorted(e.name for e in it)
                 subdirs = []
+                prefix = directory.path.rstrip(b"/") + b"/"
+                local_prefix = here.rstrip(b"/") + b"/"  # the same directory, by a path short enough to use
                 for name in names:
-                    path = os.path.join(directory.path, name)
-                    local = os.path.join(here, name)  # the same file, by a path short enough to use
+                    path = prefix + name
+                    local = local_prefix + name
                     current = path
                     est = os.lstat(local)
                     if (est.st_dev, est.st_ino) in skip:
