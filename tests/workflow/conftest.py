@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,18 @@ def set_config(project: Path, **values) -> None:
 def mountpoint_of(project: Path) -> Path:
     cfg = yaml.safe_load((project / "condainer.yml").read_text())
     return Path(cfg["mount_base_directory"]) / f"condainer-{cfg['uuid']}"
+
+
+def start_build(project: Path) -> tuple[subprocess.Popen, Path]:
+    """Start `cnd build` in PROJECT; return once its staging directory has a bin/ (the installer is
+    running), or after 30 s: (the build process, its stderr piped; the staging directory)."""
+    proc = subprocess.Popen([sys.executable, "-m", "condainer", "build"], cwd=project,
+                            stderr=subprocess.PIPE, text=True)
+    staging = mountpoint_of(project)
+    deadline = time.monotonic() + 30
+    while not (staging / "bin").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return proc, staging
 
 
 def force_unmount(path: Path) -> None:

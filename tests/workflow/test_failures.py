@@ -6,11 +6,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from .conftest import cnd, mountpoint_of, set_config
+from .conftest import cnd, set_config, start_build
 from .test_project import one_line_error
 
 
@@ -48,12 +47,7 @@ def test_sigterm_during_build_removes_staging(tmp_path, mount_base):
     (tmp_path / "requirements.txt").write_text("six\n")
     cnd("init", cwd=tmp_path, check=True)
     set_config(tmp_path, mount_base_directory=str(mount_base))
-    proc = subprocess.Popen([sys.executable, "-m", "condainer", "build"], cwd=tmp_path,
-                            stderr=subprocess.PIPE, text=True)
-    staging = mountpoint_of(tmp_path)
-    deadline = time.monotonic() + 30
-    while not (staging / "bin").exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    proc, staging = start_build(tmp_path)
     assert (staging / "bin").exists(), "the build never started staging"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)

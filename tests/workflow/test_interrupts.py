@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import cnd, mountpoint_of, set_config
+from .conftest import cnd, mountpoint_of, set_config, start_build
 
 # A conda frontend whose grandchild keeps creating files in the prefix and ignores SIGTERM, like
 # venv's ensurepip or pip's build subprocesses: it must be gone before the staging dir is removed.
@@ -89,12 +89,7 @@ def test_build_after_interrupt_is_not_refused(tmp_path, mount_base):
     (project / "requirements.txt").write_text("six\n")
     cnd("init", cwd=project, check=True)
     set_config(project, mount_base_directory=str(mount_base))
-    proc = subprocess.Popen([sys.executable, "-m", "condainer", "build"], cwd=project,
-                            stderr=subprocess.PIPE, text=True)
-    staging = mountpoint_of(project)
-    deadline = time.monotonic() + 30
-    while not (staging / "bin").exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    proc, staging = start_build(project)
     time.sleep(0.5)  # venv's ensurepip is running now
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
