@@ -43,6 +43,13 @@ def sh(cmd, **kw) -> subprocess.CompletedProcess:
 # -- corpus --------------------------------------------------------------------------------------
 
 
+def pack_with_mksquashfs(src: str, image: str) -> None:
+    """The reference images: mksquashfs zstd defaults, written to a temp file, then renamed."""
+    tmp = image + ".tmp"
+    sh(["mksquashfs", src, tmp, "-comp", "zstd", "-noappend", "-no-progress", "-quiet"], stdout=subprocess.DEVNULL)
+    os.replace(tmp, image)
+
+
 def build_image() -> str:
     """benchmarks/.cache/env-zstd.sqfs, built once; ENV_PATH is left as an empty mount point."""
     image = os.path.join(CACHE, "env-zstd.sqfs")
@@ -58,12 +65,7 @@ def build_image() -> str:
     sh([base, "-m", "venv", ENV_PATH])
     sh([f"{ENV_PATH}/bin/pip", "install", "-q", "--disable-pip-version-check", *PACKAGES])
     sh([f"{ENV_PATH}/bin/python", "-c", IMPORT])  # the env works before we pack it
-    tmp = image + ".tmp"
-    sh(
-        ["mksquashfs", ENV_PATH, tmp, "-comp", "zstd", "-noappend", "-no-progress", "-quiet"],
-        stdout=subprocess.DEVNULL,
-    )
-    os.replace(tmp, image)
+    pack_with_mksquashfs(ENV_PATH, image)
     shutil.rmtree(ENV_PATH)
     os.makedirs(ENV_PATH)
     return image
@@ -82,12 +84,7 @@ def build_many_files_image() -> str:
         for k in range(100):
             with open(os.path.join(d, f"file{k:03d}.py"), "wb") as f:
                 f.write(b"# %d %d\n" % (i, k) * (k % 7 + 1))
-    tmp = image + ".tmp"
-    sh(
-        ["mksquashfs", src, tmp, "-comp", "zstd", "-noappend", "-no-progress", "-quiet"],
-        stdout=subprocess.DEVNULL,
-    )
-    os.replace(tmp, image)
+    pack_with_mksquashfs(src, image)
     shutil.rmtree(src)
     return image
 

@@ -16,6 +16,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, name: str) -> Path:
+    """Write FIG as results/NAME and free it."""
+    out = results_dir() / name
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def pack_scaling(points: list[dict]) -> Path:
     """Pack time against number of files, Python writer and mksquashfs, log-log."""
     plt = _pyplot()
@@ -30,11 +39,7 @@ def pack_scaling(points: list[dict]) -> Path:
     ax.set_title("Packing trees of small files")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    out = results_dir() / "pack-scaling.png"
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, "pack-scaling.png")
 
 
 def exec_scaling(ranks: list[int], series: dict[str, list[float]]) -> Path:
@@ -48,8 +53,4 @@ def exec_scaling(ranks: list[int], series: dict[str, list[float]]) -> Path:
     ax.set_title("cnd exec -- python -c 'import numpy'")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    out = results_dir() / "exec-scaling.png"
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, "exec-scaling.png")

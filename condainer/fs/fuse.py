@@ -29,7 +29,6 @@ import errno
 import itertools
 import logging
 import os
-import shutil
 import signal
 import stat
 import subprocess
@@ -41,7 +40,7 @@ from condainer.errors import CondainerError, ImageError, MountError, ToolMissing
 from condainer.fs.lowlevel import caller_groups, permits
 from condainer.fs.lowlevel import fill_stat as _fill_stat
 from condainer.fs.reader import _IFMT, DamagedImage, Inode, SquashfsReader
-from condainer.mounts import system_tool
+from condainer.mounts import system_tool, unmount
 
 SUBTYPE = "condainer"  # mountinfo shows fstype "fuse.condainer"
 TIMEOUT = 86400.0  # seconds the kernel may trust an entry, an attribute or a failed lookup
@@ -629,10 +628,9 @@ def _wait_ready(rfd: int, proc: subprocess.Popen, timeout: float) -> str:
 
 
 def _lazy_unmount(mountpoint: str) -> None:
-    for cmd in (["fusermount3", "-u", "-z", mountpoint], ["umount", "-l", mountpoint]):
-        if shutil.which(cmd[0]):
-            if subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
-                return
+    """Best-effort cleanup of a mount whose daemon never became ready."""
+    with contextlib.suppress(MountError):
+        unmount(mountpoint, lazy=True)
 
 
 # ---------------------------------------------------------------------------------------------------
