@@ -1,3 +1,3 @@
-from condainer.cli import main
+from condainer.entry import main
 
 main()

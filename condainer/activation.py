@@ -1,56 +1,71 @@
-"""The environment a command runs in: conda-style (PATH, CONDA_PREFIX, env_vars, activate.d) or venv."""
+"""The environment a command runs in: conda-style (PATH, CONDA_PREFIX, env_vars, activate.d) or venv.
 
-from __future__ import annotations
+On `cnd exec`'s per-rank path: os only at load time; json and subprocess only when the environment
+has variables or activate.d scripts.
+"""
 
-import json
+
 import os
-import subprocess
-from pathlib import Path
 
 from condainer.errors import CondainerError
 
 
-def kind(prefix: Path) -> str:
+def kind(prefix: os.PathLike | str) -> str:
     """'conda' (has conda-meta/), 'venv' (has pyvenv.cfg) or 'plain'."""
-    if (prefix / "conda-meta").is_dir():
+    prefix = os.fspath(prefix)
+    if os.path.isdir(os.path.join(prefix, "conda-meta")):
         return "conda"
-    if (prefix / "pyvenv.cfg").is_file():
+    if os.path.isfile(os.path.join(prefix, "pyvenv.cfg")):
         return "venv"
     return "plain"
 
 
-def _env_vars(prefix: Path) -> dict[str, str]:
+def _env_vars(prefix: str) -> dict[str, str]:
     """`variables:` of environment.yml, as conda keeps them in conda-meta/state."""
     try:
-        data = json.loads((prefix / "conda-meta" / "state").read_text())
-    except (OSError, ValueError):
+        with open(os.path.join(prefix, "conda-meta", "state"), "rb") as fh:
+            text = fh.read()
+    except OSError:
         return {}
-    return {str(k): str(v) for k, v in (data.get("env_vars") or {}).items()}
+    import json
+
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in ((data.get("env_vars") if isinstance(data, dict) else None) or {}).items()}
 
 
-def activate_scripts(prefix: Path) -> list[Path]:
-    d = prefix / "etc" / "conda" / "activate.d"
-    return sorted(d.glob("*.sh")) if d.is_dir() else []
+def activate_scripts(prefix: os.PathLike | str) -> list[str]:
+    d = os.path.join(os.fspath(prefix), "etc", "conda", "activate.d")
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return []
+    return sorted(os.path.join(d, n) for n in names if n.endswith(".sh") and not n.startswith("."))
 
 
-def activated_environ(prefix: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+def activated_environ(prefix: os.PathLike | str, base: dict[str, str] | None = None) -> dict[str, str]:
     """BASE (default: os.environ) with PREFIX activated, as `source activate` would leave it."""
+    prefix = os.fspath(prefix)
     env = dict(os.environ if base is None else base)
     env.pop("PYTHONHOME", None)
-    env["PATH"] = f"{prefix / 'bin'}{os.pathsep}{env.get('PATH', '')}".rstrip(os.pathsep)
+    env["PATH"] = f"{os.path.join(prefix, 'bin')}{os.pathsep}{env.get('PATH', '')}".rstrip(os.pathsep)
     what = kind(prefix)
     if what == "venv":
-        env["VIRTUAL_ENV"] = str(prefix)
+        env["VIRTUAL_ENV"] = prefix
         return env
     if what != "conda":
         return env
-    env["CONDA_PREFIX"] = str(prefix)
-    env["CONDA_DEFAULT_ENV"] = str(prefix)
+    env["CONDA_PREFIX"] = prefix
+    env["CONDA_DEFAULT_ENV"] = prefix
     env["CONDA_SHLVL"] = "1"
     env.update(_env_vars(prefix))
     scripts = activate_scripts(prefix)
     if not scripts:
         return env
+    import subprocess
+
     # activate.d scripts are shell code: let bash run them and read back what they exported.
     body = "".join(f'. "{s}" || exit 97\n' for s in scripts) + "env -0\n"
     try:

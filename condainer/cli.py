@@ -1,4 +1,5 @@
-"""The ``cnd`` command line: click commands that parse options, call the library and print.
+"""The ``cnd`` command line: click commands that parse options, call the library and print
+(`cnd exec` with a plain command line skips click: see entry.py).
 
 No logic lives here: each command hands its options to a library function. Expected failures
 (CondainerError) print one line and exit non-zero; Ctrl-C prints "interrupted" and exits 130.
@@ -8,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import sys
 
 import click
 
 from condainer import __version__, console
+from condainer.entry import handle_interrupting_signals
 from condainer.errors import CondainerError
 
 
@@ -64,12 +65,6 @@ def _register_subcommands() -> None:
         cli.add_command(command)
 
 
-def _terminate(signum, _frame):
-    # SIGTERM (Slurm, kill, timeout) and SIGHUP (a closed terminal or ssh session) unwind like Ctrl-C,
-    # so `finally` blocks stop installer children and remove staging dirs and temp files.
-    raise KeyboardInterrupt
-
-
 def usage_error_line(exc: click.UsageError) -> str:
     """A usage error as the one line every cnd error is, pointing at the command's --help
     (instead of click's Usage/Try/blank/Error block)."""
@@ -82,8 +77,7 @@ def usage_error_line(exc: click.UsageError) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``cnd``: run the CLI and turn expected failures into one line and an exit code."""
     _register_subcommands()
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _terminate)
+    handle_interrupting_signals()
     try:
         cli.main(args=argv, prog_name="cnd", standalone_mode=False)
     except CondainerError as exc:

@@ -20,9 +20,8 @@ import yaml
 from condainer.backends import BACKENDS
 from condainer.errors import ConfigError
 from condainer.fs.options import COMPRESSIONS, DEFAULT_BLOCK_SIZE, DEFAULT_COMPRESSION
-from condainer.yamlfile import read_mapping
-
-CONFIG_NAME = "condainer.yml"
+from condainer.layout import CONFIG_NAME, expand_base, unset_variable, write_cache
+from condainer.yamlfile import read_mapping_and_text
 
 HEADER = """\
 # condainer project configuration (created by `cnd init`, may be edited by hand)
@@ -60,14 +59,10 @@ LEVELS = {"zstd": (1, 22), "gzip": (1, 9)}
 UUID_RE = re.compile(r"[0-9A-Fa-f-]+")
 
 
-def _expand_base(value: str, bad) -> str:
-    """mount_base_directory with ~ and $VARS expanded; an unset variable is an error (expandvars
-    would leave "$TMPDIR" in the path and build under a directory literally named so)."""
-    for match in re.finditer(r"\$(\w+)|\$\{(\w+)\}", value):
-        name = match.group(1) or match.group(2)
-        if name not in os.environ:
-            raise bad("mount_base_directory", f"${name} is not set")
-    return os.path.expandvars(os.path.expanduser(value))
+def unknown_keys(cfg: dict[str, Any]) -> list[str]:
+    """Keys of CFG that neither we nor upstream Condainer know (warned about, then ignored)."""
+    known = [*defaults(), *UPSTREAM_KEYS]
+    return [str(key) for key in cfg if key not in known]
 
 
 def _validate(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -75,13 +70,11 @@ def _validate(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
     def bad(key: str, why: str) -> ConfigError:
         return ConfigError(f"{path}: {key}: {why}")
 
-    known = [*defaults(), *UPSTREAM_KEYS]
-    for key in cfg:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            # upstream files may carry keys we do not know: warn, do not fail
-            print(f"cnd: warning: {path}: unknown key {key}{hint}; ignored", file=sys.stderr)
+    for key in unknown_keys(cfg):
+        close = difflib.get_close_matches(key, [*defaults(), *UPSTREAM_KEYS], n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        # upstream files may carry keys we do not know: warn, do not fail
+        print(f"cnd: warning: {path}: unknown key {key}{hint}; ignored", file=sys.stderr)
     text = str(cfg.get("uuid"))
     try:
         if not UUID_RE.fullmatch(text):
@@ -92,7 +85,10 @@ def _validate(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
     base = cfg.get("mount_base_directory")
     if not isinstance(base, str):
         raise bad("mount_base_directory", "must be an absolute path")
-    cfg["mount_base_directory"] = base = _expand_base(base, bad)
+    missing = unset_variable(base)
+    if missing is not None:
+        raise bad("mount_base_directory", f"${missing} is not set")
+    cfg["mount_base_directory"] = base = expand_base(base)
     if not os.path.isabs(base):
         raise bad("mount_base_directory", "must be an absolute path")
     if cfg.get("compression") not in COMPRESSIONS:
@@ -116,11 +112,12 @@ def _validate(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
     return cfg
 
 
-def load(project_dir: os.PathLike | str) -> dict[str, Any]:
-    """Read condainer.yml of PROJECT_DIR, filled up with defaults for keys it lacks."""
+def load(project_dir: os.PathLike | str, *, remember_for_exec: bool = False) -> dict[str, Any]:
+    """Read condainer.yml of PROJECT_DIR, filled up with defaults for keys it lacks; with
+    REMEMBER_FOR_EXEC also leave the cache that `cnd exec` reads instead (see layout.py)."""
     path = Path(project_dir) / CONFIG_NAME
-    data = read_mapping(path, missing=f"{path} not found: run `cnd init` first (or pass -d PROJECT_DIR)",
-                        what="of keys to values")
+    data, text = read_mapping_and_text(
+        path, missing=f"{path} not found: run `cnd init` first (or pass -d PROJECT_DIR)", what="of keys to values")
     cfg = defaults()
     cfg.pop("uuid")
     cfg.update({k: v for k, v in data.items() if v is not None or k not in cfg})
@@ -128,7 +125,13 @@ def load(project_dir: os.PathLike | str) -> dict[str, Any]:
         raise ConfigError(f"{path}: uuid is missing")
     cfg["installer_url"] = cfg.get("installer_url") or ""
     cfg["conda_exe"] = cfg.get("conda_exe") or ""
-    return _validate(cfg, path)
+    raw = dict(cfg)
+    cfg = _validate(cfg, path)
+    if remember_for_exec and not unknown_keys(cfg):
+        # `cnd exec` on every rank then reads the few values it needs without PyYAML (layout.py);
+        # a file that warns keeps warning, so it is read in full each time.
+        write_cache(str(Path(project_dir).absolute()), text, raw)
+    return cfg
 
 
 def save(project_dir: os.PathLike | str, cfg: dict[str, Any], *, exclusive: bool = False) -> Path:

@@ -4,11 +4,6 @@ The CLI prints ``cnd: error: <message>`` and exits with ``exit_code``; anything 
 bug and keeps its traceback.
 """
 
-from __future__ import annotations
-
-import re
-
-
 class CondainerError(Exception):
     """An expected failure, reported to the user as one line and a non-zero exit."""
 
@@ -30,6 +25,8 @@ def child_reason(stderr: str | None, returncode: int, *, prefer: tuple[str, ...]
     expression matched at the line's start, case-insensitive) matches, else PREFER[1], and so on,
     else the last non-empty line, else the exit code.  Order matters: libmamba ends with "critical
     libmamba Aborting." after the "error" line that names the problem."""
+    import re  # here, not at the top: errors are imported on `cnd exec`'s per-rank path
+
     lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
     for pattern in prefer:
         matching = [line for line in lines if re.match(pattern, line, re.IGNORECASE)]

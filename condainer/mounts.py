@@ -3,32 +3,40 @@
 A FUSE daemon that died (SIGKILL at the end of a job step) leaves a mount whose root may still answer
 ``stat`` from the kernel's cache, while ``statvfs`` reaches the daemon and fails with ENOTCONN: that
 is how a stale mount is told apart from a live one.
+
+`cnd exec` asks for the state of its mount on every rank: the module imports only os and errno at
+load time (subprocess and shutil only when something is unmounted).
 """
 
-from __future__ import annotations
 
-import dataclasses
 import errno
 import os
-import shutil
-import subprocess
-from pathlib import Path
 
 from condainer.errors import MountError
 
 MOUNTINFO = "/proc/self/mountinfo"
 
 
-@dataclasses.dataclass(frozen=True)
 class MountEntry:
-    """One line of /proc/self/mountinfo that matters to us."""
+    """One line of /proc/self/mountinfo that matters to us (a plain class: dataclasses and typing
+    cost more to import than this module does)."""
 
-    mountpoint: str
-    fstype: str  # e.g. "squashfs", "fuse.squashfuse_ll", "fuse.condainer"
-    source: str
-    # The uid a FUSE mount without allow_other serves: the kernel refuses every other user (root
-    # included).  None when anyone may use it (kernel mounts, allow_other).
-    private_to: int | None = None
+    __slots__ = ("mountpoint", "fstype", "source", "private_to")
+
+    def __init__(self, mountpoint: str, fstype: str, source: str, private_to: int | None = None) -> None:
+        self.mountpoint = mountpoint
+        self.fstype = fstype  # e.g. "squashfs", "fuse.squashfuse_ll", "fuse.condainer"
+        self.source = source
+        # The uid a FUSE mount without allow_other serves: the kernel refuses every other user (root
+        # included).  None when anyone may use it (kernel mounts, allow_other).
+        self.private_to = private_to
+
+    def __repr__(self) -> str:
+        return f"MountEntry({self.mountpoint!r}, {self.fstype!r}, {self.source!r}, {self.private_to!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MountEntry) and all(
+            getattr(self, name) == getattr(other, name) for name in self.__slots__)
 
 
 def _private_to(fstype: str, super_options: str) -> int | None:
@@ -110,10 +118,15 @@ def refuse_other_users_mount(path: os.PathLike | str) -> None:
         )
 
 
-def state(path: os.PathLike | str) -> str:
-    """'unmounted', 'mounted', or 'stale' (in the table, but its FUSE daemon is gone)."""
-    if find_mount(path) is None:
+def state(path: os.PathLike | str, *, refuse_other_users: bool = False) -> str:
+    """'unmounted', 'mounted', or 'stale' (in the table, but its FUSE daemon is gone); with
+    REFUSE_OTHER_USERS, another user's private FUSE mount there is a MountError (one read of the
+    mount table for both questions)."""
+    entry = find_mount(path)
+    if entry is None:
         return "unmounted"
+    if refuse_other_users and entry.private_to is not None and entry.private_to != os.geteuid():
+        refuse_other_users_mount(path)
     try:
         os.statvfs(path)
     except OSError as exc:
@@ -129,6 +142,8 @@ SYSTEM_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
 def system_tool(name: str) -> str | None:
     """NAME on PATH, else in the system directories: a job's PATH may hold only a venv's bin, and a
     mount made must still come down."""
+    import shutil
+
     return shutil.which(name) or shutil.which(name, path=SYSTEM_PATH)
 
 
@@ -153,6 +168,8 @@ def unmount(path: os.PathLike | str, *, lazy: bool = False) -> None:
         return
     if entry.private_to not in (None, os.geteuid()) and os.geteuid() != 0:
         raise MountError(f"cannot unmount {path}: it was mounted by another user (uid {entry.private_to})")
+    import subprocess
+
     errors = []
     for command in _umount_commands(entry, lazy):
         result = subprocess.run([*command, path], capture_output=True, text=True)
@@ -168,16 +185,10 @@ def unmount(path: os.PathLike | str, *, lazy: bool = False) -> None:
     raise MountError(f"cannot unmount {path}: {message}")
 
 
-def clean_stale(path: os.PathLike | str) -> bool:
-    """Lazily unmount PATH if its daemon died; True if something was cleaned."""
-    if state(path) != "stale":
-        return False
-    unmount(path, lazy=True)
-    return True
-
-
-def check_mountpoint(path: os.PathLike | str, *, must_be_empty: bool = True) -> Path:
+def check_mountpoint(path: os.PathLike | str, *, must_be_empty: bool = True) -> os.PathLike[str]:
     """Refuse a mount point that is missing, not a directory, a symlink, not empty or already mounted."""
+    from pathlib import Path
+
     p = Path(path).absolute()
     # Ask the mount table first: lstat on a stale mount fails with ENOTCONN.
     current = state(p)

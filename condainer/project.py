@@ -9,7 +9,7 @@ from typing import Any
 
 from condainer import config
 from condainer.fs.options import PackOptions
-from condainer.sysinfo import hostname
+from condainer.layout import Layout
 
 
 @dataclasses.dataclass
@@ -18,9 +18,17 @@ class Project:
     cfg: dict[str, Any]
 
     @classmethod
-    def load(cls, directory: os.PathLike | str) -> Project:
+    def load(cls, directory: os.PathLike | str, *, remember_for_exec: bool = False) -> Project:
         directory = Path(directory).absolute()
-        return cls(directory, config.load(directory))
+        return cls(directory, config.load(directory, remember_for_exec=remember_for_exec))
+
+    @property
+    def layout(self) -> Layout:
+        """Where the image, mount point and state live (layout.py holds the rules)."""
+        cfg = self.cfg
+        return Layout(str(self.directory), str(cfg["uuid"]), cfg["mount_base_directory"],
+                      multiuser=bool(cfg.get("multiuser_mountpoint")),
+                      user_env_name=str(cfg.get("user_env_name") or ""), backend=cfg.get("backend", "auto"))
 
     @property
     def uuid(self) -> str:
@@ -28,31 +36,23 @@ class Project:
 
     @property
     def image(self) -> Path:
-        """The image, ``<uuid>.squashfs`` in the project directory (upstream's convention)."""
-        return self.directory / f"{self.uuid}.squashfs"
+        return Path(self.layout.image)
 
     @property
     def mount_base(self) -> Path:
-        return Path(os.path.expandvars(self.cfg["mount_base_directory"]))
+        return Path(self.layout.mount_base)
 
     @property
     def mountpoint(self) -> Path:
-        """The staging directory at build time and the mount point afterwards: the same path."""
-        suffix = f"-{os.getuid()}" if self.cfg.get("multiuser_mountpoint") else ""
-        return self.mount_base / f"condainer-{self.uuid}{suffix}"
+        return Path(self.layout.mountpoint)
 
     @property
     def state_dir(self) -> Path:
-        """Per-node, per-user state beside the mount point (lock, running execs, mount log)."""
-        return self.mount_base / f".condainer-{self.uuid}-{os.getuid()}-{hostname()}"
+        return Path(self.layout.state_dir)
 
     @property
     def env_prefix(self) -> Path:
-        """The environment to activate: the mount point, or the nested envs/<user_env_name> of an image
-        built by upstream Condainer (when the mounted image has it; `cnd build` ignores the key)."""
-        name = self.cfg.get("user_env_name")
-        nested = self.mountpoint / "envs" / str(name)
-        return nested if name and nested.is_dir() else self.mountpoint
+        return Path(self.layout.env_prefix)
 
     def path_of(self, key: str) -> Path | None:
         """environment_yml / requirements_txt as absolute paths, or None when not configured."""

@@ -8,17 +8,17 @@ what the last exec would have done: unmount, unless execs run or `cnd mount` pin
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 POLL_SECONDS = 0.5
 MAX_SECONDS = 7 * 24 * 3600
 
 
-def start(project_dir: Path, step: str) -> None:
+def start(project_dir: os.PathLike | str, step: str) -> None:
     """Start the watcher for STEP, detached from our session and stdio."""
+    import subprocess
+
     # Without the step's SLURM_* variables: a watcher is not a task of the step, and two watchers
     # (a step using two projects) must not wait for each other.
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
@@ -30,6 +30,8 @@ def start(project_dir: Path, step: str) -> None:
 
 
 def main(project_dir: str, step: str) -> int:
+    from pathlib import Path
+
     from condainer import console, mounts, slurm
     from condainer.project import Project
     from condainer.sessions import NodeSessions
@@ -37,7 +39,7 @@ def main(project_dir: str, step: str) -> int:
     console.set_quiet(True)
     project = Project.load(project_dir)
     sessions = NodeSessions(project.state_dir)
-    marker = sessions.dir / "steps" / f"{step}.reaper"
+    marker = Path(sessions.dir) / "steps" / f"{step}.reaper"
     with sessions.locked():
         if marker.exists():
             try:

@@ -3,105 +3,147 @@
 Every change to the mount happens under the node's session lock (see sessions.py): the first exec
 mounts, the others reuse the mount, and the last one unmounts unless an explicit `cnd mount` pinned it.
 A stale mount (daemon killed with its job step) and entries of killed execs are cleaned on the way.
+
+`cnd exec` runs on every rank of a job, so what an exec does while the image is mounted imports only
+small standard-library modules: the project's layout comes from layout.py's cache (no PyYAML), the
+command is started with posix_spawn (no subprocess), and the mount machinery, Slurm's rules and the
+watcher are imported only when they are needed.
 """
 
-from __future__ import annotations
 
 import os
-import shutil
-import signal
-import subprocess
 import time
-from pathlib import Path
 
-from condainer import console, mounts, reaper, slurm
+from condainer import mounts
 from condainer.activation import activated_environ
-from condainer.backends.mount import check_image_file, mount
-from condainer.dryrun import Actions
 from condainer.errors import CondainerError, MountError
-from condainer.project import Project
-from condainer.safedir import ensure_private_dir
+from condainer.layout import Layout, cached
 from condainer.sessions import NodeSessions
 
+try:
+    # The C half of `signal`: signal.py builds enums at import, which costs more than all of exec.
+    import _signal as signal
+except ImportError:  # pragma: no cover - an interpreter without it
+    import signal  # type: ignore[no-redef]
+
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+# Python ignores these; a command must start with the defaults (as subprocess's restore_signals does).
+_DEFAULT_IN_CHILD = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
-def _ensure_mounted(project: Project, sessions: NodeSessions, backend: str) -> bool:
+def load_layout(directory: os.PathLike | str, *, dryrun: bool = False) -> Layout:
+    """The project's layout: from the cache beside condainer.yml while it matches the file byte for
+    byte, else from a full load of condainer.yml (which writes the cache, except in a dry run)."""
+    directory = os.path.abspath(directory)
+    layout = cached(directory)
+    if layout is None:
+        from condainer.project import Project
+
+        layout = Project.load(directory, remember_for_exec=not dryrun).layout
+    return layout
+
+
+def _info(message: str) -> None:
+    from condainer import console
+
+    console.info(message)
+
+
+def _ensure_mounted(layout: Layout, sessions: NodeSessions, backend: str) -> bool:
     """Mount the project's image unless it is mounted (cleaning a stale mount first); call under lock.
     Returns True when this call made the mount."""
-    mp = project.mountpoint
-    mounts.refuse_other_users_mount(mp)
-    current = mounts.state(mp)
+    mp = layout.mountpoint
+    current = mounts.state(mp, refuse_other_users=True)
     if current == "mounted":
         return False
+    from condainer.backends.mount import check_image_file, mount
+    from condainer.safedir import ensure_private_dir
+
+    check_image_file(layout.image)
     if current == "stale":
-        console.info(f"cleaning a stale mount at {mp} (its FUSE daemon died)")
+        _info(f"cleaning a stale mount at {mp} (its FUSE daemon died)")
         mounts.unmount(mp, lazy=True)
         sessions.log_unmount("stale-cleaned")
     ensure_private_dir(mp, what="mount point")
     started = time.monotonic()
-    used = mount(project.image, mp, backend=backend)
+    used = mount(layout.image, mp, backend=backend)
     sessions.log_mount(used, time.monotonic() - started)
     return True
 
 
-def mount_project(directory: Path, *, backend: str | None = None, dryrun: bool = False) -> Path:
+def _dry_run(*actions: str) -> None:
+    from condainer.dryrun import Actions
+
+    printer = Actions(True)
+    for action in actions:
+        printer.do(action, lambda: None)
+
+
+def mount_project(directory: os.PathLike | str, *, backend: str | None = None, dryrun: bool = False) -> str:
     """`cnd mount`: mount (if needed) and pin, so execs ending leave it mounted."""
-    project = Project.load(directory)
-    check_image_file(project.image)
-    backend = backend or project.cfg.get("backend", "auto")
-    sessions = NodeSessions(project.state_dir)
+    from condainer.backends.mount import check_image_file
+
+    layout = load_layout(directory, dryrun=dryrun)
+    check_image_file(layout.image)
+    backend = backend or layout.backend
     if dryrun:
-        Actions(True).do(f"mount {project.image} at {project.mountpoint} ({backend} backend) unless mounted", lambda: None)
-        return project.mountpoint
+        _dry_run(f"mount {layout.image} at {layout.mountpoint} ({backend} backend) unless mounted")
+        return layout.mountpoint
+    sessions = NodeSessions(layout.state_dir)
     with sessions.locked():
-        made = _ensure_mounted(project, sessions, backend)
+        made = _ensure_mounted(layout, sessions, backend)
         sessions.pin(True)
-    console.info(("mounted" if made else "already mounted:") + f" {project.image.name} at {project.mountpoint}")
-    console.info(f"activate with `source {project.activate_script}`, unmount with `cnd umount`")
-    return project.mountpoint
+    _info(("mounted" if made else "already mounted:") + f" {os.path.basename(layout.image)} at {layout.mountpoint}")
+    _info(f"activate with `source {os.path.join(layout.directory, 'activate')}`, unmount with `cnd umount`")
+    return layout.mountpoint
 
 
-def umount_project(directory: Path, *, dryrun: bool = False) -> None:
+def umount_project(directory: os.PathLike | str, *, dryrun: bool = False) -> None:
     """`cnd umount`: refuse while execs run or the mount is busy; clean a stale mount."""
-    project = Project.load(directory)
-    mp = project.mountpoint
+    layout = load_layout(directory, dryrun=dryrun)
+    mp = layout.mountpoint
     if dryrun:
-        Actions(True).do(f"unmount {mp} if mounted and no exec is running", lambda: None)
+        _dry_run(f"unmount {mp} if mounted and no exec is running")
         return
-    if mounts.find_mount(mp) is None and not project.state_dir.is_dir():
-        console.info(f"{mp} is not mounted")  # never used on this node: nothing to unpin either
+    if mounts.find_mount(mp) is None and not os.path.isdir(layout.state_dir):
+        _info(f"{mp} is not mounted")  # never used on this node: nothing to unpin either
         return
-    sessions = NodeSessions(project.state_dir)
+    sessions = NodeSessions(layout.state_dir)
     with sessions.locked():
         running = sessions.active()
         current = mounts.state(mp)
         if current == "unmounted":
             sessions.pin(False)
-            console.info(f"{mp} is not mounted")
+            _info(f"{mp} is not mounted")
             return
         if running and current == "mounted":
             raise MountError(f"{mp} is in use by {len(running)} running `cnd exec` (pids {', '.join(map(str, running[:5]))})")
         mounts.unmount(mp, lazy=current == "stale")
         sessions.log_unmount("umount")
         sessions.pin(False)
-    console.info(f"unmounted {mp}" + (" (stale mount cleaned)" if current == "stale" else ""))
+    _info(f"unmounted {mp}" + (" (stale mount cleaned)" if current == "stale" else ""))
 
 
-def _release(project: Project, sessions: NodeSessions, pid: int) -> None:
+def _release(layout: Layout, sessions: NodeSessions, pid: int) -> None:
     """Drop this exec; the last one out unmounts, unless pinned, still busy, or (under Slurm) tasks of
     this or another job step using the mount still run on this node."""
-    step = slurm.current_step()
+    step = None
+    if "SLURM_JOB_ID" in os.environ:  # Slurm's rules are imported only inside a job
+        from condainer import slurm
+
+        step = slurm.current_step()
     with sessions.locked():
         sessions.remove(pid)
         step_over = sessions.step_done(step[0], step[2], step[1]) if step else True
         if sessions.active() or sessions.pinned:
             return
         if not step_over:
+            from condainer import reaper, slurm
+
             if slurm.other_step_processes(step[0]):
                 # Tasks of this job step still run here and may start an exec: keep the mount, and
                 # let a watcher unmount once the step is over on this node (they may never call cnd).
-                reaper.start(project.directory, step[0])
+                reaper.start(layout.directory, step[0])
                 return
             sessions.forget_step(step[0])  # the other tasks ended without running cnd
         for other in sessions.open_steps():
@@ -109,11 +151,13 @@ def _release(project: Project, sessions: NodeSessions, pid: int) -> None:
             # between two execs of its tasks: it keeps the mount; a step with no process left is over.
             if step and other == step[0]:
                 continue
+            from condainer import reaper, slurm
+
             if slurm.other_step_processes(other):
-                reaper.start(project.directory, other)
+                reaper.start(layout.directory, other)
                 return
             sessions.forget_step(other)
-        mp = project.mountpoint
+        mp = layout.mountpoint
         current = mounts.state(mp)
         if current == "unmounted":
             return
@@ -122,7 +166,7 @@ def _release(project: Project, sessions: NodeSessions, pid: int) -> None:
             sessions.log_unmount("last-task")
         except MountError as exc:
             # Someone outside cnd (a shell cd'ed into it) still uses it: leave it mounted.
-            console.info(f"left {mp} mounted: {exc.message}")
+            _info(f"left {mp} mounted: {exc.message}")
 
 
 def _terminal_delivers_sigint() -> bool:
@@ -139,60 +183,79 @@ def _terminal_delivers_sigint() -> bool:
         os.close(fd)
 
 
-def _run_child(argv: list[str], env: dict[str, str]) -> int:
-    """Run ARGV, forwarding signals to it; returns its exit code the way a shell reports it."""
-    try:
-        child = subprocess.Popen(argv, env=env)
-    except FileNotFoundError:
-        raise CondainerError(f"command not found: {argv[0]}", exit_code=127) from None
-    except PermissionError:
-        raise CondainerError(f"permission denied: {argv[0]}", exit_code=126) from None
+def find_command(name: str, path: str) -> str:
+    """NAME as the child will be started: searched in PATH (the activated one) unless it holds a
+    slash; a one-line error with the shell's exit code 127 when it is nowhere."""
+    if os.sep in name:
+        return name
+    for directory in path.split(os.pathsep):
+        candidate = os.path.join(directory, name)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    raise CondainerError(f"command not found: {name}", exit_code=127)
+
+
+def _run_child(executable: str, argv: list[str], env: dict[str, str]) -> int:
+    """Run ARGV (EXECUTABLE resolved), forwarding signals to it; returns its exit code the way a shell
+    reports it. The child inherits our standard streams and every descriptor we were given."""
+    child: list[int] = []
+    pending: list[int] = []
 
     def forward(signum, _frame):
         if signum == signal.SIGINT and _terminal_delivers_sigint():
             return  # Ctrl-C reached the child from the terminal already; a second one would be wrong
+        if not child:
+            pending.append(signum)  # arrived while the child was being started
+            return
         try:
-            child.send_signal(signum)
+            os.kill(child[0], signum)
         except ProcessLookupError:
             pass
 
+    # Handlers first, then the child: a signal in between is delivered once the child exists.
     previous = {s: signal.signal(s, forward) for s in FORWARDED_SIGNALS}
     try:
-        while True:
-            try:
-                code = child.wait()
-                break
-            except InterruptedError:
-                continue
+        try:
+            child.append(os.posix_spawn(executable, argv, env, setsigdef=_DEFAULT_IN_CHILD))
+        except FileNotFoundError:
+            raise CondainerError(f"command not found: {argv[0]}", exit_code=127) from None
+        except PermissionError:
+            raise CondainerError(f"permission denied: {argv[0]}", exit_code=126) from None
+        except OSError as exc:
+            raise CondainerError(f"cannot execute {argv[0]}: {exc.strerror}", exit_code=126) from None
+        for signum in pending:
+            forward(signum, None)
+        _, status = os.waitpid(child[0], 0)  # retried by Python when a handler interrupts it
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+    code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
 
 
-def exec_command(directory: Path, argv: list[str], *, backend: str | None = None, dryrun: bool = False) -> int:
+def exec_command(directory: os.PathLike | str, argv: list[str], *, backend: str | None = None,
+                 dryrun: bool = False) -> int:
     """`cnd exec -- CMD...`: run CMD inside the activated environment; returns CMD's exit code."""
     if not argv:
         raise CondainerError("no command given: use `cnd exec -- CMD [ARGS...]`", exit_code=2)
-    project = Project.load(directory)
-    check_image_file(project.image)
-    backend = backend or project.cfg.get("backend", "auto")
+    layout = load_layout(directory, dryrun=dryrun)
+    backend = backend or layout.backend
     if dryrun:
-        actions = Actions(True)
-        actions.do(f"mount {project.image} at {project.mountpoint} ({backend} backend) unless mounted", lambda: None)
-        actions.do(f"run {' '.join(argv)} with {project.env_prefix}/bin first on PATH", lambda: None)
-        actions.do(f"unmount {project.mountpoint} if this is the last exec on the node", lambda: None)
+        from condainer.backends.mount import check_image_file
+
+        check_image_file(layout.image)
+        _dry_run(f"mount {layout.image} at {layout.mountpoint} ({backend} backend) unless mounted",
+                 f"run {' '.join(argv)} with {layout.env_prefix}/bin first on PATH",
+                 f"unmount {layout.mountpoint} if this is the last exec on the node")
         return 0
-    sessions = NodeSessions(project.state_dir)
+    sessions = NodeSessions(layout.state_dir)
     pid = os.getpid()
     with sessions.locked():
-        sessions.active()  # prune entries of execs that were killed
-        _ensure_mounted(project, sessions, backend)
+        _ensure_mounted(layout, sessions, backend)
         sessions.add(pid)
     try:
-        env = activated_environ(project.env_prefix)
-        if os.sep not in argv[0] and shutil.which(argv[0], path=env["PATH"]) is None:
-            raise CondainerError(f"command not found: {argv[0]}", exit_code=127)
-        return _run_child(argv, env)
+        env = activated_environ(layout.env_prefix)
+        executable = find_command(argv[0], env.get("PATH", ""))
+        return _run_child(executable, argv, env)
     finally:
-        _release(project, sessions, pid)
+        _release(layout, sessions, pid)

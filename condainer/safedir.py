@@ -1,24 +1,22 @@
 """Directories we create in shared places such as /tmp, made and checked so other users cannot interfere."""
 
-from __future__ import annotations
-
 import os
 import stat
-from pathlib import Path
 
 from condainer.errors import CondainerError
 
 
-def ensure_private_dir(path: os.PathLike | str, *, what: str = "directory") -> Path:
+def ensure_private_dir(path: os.PathLike | str, *, what: str = "directory") -> str:
     """Create PATH with mode 0700, or accept it only if it is a real directory that we own and
-    that nobody else can write to (another user's directory or symlink in /tmp is refused)."""
-    p = Path(path)
+    that nobody else can write to (another user's directory or symlink in /tmp is refused).
+    Returns PATH as a string (no pathlib: `cnd exec` on every rank passes here)."""
+    p = os.fspath(path)
     try:
         os.mkdir(p, 0o700)
     except FileExistsError:
         pass
     except FileNotFoundError:
-        raise CondainerError(f"cannot create {what} {p}: {p.parent} does not exist") from None
+        raise CondainerError(f"cannot create {what} {p}: {os.path.dirname(p)} does not exist") from None
     except OSError as exc:
         raise CondainerError(f"cannot create {what} {p}: {exc.strerror}") from exc
     st = os.lstat(p)

@@ -5,20 +5,19 @@ mount, the last one unmounts. The count lives in a private state directory on th
 mount point) as one file per running exec, named by pid and holding the process start time, so an
 exec killed with SIGKILL is recognised as gone (pid dead, or reused by another process) and dropped.
 Every change happens under an exclusive flock of one lock file.
+
+Every rank passes here, so this module uses the standard library's os and fcntl only, and plain
+string paths.
 """
 
-from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 from condainer.errors import BuildError
+from condainer.layout import hostname
 from condainer.safedir import ensure_private_dir
-from condainer.sysinfo import hostname
 
 
 def process_start_time(pid: int) -> str | None:
@@ -33,107 +32,128 @@ def process_start_time(pid: int) -> str | None:
     return fields[19].decode() if len(fields) > 19 else None
 
 
-@contextlib.contextmanager
-def build_lock(state_dir: os.PathLike | str) -> Iterator[None]:
+class build_lock:  # noqa: N801 - used as `with build_lock(dir):`, like a function
     """Hold the node-local build lock of a project (``build.lock`` in its state directory) or fail at
     once naming the pid that holds it. The kernel drops the lock when its holder dies, so a killed
     build never blocks the next one."""
-    directory = ensure_private_dir(state_dir, what="state directory")
-    fd = os.open(directory / "build.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
+
+    def __init__(self, state_dir: os.PathLike | str) -> None:
+        self.dir = os.fspath(state_dir)
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        directory = ensure_private_dir(self.dir, what="state directory")
+        fd = os.open(os.path.join(directory, "build.lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
             raise BuildError(f"another `cnd build` of this project is running on this node (pid {pid})") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)
+        self.fd = fd
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+class _Locked:
+    """``with sessions.locked():`` holds the session lock; closing the descriptor releases it, also
+    when we are killed."""
+
+    def __init__(self, sessions: "NodeSessions") -> None:
+        self.sessions = sessions
+        self.fd = -1
+
+    def __enter__(self) -> "NodeSessions":
+        s = self.sessions
+        ensure_private_dir(s.dir, what="state directory")
+        ensure_private_dir(s.users, what="state directory")
+        self.fd = os.open(os.path.join(s.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return s
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
 
 
 class NodeSessions:
     """The execs using one mount on this node; use methods only inside ``with sessions.locked():``."""
 
     def __init__(self, state_dir: os.PathLike | str) -> None:
-        self.dir = Path(state_dir)
-        self.users = self.dir / "users"
-        self.pin_file = self.dir / "pinned"
-        self.log_file = self.dir / "mounts.log"
+        self.dir = os.fspath(state_dir)
+        self.users = os.path.join(self.dir, "users")
+        self.pin_file = os.path.join(self.dir, "pinned")
+        self.log_file = os.path.join(self.dir, "mounts.log")
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[NodeSessions]:
-        ensure_private_dir(self.dir, what="state directory")
-        ensure_private_dir(self.users, what="state directory")
-        fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield self
-        finally:
-            os.close(fd)  # closing releases the lock, also when we are killed
+    def locked(self) -> _Locked:
+        return _Locked(self)
 
     def add(self, pid: int) -> None:
         start = process_start_time(pid) or ""
-        (self.users / str(pid)).write_text(start)
+        _write(os.path.join(self.users, str(pid)), start)
 
     def remove(self, pid: int) -> None:
-        (self.users / str(pid)).unlink(missing_ok=True)
+        _unlink(os.path.join(self.users, str(pid)))
 
     def active(self) -> list[int]:
         """Pids of execs still running; entries of dead or reused pids are removed."""
         alive = []
-        for entry in self.users.iterdir():
+        for name in os.listdir(self.users):
+            path = os.path.join(self.users, name)
             try:
-                pid = int(entry.name)
-                recorded = entry.read_text()
+                pid = int(name)
+                with open(path) as fh:
+                    recorded = fh.read()
             except (ValueError, OSError):
-                entry.unlink(missing_ok=True)
+                _unlink(path)
                 continue
             if process_start_time(pid) == recorded and recorded:
                 alive.append(pid)
             else:
-                entry.unlink(missing_ok=True)
+                _unlink(path)
         return sorted(alive)
 
     @property
     def pinned(self) -> bool:
         """True after an explicit `cnd mount`: execs then leave the mount in place."""
-        return self.pin_file.exists()
+        return os.path.exists(self.pin_file)
 
     def pin(self, on: bool) -> None:
         if on:
-            self.pin_file.write_text("")
+            _write(self.pin_file, "")
         else:
-            self.pin_file.unlink(missing_ok=True)
+            _unlink(self.pin_file)
 
     def step_done(self, step: str, local_id: str, expected: int) -> bool:
         """Record that task LOCAL_ID of Slurm step STEP finished here; True once all EXPECTED have."""
-        d = self.dir / "steps" / step
-        d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (d / local_id).write_text("")
-        if sum(1 for _ in d.iterdir()) >= expected:
+        d = os.path.join(self.dir, "steps", step)
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        _write(os.path.join(d, local_id), "")
+        if len(os.listdir(d)) >= expected:
             self.forget_step(step)
             return True
         return False
 
     def open_steps(self) -> list[str]:
         """Job steps with tasks that finished an exec here and that are not known to be over."""
-        d = self.dir / "steps"
-        if not d.is_dir():
+        d = os.path.join(self.dir, "steps")
+        try:
+            return sorted(e.name for e in os.scandir(d) if e.is_dir(follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(e.name for e in d.iterdir() if e.is_dir())
 
     def forget_step(self, step: str) -> None:
         """Drop what we recorded about STEP (it is over on this node)."""
-        d = self.dir / "steps" / step
-        if d.is_dir():
-            for entry in d.iterdir():
-                entry.unlink(missing_ok=True)
-            d.rmdir()
-        (self.dir / "steps" / f"{step}.reaper").unlink(missing_ok=True)
+        d = os.path.join(self.dir, "steps", step)
+        if os.path.isdir(d):
+            for name in os.listdir(d):
+                _unlink(os.path.join(d, name))
+            os.rmdir(d)
+        _unlink(os.path.join(self.dir, "steps", f"{step}.reaper"))
 
-    def _log(self, log: Path, fields: str) -> None:
+    def _log(self, log: str, fields: str) -> None:
         step = f"{os.environ.get('SLURM_JOB_ID')}.{os.environ.get('SLURM_STEP_ID')}" \
             if os.environ.get("SLURM_STEP_ID") else "-"
         with open(log, "a") as fh:
@@ -145,10 +165,27 @@ class NodeSessions:
 
     def log_unmount(self, by: str) -> None:
         """One line per unmount (umounts.log), saying who: last-task, watcher, umount or stale-cleaned."""
-        self._log(self.dir / "umounts.log", f"by={by}")
+        self._log(os.path.join(self.dir, "umounts.log"), f"by={by}")
 
     def mount_count(self) -> int:
         try:
-            return len(self.log_file.read_text().splitlines())
+            with open(self.log_file) as fh:
+                return len(fh.read().splitlines())
         except FileNotFoundError:
             return 0
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+

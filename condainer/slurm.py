@@ -8,9 +8,6 @@ step's last local task is done, instead of being unmounted and mounted again in 
 from __future__ import annotations
 
 import os
-import re
-
-_RANGE = re.compile(r"^(\d+)-(\d+)$")
 
 
 def expand_hostlist(text: str) -> list[str]:
@@ -28,15 +25,15 @@ def expand_hostlist(text: str) -> list[str]:
             start = i + 1
     parts.append(text[start:])
     for part in filter(None, parts):
-        m = re.match(r"^([^\[]*)\[([^\]]*)\](.*)$", part)
-        if not m:
+        open_at = part.find("[")
+        close_at = part.find("]", open_at + 1)
+        if open_at < 0 or close_at < 0:
             hosts.append(part)
             continue
-        prefix, ranges, suffix = m.groups()
+        prefix, ranges, suffix = part[:open_at], part[open_at + 1 : close_at], part[close_at + 1 :]
         for item in ranges.split(","):
-            r = _RANGE.match(item)
-            if r:
-                lo, hi = r.groups()
+            lo, dash, hi = item.partition("-")
+            if dash and lo.isdigit() and hi.isdigit():
                 hosts += [f"{prefix}{n:0{len(lo)}d}{suffix}" for n in range(int(lo), int(hi) + 1)]
             else:
                 hosts.append(f"{prefix}{item}{suffix}")
@@ -47,10 +44,14 @@ def expand_counts(text: str) -> list[int]:
     """'2(x3),1' -> [2, 2, 2, 1] (SLURM_STEP_TASKS_PER_NODE)."""
     counts: list[int] = []
     for item in text.split(","):
-        m = re.match(r"^(\d+)(?:\(x(\d+)\))?$", item.strip())
-        if not m:
+        count, paren, repeat = item.strip().partition("(x")
+        if paren and repeat.endswith(")"):
+            repeat = repeat[:-1]
+        elif paren or repeat:
             raise ValueError(item)
-        counts += [int(m.group(1))] * int(m.group(2) or 1)
+        if not count.isdigit() or not (repeat.isdigit() if paren else True):
+            raise ValueError(item)
+        counts += [int(count)] * (int(repeat) if paren else 1)
     return counts
 
 
