@@ -91,7 +91,9 @@ class Layout:
         return mp
 
 
-def _read(path: str) -> bytes | None:
+def read_file(path: str) -> bytes | None:
+    """PATH's bytes, or None when it cannot be read: one open and no fstat (open() would add two),
+    for the small files every rank reads (here, in mounts.py and sessions.py)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -111,8 +113,8 @@ def cached(directory: str) -> Layout | None:
     """The layout from the cache, or None when there is no cache, it belongs to another text of
     condainer.yml or another condainer version, or a variable of mount_base_directory is unset (the
     full load then says what is wrong)."""
-    text = _read(os.path.join(directory, CONFIG_NAME))
-    cache = _read(os.path.join(directory, CACHE_NAME))
+    text = read_file(os.path.join(directory, CONFIG_NAME))
+    cache = read_file(os.path.join(directory, CACHE_NAME))
     if text is None or cache is None:
         return None
     head, sep, source = cache.partition(_SEPARATOR.encode())
@@ -150,7 +152,7 @@ def write_cache(directory: str, text: bytes, raw: dict) -> None:
     head = "\n".join([f"{_CACHE_FORMAT} {__version__}", *(f"{k}={values[k]}" for k in _FIELDS)])
     data = head.encode("utf-8", "surrogateescape") + _SEPARATOR.encode() + text
     path = os.path.join(directory, CACHE_NAME)
-    if _read(path) == data:
+    if read_file(path) == data:
         return
     tmp = f"{path}.{os.getpid()}.tmp"
     try:

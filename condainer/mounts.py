@@ -13,6 +13,7 @@ import errno
 import os
 
 from condainer.errors import MountError
+from condainer.layout import read_file
 
 MOUNTINFO = "/proc/self/mountinfo"
 
@@ -66,23 +67,25 @@ def _unescape(field: str) -> str:
 
 def mount_table() -> list[MountEntry]:
     """Every mount this process can see."""
+    data = read_file(MOUNTINFO)
+    if data is None:
+        raise MountError(f"cannot read {MOUNTINFO}")
     entries = []
-    with open(MOUNTINFO, encoding="utf-8", errors="surrogateescape") as fh:
-        for line in fh:
-            fields = line.split()
-            try:
-                sep = fields.index("-")
-            except ValueError:
-                continue
-            super_options = fields[sep + 3] if len(fields) > sep + 3 else ""
-            entries.append(
-                MountEntry(
-                    _unescape(fields[4]),
-                    fields[sep + 1],
-                    _unescape(fields[sep + 2]),
-                    _private_to(fields[sep + 1], super_options),
-                )
+    for line in data.decode("utf-8", "surrogateescape").splitlines():
+        fields = line.split()
+        try:
+            sep = fields.index("-")
+        except ValueError:
+            continue
+        super_options = fields[sep + 3] if len(fields) > sep + 3 else ""
+        entries.append(
+            MountEntry(
+                _unescape(fields[4]),
+                fields[sep + 1],
+                _unescape(fields[sep + 2]),
+                _private_to(fields[sep + 1], super_options),
             )
+        )
     return entries
 
 

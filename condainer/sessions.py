@@ -16,16 +16,14 @@ import os
 import time
 
 from condainer.errors import BuildError
-from condainer.layout import hostname
+from condainer.layout import hostname, read_file
 from condainer.safedir import ensure_private_dir
 
 
 def process_start_time(pid: int) -> str | None:
     """The kernel's start time of PID (field 22 of /proc/PID/stat), or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-    except OSError:
+    data = read_file(f"/proc/{pid}/stat")
+    if data is None:
         return None
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
     fields = data[data.rfind(b")") + 2 :].split()
@@ -68,8 +66,14 @@ class _Locked:
 
     def __enter__(self) -> "NodeSessions":
         s = self.sessions
-        ensure_private_dir(s.dir, what="state directory")
-        ensure_private_dir(s.users, what="state directory")
+        if not s.checked:
+            # Once per process: nobody else can replace what sits inside our own 0700 directory.
+            ensure_private_dir(s.dir, what="state directory")
+            try:
+                os.mkdir(s.users, 0o700)
+            except FileExistsError:
+                pass
+            s.checked = True
         self.fd = os.open(os.path.join(s.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return s
@@ -86,6 +90,7 @@ class NodeSessions:
         self.users = os.path.join(self.dir, "users")
         self.pin_file = os.path.join(self.dir, "pinned")
         self.log_file = os.path.join(self.dir, "mounts.log")
+        self.checked = False  # the directories were made or checked by this process
 
     def locked(self) -> _Locked:
         return _Locked(self)
@@ -102,13 +107,11 @@ class NodeSessions:
         alive = []
         for name in os.listdir(self.users):
             path = os.path.join(self.users, name)
-            try:
-                pid = int(name)
-                with open(path) as fh:
-                    recorded = fh.read()
-            except (ValueError, OSError):
+            data = read_file(path)
+            if data is None or not name.isdigit():
                 _unlink(path)
                 continue
+            pid, recorded = int(name), data.decode(errors="replace")
             if process_start_time(pid) == recorded and recorded:
                 alive.append(pid)
             else:
