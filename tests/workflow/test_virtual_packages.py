@@ -236,3 +236,19 @@ def test_the_installer_and_its_mamba_get_them_too(tmp_path, mount_base, fake_bin
     assert r.returncode == 0, r.stderr
     assert [(c["tool"], c["overrides"]["CONDA_OVERRIDE_CUDA"]) for c in _calls(log)] == [
         ("installer", "12.4"), ("mamba", "12.4")]
+
+
+# --- cnd prereq ---
+
+def test_prereq_lists_detected_and_asked_for_virtual_packages(tmp_path, mount_base):
+    r = cnd("prereq", cwd=tmp_path, env=no_overrides())
+    assert r.returncode in (0, 1), r.stderr
+    [here] = [line for line in r.stdout.splitlines() if line.startswith("virtual packages here: ")]
+    assert "__unix" in here
+    assert "virtual packages to solve for" not in r.stdout
+    r = cnd("prereq", cwd=tmp_path, env={**no_overrides(), "CONDA_OVERRIDE_GLIBC": "2.28"})
+    assert "virtual packages to solve for: " in r.stdout and "__glibc=2.28 (CONDA_OVERRIDE_GLIBC)" in r.stdout
+    _write(tmp_path, mount_base, "virtual_packages: {cuda: '12.4'}")
+    r = cnd("prereq", cwd=tmp_path, env=no_overrides())
+    [asked] = [line for line in r.stdout.splitlines() if line.startswith("virtual packages to solve for: ")]
+    assert asked.endswith("__cuda=12.4 (condainer.yml)")
