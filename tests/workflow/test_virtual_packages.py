@@ -210,7 +210,8 @@ def test_frontends_get_the_yml_key_as_conda_override_variables(tmp_path, mount_b
     set_config(tmp_path, mount_base_directory=str(mount_base), conda_exe="mamba",
                virtual_packages={"cuda": "12.4", "archspec": "x86_64_v3", "glibc": ""})
     log = tmp_path / "calls.jsonl"
-    env = _env(fake_bin, log, CONDA_OVERRIDE_CUDA="11.0", CONDA_OVERRIDE_OSX="13")
+    env = {k: v for k, v in _env(fake_bin, log).items() if not k.startswith("CONDA_OVERRIDE_")}
+    env.update(CONDA_OVERRIDE_CUDA="11.0", CONDA_OVERRIDE_OSX="13")
     r = cnd("build", "--backend", "native", cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     [call] = _calls(log)
