@@ -19,7 +19,7 @@ from pathlib import Path
 from condainer import config, console, mounts
 from condainer.backends.pack import pack
 from condainer.dryrun import Actions
-from condainer.environments import conda, envfile, pip, rattler
+from condainer.environments import conda, envfile, pip, rattler, virtual
 from condainer.environments.run import interrupts_deferred
 from condainer.errors import BuildError, CondainerError, ConfigError, ImageError
 from condainer.project import Project
@@ -112,6 +112,9 @@ class BuildPlan:
     requirements: Path | None
     installer: Path | None
     conda_exe: str | None
+    # condainer.yml's virtual_packages (for the frontends) and what the embedded builder solves for
+    virtual_config: dict[str, str] = dataclasses.field(default_factory=dict)
+    virtual_packages: list[virtual.VirtualPackage] = dataclasses.field(default_factory=list)
 
     def describe(self) -> str:
         if self.env is None:
@@ -138,7 +141,34 @@ def plan(project: Project) -> BuildPlan:
     env = envfile.read(env_yml) if has_env else None
     installer = conda.find_installer(project.directory, project.cfg.get("installer_url", "")) if env else None
     exe = conda.find_conda_exe(project.cfg.get("conda_exe", "")) if env and not installer else None
-    return BuildPlan(env, req if has_req else None, installer, exe)
+    configured = project.cfg.get(virtual.YML_KEY) or {}
+    solving_for = _solving_for(configured, frontend=bool(installer or exe)) if env else []
+    return BuildPlan(env, req if has_req else None, installer, exe, configured, solving_for)
+
+
+def _solving_for(configured: dict[str, str], *, frontend: bool) -> list[virtual.VirtualPackage]:
+    """The virtual packages of the solve, worked out before anything is created (a bad
+    CONDA_OVERRIDE_* fails here). A frontend detects for itself, so for it our detection is only
+    informative and its failure leaves just the overrides."""
+    try:
+        return virtual.resolve(configured)
+    except BuildError:
+        if not frontend:
+            raise
+        return virtual.apply([], virtual.requested(configured))
+
+
+def solving_for_line(build_plan: BuildPlan) -> str | None:
+    """The line `cnd build` prints about the virtual packages of the conda solve (None: no solve)."""
+    if build_plan.env is None:
+        return None
+    line = f"solving for: {virtual.describe(build_plan.virtual_packages)}"
+    if build_plan.installer or build_plan.conda_exe:
+        # a frontend detects for itself; we can only hand it condainer.yml's values
+        passed = " ".join(f"{k}={v}" for k, v in virtual.frontend_environ(build_plan.virtual_config).items())
+        line += f" (as detected here; {build_plan.describe()} detects its own" + (
+            f", with {passed})" if passed else ")")
+    return line
 
 
 def _install(project: Project, build_plan: BuildPlan, staging: Path) -> None:
@@ -147,11 +177,12 @@ def _install(project: Project, build_plan: BuildPlan, staging: Path) -> None:
     if env is None:
         pip.create_venv(staging)
     elif build_plan.installer:
-        conda.install_with_installer(build_plan.installer, env.path, staging, project.cfg.get("conda_exe", ""))
+        conda.install_with_installer(build_plan.installer, env.path, staging, project.cfg.get("conda_exe", ""),
+                                     build_plan.virtual_config)
     elif build_plan.conda_exe:
-        conda.create_with_exe(build_plan.conda_exe, env.path, staging)
+        conda.create_with_exe(build_plan.conda_exe, env.path, staging, build_plan.virtual_config)
     else:
-        rattler.install_conda_packages(env, staging)
+        rattler.install_conda_packages(env, staging, build_plan.virtual_packages)
         if env.pip_requirements:
             _pip_section(env, staging)
     if build_plan.requirements:
@@ -192,6 +223,9 @@ def _build(project: Project, *, backend: str | None, force: bool, dryrun: bool) 
                      "(the environment is built at the mount point)")
         project.cfg = {k: v for k, v in project.cfg.items() if k != "user_env_name"}
     build_plan = plan(project)
+    solving_for = solving_for_line(build_plan)
+    if solving_for:
+        console.info(solving_for)
     # Pack settings are checked now (a processors value over the cap, say), not after the install.
     options = project.pack_options(progress=not console.is_quiet())
     if dryrun:

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from condainer.backends import BACKENDS
+from condainer.environments.virtual import KINDS, YML_KEY
 from condainer.errors import ConfigError
 from condainer.fs.options import COMPRESSIONS, DEFAULT_BLOCK_SIZE, DEFAULT_COMPRESSION
 from condainer.layout import CONFIG_NAME, expand_base, unset_variable, write_cache
@@ -33,6 +34,8 @@ HEADER = """\
 # conda_exe: mamba, conda or micromamba to use instead of the embedded builder (empty: none)
 # compression: zstd, gzip, xz, lz4 or none; compression_level: empty for the default
 # backend: auto (native tools when present), native or python
+# virtual_packages: what the compute nodes have when it differs from this machine, e.g.
+#                   {cuda: "12.4", glibc: "2.28", archspec: x86_64_v3}; wins over CONDA_OVERRIDE_*
 """
 
 
@@ -55,13 +58,15 @@ def defaults() -> dict[str, Any]:
 
 # Keys of upstream Condainer that we read (or knowingly ignore) beside those of defaults().
 UPSTREAM_KEYS = ("user_env_name", "non_conda_application", "multiuser_mountpoint")
+# Our keys that `cnd init` does not write: absent means empty.
+OPTIONAL_KEYS = (YML_KEY,)
 LEVELS = {"zstd": (1, 22), "gzip": (1, 9)}
 UUID_RE = re.compile(r"[0-9A-Fa-f-]+")
 
 
 def unknown_keys(cfg: dict[str, Any]) -> list[str]:
     """Keys of CFG that neither we nor upstream Condainer know (warned about, then ignored)."""
-    known = [*defaults(), *UPSTREAM_KEYS]
+    known = [*defaults(), *UPSTREAM_KEYS, *OPTIONAL_KEYS]
     return [str(key) for key in cfg if key not in known]
 
 
@@ -71,7 +76,7 @@ def _validate(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
         return ConfigError(f"{path}: {key}: {why}")
 
     for key in unknown_keys(cfg):
-        close = difflib.get_close_matches(key, [*defaults(), *UPSTREAM_KEYS], n=1)
+        close = difflib.get_close_matches(key, [*defaults(), *UPSTREAM_KEYS, *OPTIONAL_KEYS], n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         # upstream files may carry keys we do not know: warn, do not fail
         print(f"cnd: warning: {path}: unknown key {key}{hint}; ignored", file=sys.stderr)
@@ -109,7 +114,46 @@ def _validate(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
         lo, hi = LEVELS[compression]
         if not lo <= level <= hi:
             raise bad("compression_level", f"{compression} level must be {lo}..{hi}, not {level}")
+    cfg[YML_KEY] = _virtual_packages(cfg.get(YML_KEY), path, bad)
     return cfg
+
+
+def _virtual_packages(value: Any, path: Path, bad) -> dict[str, str]:
+    """virtual_packages as {name: string}. A number is taken as written in the file, not as YAML
+    read it: unquoted, 12.10 is the float 12.1, and CUDA 12.1 is not CUDA 12.10."""
+    if value is None:
+        return {}
+    names = ", ".join(KINDS)
+    if not isinstance(value, dict):
+        raise bad(YML_KEY, f"must be a mapping of {names} to versions, e.g. {{cuda: \"12.4\"}}")
+    written = _scalars_as_written(path, YML_KEY) if any(type(v) in (int, float) for v in value.values()) else {}
+    result = {}
+    for name, item in value.items():
+        if name not in KINDS:
+            raise bad(f"{YML_KEY}: {name}", f"unknown virtual package; known: {names}")
+        if type(item) in (int, float):
+            item = written.get(name, str(item))
+        if not isinstance(item, str):
+            raise bad(f"{YML_KEY}: {name}", f"must be a quoted string such as \"12.4\" (\"\" removes __{name}), "
+                                            f"not {item!r}")
+        problem = KINDS[name].problem(item.strip())
+        if problem:
+            raise bad(f"{YML_KEY}: {name}", problem)
+        result[name] = item.strip()
+    return result
+
+
+def _scalars_as_written(path: Path, key: str) -> dict[str, str]:
+    """The plain scalars of the mapping under top-level KEY of PATH, as the file spells them."""
+    try:
+        root = yaml.compose(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    for key_node, value_node in getattr(root, "value", []):
+        if getattr(key_node, "value", None) == key and isinstance(value_node, yaml.MappingNode):
+            return {k.value: v.value for k, v in value_node.value
+                    if isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.ScalarNode)}
+    return {}
 
 
 def load(project_dir: os.PathLike | str, *, remember_for_exec: bool = False) -> dict[str, Any]:

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from condainer import console, mounts
+from condainer import config, console, mounts
 from condainer.backends import select
 from condainer.backends.mount import check_image_file
-from condainer.environments import conda
-from condainer.errors import ToolMissing
+from condainer.environments import conda, virtual
+from condainer.errors import CondainerError, ToolMissing
 from condainer.project import Project
 from condainer.sessions import NodeSessions
 
@@ -75,6 +75,7 @@ def format_status(data: dict[str, Any]) -> str:
 
 def prereq(directory: Path | None = None) -> tuple[list[str], bool]:
     """Lines describing what `auto` picks and why; the flag is False when images cannot be mounted."""
+    detection = virtual.Detection()  # a child process: it runs while we look at the rest
     lines = []
     packer = select.choose_packer("auto")
     lines.append(f"pack:   {packer.backend} ({packer.tool}): {packer.reason}")
@@ -105,7 +106,28 @@ def prereq(directory: Path | None = None) -> tuple[list[str], bool]:
     builders.append("embedded py-rattler builder" + ("" if rattler_ok else " (NOT importable)"))
     builders.append(f"pip venv of {getattr(sys, '_base_executable', sys.executable)}")
     lines.append("environment builders: " + "; ".join(builders))
+    lines.extend(_virtual_package_lines(detection, directory))
     return lines, fuse is None
+
+
+def _virtual_package_lines(detection: virtual.Detection, directory: Path | None) -> list[str]:
+    """What this machine has, and, when the project's condainer.yml or CONDA_OVERRIDE_* ask for
+    something else, what builds here solve for."""
+    try:
+        detected = detection.result()
+    except CondainerError as exc:
+        return [f"virtual packages: NOT detected: {exc.message}"]
+    lines = [f"virtual packages here: {virtual.describe(detected)}"]
+    try:
+        configured = {}
+        if directory and (directory / config.CONFIG_NAME).exists():
+            configured = config.load(directory).get(virtual.YML_KEY) or {}
+        wanted = virtual.requested(configured)
+    except CondainerError as exc:
+        return [*lines, f"virtual packages to solve for: NOT known: {exc.message}"]
+    if wanted:
+        lines.append(f"virtual packages to solve for: {virtual.describe(virtual.apply(detected, wanted))}")
+    return lines
 
 
 def cache(directory: Path) -> int:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 from condainer import console
+from condainer.environments import virtual
 from condainer.environments.run import clean_environ, run_step
 from condainer.errors import BuildError
 
@@ -49,9 +51,15 @@ def seed_prefix(prefix: Path) -> None:
     (meta / "history").touch()
 
 
-def create_with_exe(exe: str, env_yml: Path, prefix: Path) -> None:
+def frontend_environ(virtual_packages: Mapping[str, str] | None) -> dict[str, str]:
+    """The environment of a conda frontend: ours, with yes to every prompt and condainer.yml's
+    virtual_packages as the CONDA_OVERRIDE_* variables every frontend reads."""
+    return clean_environ({**ALWAYS_YES, **virtual.frontend_environ(virtual_packages)})
+
+
+def create_with_exe(exe: str, env_yml: Path, prefix: Path, virtual_packages: Mapping[str, str] | None = None) -> None:
     """Install ENV_YML's packages into the (empty) environment at PREFIX with mamba, conda or
-    micromamba, in place."""
+    micromamba, in place, solving for the VIRTUAL_PACKAGES of condainer.yml."""
     name = os.path.basename(exe)
     seed_prefix(prefix)
     if name.startswith("micromamba"):
@@ -60,18 +68,21 @@ def create_with_exe(exe: str, env_yml: Path, prefix: Path) -> None:
         cmd, what = [exe, "env", "update"], f"{name} env update"
     cmd += ["--prefix", str(prefix), "--file", str(env_yml)]
     console.info(f"installing {env_yml.name} with {name}")
-    run_step(cmd, what=what, env=clean_environ(ALWAYS_YES))
+    run_step(cmd, what=what, env=frontend_environ(virtual_packages))
 
 
-def install_with_installer(installer: Path, env_yml: Path, prefix: Path, conda_exe: str) -> None:
-    """Install Miniforge at PREFIX, then the environment.yml's packages into that base environment."""
+def install_with_installer(installer: Path, env_yml: Path, prefix: Path, conda_exe: str,
+                           virtual_packages: Mapping[str, str] | None = None) -> None:
+    """Install Miniforge at PREFIX, then the environment.yml's packages into that base environment
+    (both steps solve, so both get the VIRTUAL_PACKAGES of condainer.yml)."""
     console.info(f"installing {installer.name} at {prefix}")
-    run_step(["/bin/bash", str(installer), "-b", "-f", "-p", str(prefix)], what=f"installer {installer.name}")
+    env = frontend_environ(virtual_packages)
+    run_step(["/bin/bash", str(installer), "-b", "-f", "-p", str(prefix)], what=f"installer {installer.name}", env=env)
     for candidate in (conda_exe, "mamba", "conda"):
         exe = prefix / "bin" / candidate if candidate else None
         if exe and exe.exists():
             console.info(f"installing {env_yml.name} with {candidate}")
             run_step([str(exe), "env", "update", "--prefix", str(prefix), "--file", str(env_yml)],
-                     what=f"{candidate} env update", env=clean_environ(ALWAYS_YES))
+                     what=f"{candidate} env update", env=env)
             return
     raise BuildError(f"installer {installer.name} provided neither mamba nor conda in {prefix}/bin")

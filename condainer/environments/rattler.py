@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from condainer import console
+from condainer.environments import virtual
 from condainer.environments.envfile import EnvironmentFile
 from condainer.environments.run import run_group
 from condainer.errors import BuildError, child_reason
@@ -27,8 +28,10 @@ def cache_dir() -> Path:
     return Path(base) / "rattler"
 
 
-def install_conda_packages(env: EnvironmentFile, prefix: Path) -> None:
-    """Solve ENV's channels and specs and install them into PREFIX (also writes its env variables)."""
+def install_conda_packages(env: EnvironmentFile, prefix: Path,
+                           virtual_packages: list[virtual.VirtualPackage]) -> None:
+    """Solve ENV's channels and specs for VIRTUAL_PACKAGES and install them into PREFIX (also
+    writes its env variables)."""
     console.info(f"solving and installing {len(env.conda_specs)} conda specs from {', '.join(env.channels) or 'no channel'}")
     request = {
         "channels": env.channels,
@@ -38,6 +41,7 @@ def install_conda_packages(env: EnvironmentFile, prefix: Path) -> None:
         "variables": env.variables,
         "channel_alias": os.environ.get("CONDAINER_CHANNEL_ALIAS", "https://conda.anaconda.org/"),
         "root_dir": str(env.path.parent),
+        "virtual_packages": virtual.records(virtual_packages),
     }
     proc = run_group(
         [sys.executable, "-m", "condainer.environments.rattler_child"],

@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from condainer.environments import virtual
+
 
 def _channels(names: list[str], alias: str, root_dir: str):
     from rattler import Channel, ChannelConfig
@@ -20,8 +22,20 @@ def _channels(names: list[str], alias: str, root_dir: str):
     return [Channel(name, config) for name in names]
 
 
+def _virtual_packages(req: dict) -> list[virtual.VirtualPackage]:
+    """The virtual packages the parent resolved (detection and overrides) for this solve."""
+    return [virtual.VirtualPackage(**item) for item in req["virtual_packages"]]
+
+
+def _reason(exc: Exception, req: dict) -> str:
+    """EXC as one line; a solve that lacks a virtual package says which, and how to set it."""
+    text = str(exc)
+    explained = virtual.explain_unsatisfied(text, _virtual_packages(req)) if "virtual_packages" in req else None
+    return explained or f"{type(exc).__name__}: {' '.join(text.split()) or type(exc).__name__}"
+
+
 async def _build(req: dict) -> str:
-    from rattler import Gateway, MatchSpec, Platform, VirtualPackage, install, solve
+    from rattler import Gateway, MatchSpec, Platform, install, solve
 
     cache = Path(req["cache_dir"])
     specs = [MatchSpec(s) for s in req["specs"]]
@@ -30,7 +44,7 @@ async def _build(req: dict) -> str:
         specs,
         gateway=Gateway(cache_dir=cache / "repodata"),
         platforms=[Platform.current(), Platform("noarch")],
-        virtual_packages=VirtualPackage.detect(),
+        virtual_packages=virtual.to_rattler(_virtual_packages(req)),
     )
     await install(
         records,
@@ -44,6 +58,7 @@ async def _build(req: dict) -> str:
 
 
 def main() -> None:
+    req: dict = {}
     try:
         req = json.loads(sys.stdin.read())
         message = asyncio.run(_build(req))
@@ -55,8 +70,7 @@ def main() -> None:
         print(message, flush=True)
         code = 0
     except Exception as exc:  # every failure becomes one line for the parent
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"{type(exc).__name__}: {text}", file=sys.stderr, flush=True)
+        print(_reason(exc, req), file=sys.stderr, flush=True)
         code = 1
     sys.stdout.flush()
     sys.stderr.flush()

@@ -72,3 +72,14 @@ def build_demo_channel(channel: Path) -> Path:
     )
     index(channel)
     return channel
+
+
+def build_virtual_channel(channel: Path) -> Path:
+    """Packages that need virtual packages this machine lacks: needs-cuda (__cuda >=12, and no GPU
+    here) and needs-glibc (__glibc >=99, far beyond any real glibc)."""
+    make_package(channel, "needs-cuda", "1.0", {"share/needs-cuda/info.txt": "built for a GPU\n"},
+                 depends=["__cuda >=12"])
+    make_package(channel, "needs-glibc", "1.0", {"share/needs-glibc/info.txt": "built for glibc 99\n"},
+                 depends=["__glibc >=99"])
+    index(channel)
+    return channel

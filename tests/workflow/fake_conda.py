@@ -9,7 +9,8 @@ It models the parts of their contract that `cnd build` relies on, including the 
   with stdin not a terminal only --yes or MAMBA_ALWAYS_YES/CONDA_ALWAYS_YES say yes;
 - `env update` creates the prefix if missing and installs into it in place.
 "Installing" a package NAME writes conda-meta/NAME-1.0-0.json and an executable bin/NAME-hello
-that prints where it lives.  Every call is appended to $FAKE_CONDA_LOG as one JSON line.
+that prints where it lives.  Every call is appended to $FAKE_CONDA_LOG as one JSON line, with the
+CONDA_OVERRIDE_* variables it was given (which the real ones read to set virtual packages).
 """
 
 import json
@@ -67,7 +68,8 @@ def main() -> None:
     log = os.environ.get("FAKE_CONDA_LOG")
     if log:
         with open(log, "a") as f:
-            f.write(json.dumps({"tool": tool, "args": args}) + "\n")
+            overrides = {k: v for k, v in os.environ.items() if k.startswith("CONDA_OVERRIDE_")}
+            f.write(json.dumps({"tool": tool, "args": args, "overrides": overrides}) + "\n")
     if os.environ.get("FAKE_CONDA_FAIL"):
         fail(os.environ["FAKE_CONDA_FAIL"])
     verb = args[:2] if args[:1] == ["env"] else args[:1]
