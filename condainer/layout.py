@@ -23,6 +23,16 @@ def hostname() -> str:
     return os.uname().nodename.split(".")[0]
 
 
+def log_dir() -> str:
+    """Where condainer's logs go (the FUSE daemon's, mounts and unmounts): $CONDAINER_LOG_DIR, else
+    the user's cache directory. Never the node's /tmp, which cnd leaves clean."""
+    base = os.environ.get("CONDAINER_LOG_DIR")
+    if base:
+        return base
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "condainer")
+
+
 def unset_variable(value: str) -> str | None:
     """The first $NAME or ${NAME} in VALUE that is not set, or None: os.path.expandvars would leave
     it in the path and we would build under a directory literally named "$TMPDIR"."""

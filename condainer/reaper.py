@@ -33,12 +33,12 @@ def main(project_dir: str, step: str) -> int:
     from pathlib import Path
 
     from condainer import console, mounts, slurm
-    from condainer.project import Project
+    from condainer.runner import load_layout, tidy_node
     from condainer.sessions import NodeSessions
 
     console.set_quiet(True)
-    project = Project.load(project_dir)
-    sessions = NodeSessions(project.state_dir)
+    layout = load_layout(project_dir)
+    sessions = NodeSessions(layout.state_dir, layout.uuid)
     marker = Path(sessions.dir) / "steps" / f"{step}.reaper"
     with sessions.locked():
         if marker.exists():
@@ -59,12 +59,12 @@ def main(project_dir: str, step: str) -> int:
                 return 0
             for other in sessions.open_steps():
                 if other != step and slurm.other_step_processes(other):
-                    start(project.directory, other)  # an overlapping step still runs: it decides
+                    start(layout.directory, other)  # an overlapping step still runs: it decides
                     return 0
-            state = mounts.state(project.mountpoint)
+            state = mounts.state(layout.mountpoint)
             if state != "unmounted":
                 try:
-                    mounts.unmount(project.mountpoint, lazy=state == "stale")
+                    mounts.unmount(layout.mountpoint, lazy=state == "stale")
                     sessions.log_unmount("watcher")
                 except Exception:
                     return 1
@@ -72,6 +72,8 @@ def main(project_dir: str, step: str) -> int:
         with sessions.locked():
             marker.unlink(missing_ok=True)
             sessions.forget_step(step)  # the step is over here
+            if mounts.find_mount(layout.mountpoint) is None:
+                tidy_node(layout, sessions)
     return 0
 
 

@@ -71,6 +71,15 @@ def _ensure_mounted(layout: Layout, sessions: NodeSessions, backend: str) -> boo
     return True
 
 
+def tidy_node(layout: Layout, sessions: NodeSessions) -> None:
+    """Once unmounted: remove the empty mount point and, when idle, the state directory, so a shared
+    node's /tmp keeps nothing of ours (call under the lock)."""
+    from condainer.safedir import remove_private_dir
+
+    remove_private_dir(layout.mountpoint)
+    sessions.remove_if_idle()
+
+
 def _dry_run(*actions: str) -> None:
     from condainer.dryrun import Actions
 
@@ -89,7 +98,7 @@ def mount_project(directory: os.PathLike | str, *, backend: str | None = None, d
     if dryrun:
         _dry_run(f"mount {layout.image} at {layout.mountpoint} ({backend} backend) unless mounted")
         return layout.mountpoint
-    sessions = NodeSessions(layout.state_dir)
+    sessions = NodeSessions(layout.state_dir, layout.uuid)
     with sessions.locked():
         made = _ensure_mounted(layout, sessions, backend)
         sessions.pin(True)
@@ -108,12 +117,13 @@ def umount_project(directory: os.PathLike | str, *, dryrun: bool = False) -> Non
     if mounts.find_mount(mp) is None and not os.path.isdir(layout.state_dir):
         _info(f"{mp} is not mounted")  # never used on this node: nothing to unpin either
         return
-    sessions = NodeSessions(layout.state_dir)
+    sessions = NodeSessions(layout.state_dir, layout.uuid)
     with sessions.locked():
         running = sessions.active()
         current = mounts.state(mp)
         if current == "unmounted":
             sessions.pin(False)
+            tidy_node(layout, sessions)
             _info(f"{mp} is not mounted")
             return
         if running and current == "mounted":
@@ -121,6 +131,7 @@ def umount_project(directory: os.PathLike | str, *, dryrun: bool = False) -> Non
         mounts.unmount(mp, lazy=current == "stale")
         sessions.log_unmount("umount")
         sessions.pin(False)
+        tidy_node(layout, sessions)
     _info(f"unmounted {mp}" + (" (stale mount cleaned)" if current == "stale" else ""))
 
 
@@ -159,14 +170,15 @@ def _release(layout: Layout, sessions: NodeSessions, pid: int) -> None:
             sessions.forget_step(other)
         mp = layout.mountpoint
         current = mounts.state(mp)
-        if current == "unmounted":
-            return
-        try:
-            mounts.unmount(mp, lazy=current == "stale")
-            sessions.log_unmount("last-task")
-        except MountError as exc:
-            # Someone outside cnd (a shell cd'ed into it) still uses it: leave it mounted.
-            _info(f"left {mp} mounted: {exc.message}")
+        if current != "unmounted":
+            try:
+                mounts.unmount(mp, lazy=current == "stale")
+                sessions.log_unmount("last-task")
+            except MountError as exc:
+                # Someone outside cnd (a shell cd'ed into it) still uses it: leave it mounted.
+                _info(f"left {mp} mounted: {exc.message}")
+                return
+        tidy_node(layout, sessions)
 
 
 def _terminal_delivers_sigint() -> bool:
@@ -248,10 +260,15 @@ def exec_command(directory: os.PathLike | str, argv: list[str], *, backend: str 
                  f"run {' '.join(argv)} with {layout.env_prefix}/bin first on PATH",
                  f"unmount {layout.mountpoint} if this is the last exec on the node")
         return 0
-    sessions = NodeSessions(layout.state_dir)
+    sessions = NodeSessions(layout.state_dir, layout.uuid)
     pid = os.getpid()
     with sessions.locked():
-        _ensure_mounted(layout, sessions, backend)
+        try:
+            _ensure_mounted(layout, sessions, backend)
+        except BaseException:
+            if not sessions.active() and mounts.find_mount(layout.mountpoint) is None:
+                tidy_node(layout, sessions)  # the mount failed: leave nothing behind in /tmp
+            raise
         sessions.add(pid)
     try:
         env = activated_environ(layout.env_prefix)

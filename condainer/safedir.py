@@ -29,3 +29,18 @@ def ensure_private_dir(path: os.PathLike | str, *, what: str = "directory") -> s
     if st.st_mode & 0o022:
         raise CondainerError(f"{what} {p} is writable by others: refusing to use it")
     return p
+
+
+def remove_private_dir(path: os.PathLike | str) -> None:
+    """Remove PATH if it is an empty directory of ours (an idle mount point): never a symlink, never
+    another user's, never one that is still mounted or holds anything (rmdir refuses those)."""
+    p = os.fspath(path)
+    try:
+        st = os.lstat(p)
+    except OSError:
+        return
+    if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid():
+        try:
+            os.rmdir(p)
+        except OSError:
+            pass  # not empty, or a mount point (EBUSY): leave it

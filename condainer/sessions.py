@@ -4,7 +4,9 @@ All ranks of a job step on one node run `cnd exec` at once: the first mounts, th
 mount, the last one unmounts. The count lives in a private state directory on the node (next to the
 mount point) as one file per running exec, named by pid and holding the process start time, so an
 exec killed with SIGKILL is recognised as gone (pid dead, or reused by another process) and dropped.
-Every change happens under an exclusive flock of one lock file.
+Every change happens under an exclusive flock of one lock file. When the last exec unmounts, the
+directory goes too (remove_if_idle), so a shared node's /tmp does not collect one per project, user
+and node; the mount and unmount log lines go to the user's log directory instead.
 
 Every rank passes here, so this module uses the standard library's os and fcntl only, and plain
 string paths.
@@ -16,7 +18,7 @@ import os
 import time
 
 from condainer.errors import BuildError
-from condainer.layout import hostname, read_file
+from condainer.layout import hostname, log_dir, read_file
 from condainer.safedir import ensure_private_dir
 
 
@@ -35,8 +37,9 @@ class build_lock:  # noqa: N801 - used as `with build_lock(dir):`, like a functi
     once naming the pid that holds it. The kernel drops the lock when its holder dies, so a killed
     build never blocks the next one."""
 
-    def __init__(self, state_dir: os.PathLike | str) -> None:
+    def __init__(self, state_dir: os.PathLike | str, uuid: str = "-") -> None:
         self.dir = os.fspath(state_dir)
+        self.uuid = uuid  # the project's, named in the log lines
         self.fd = -1
 
     def __enter__(self) -> None:
@@ -66,17 +69,27 @@ class _Locked:
 
     def __enter__(self) -> "NodeSessions":
         s = self.sessions
-        if not s.checked:
-            # Once per process: nobody else can replace what sits inside our own 0700 directory.
-            ensure_private_dir(s.dir, what="state directory")
+        while True:
+            if not s.checked:
+                # Once per process: nobody else can replace what sits inside our own 0700 directory.
+                ensure_private_dir(s.dir, what="state directory")
+                s.checked = True
             try:
-                os.mkdir(s.users, 0o700)
-            except FileExistsError:
-                pass
-            s.checked = True
-        self.fd = os.open(os.path.join(s.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return s
+                fd = os.open(os.path.join(s.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                s.checked = False  # the directory was removed as idle (remove_if_idle): make it again
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_nlink:
+                self.fd = fd
+                try:
+                    os.mkdir(s.users, 0o700)  # under the lock: an idle clean-up may have removed it
+                except FileExistsError:
+                    pass
+                return s
+            # We waited on a lock file that its holder removed with the idle directory: start over.
+            os.close(fd)
+            s.checked = False
 
     def __exit__(self, *exc: object) -> None:
         os.close(self.fd)
@@ -85,11 +98,11 @@ class _Locked:
 class NodeSessions:
     """The execs using one mount on this node; use methods only inside ``with sessions.locked():``."""
 
-    def __init__(self, state_dir: os.PathLike | str) -> None:
+    def __init__(self, state_dir: os.PathLike | str, uuid: str = "-") -> None:
         self.dir = os.fspath(state_dir)
+        self.uuid = uuid  # the project's, named in the log lines
         self.users = os.path.join(self.dir, "users")
         self.pin_file = os.path.join(self.dir, "pinned")
-        self.log_file = os.path.join(self.dir, "mounts.log")
         self.checked = False  # the directories were made or checked by this process
 
     def locked(self) -> _Locked:
@@ -156,26 +169,65 @@ class NodeSessions:
             os.rmdir(d)
         _unlink(os.path.join(self.dir, "steps", f"{step}.reaper"))
 
-    def _log(self, log: str, fields: str) -> None:
+    def remove_if_idle(self) -> bool:
+        """Remove the state directory when nothing in it is live: no exec running, not pinned, no
+        job step waiting, no build running; True when it is gone. Call under the lock, after the
+        mount point is gone: processes waiting for the lock find their lock file removed and start
+        over (see _Locked)."""
+        if self.active() or self.pinned or self.open_steps():
+            return False
+        build = os.path.join(self.dir, "build.lock")
+        try:
+            fd = os.open(build, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            pass
+        else:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # a `cnd build` of this project runs on this node
+            finally:
+                os.close(fd)
+            _unlink(build)
+        for name in ("users", "steps"):
+            try:
+                os.rmdir(os.path.join(self.dir, name))
+            except FileNotFoundError:
+                pass
+            except OSError:
+                return False  # something we do not know of is in there: leave it all
+        _unlink(os.path.join(self.dir, "lock"))  # last: from here on, newcomers make a new directory
+        try:
+            os.rmdir(self.dir)
+        except OSError:
+            return False
+        return True
+
+    def _log(self, name: str, fields: str) -> None:
+        """One line in the user's log directory (never the node's /tmp); a log that cannot be written
+        never fails an exec."""
         step = f"{os.environ.get('SLURM_JOB_ID')}.{os.environ.get('SLURM_STEP_ID')}" \
             if os.environ.get("SLURM_STEP_ID") else "-"
-        with open(log, "a") as fh:
-            fh.write(f"{time.time():.3f} host={hostname()} pid={os.getpid()} step={step} {fields}\n")
+        line = f"{time.time():.3f} host={hostname()} pid={os.getpid()} step={step} uuid={self.uuid} {fields}\n"
+        try:
+            directory = log_dir()
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            fd = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, line.encode("utf-8", "surrogateescape"))
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
 
     def log_mount(self, backend: str, seconds: float) -> None:
-        """One line per mount made on this node: lets tests and admins count mounts per job step."""
-        self._log(self.log_file, f"backend={backend} seconds={seconds:.3f}")
+        """One line per mount made on this node (mounts.log): lets tests and admins count mounts per
+        job step and node."""
+        self._log("mounts.log", f"backend={backend} seconds={seconds:.3f}")
 
     def log_unmount(self, by: str) -> None:
         """One line per unmount (umounts.log), saying who: last-task, watcher, umount or stale-cleaned."""
-        self._log(os.path.join(self.dir, "umounts.log"), f"by={by}")
-
-    def mount_count(self) -> int:
-        try:
-            with open(self.log_file) as fh:
-                return len(fh.read().splitlines())
-        except FileNotFoundError:
-            return 0
+        self._log("umounts.log", f"by={by}")
 
 
 def _write(path: str, text: str) -> None:

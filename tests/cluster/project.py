@@ -87,14 +87,18 @@ class Project:
         return sorted(self.on_node(node, self.mount_base).glob(f".condainer-{self.uuid}*"))
 
     def mount_log(self, node: Node) -> list[dict[str, str]]:
-        """The mounts cnd made on ``node``, one dict per line of its mounts.log (time, host, pid, ...)."""
+        """The mounts cnd made of this project on ``node``, one dict per line of the user's mounts.log
+        (time, host, pid, step, uuid, ...): the log directory is shared by the nodes, as a home is."""
+        from condainer.layout import log_dir
+
+        log = pathlib.Path(log_dir()) / "mounts.log"
         entries = []
-        for state in self.state_dirs(node):
-            log = state / "mounts.log"
-            if log.exists():
-                for line in log.read_text().splitlines():
-                    time_, *fields = line.split()
-                    entries.append({"time": time_, **dict(f.split("=", 1) for f in fields)})
+        if log.exists():
+            for line in log.read_text().splitlines():
+                time_, *fields = line.split()
+                entry = {"time": time_, **dict(f.split("=", 1) for f in fields)}
+                if entry.get("uuid") == self.uuid and entry.get("host") == node.name:
+                    entries.append(entry)
         return entries
 
     def users(self, node: Node) -> list[str]:

@@ -77,7 +77,7 @@ def test_build_with_conda_exe(tmp_path, mount_base, fake_bin, tool):
     finally:
         cnd("umount", cwd=project, env=env)
         force_unmount(mp)
-    assert mounts.find_mount(mp) is None and not any(mp.iterdir())  # the empty mount point stays
+    assert mounts.find_mount(mp) is None and not mp.exists()  # unmounted, and the empty mount point removed
 
 
 def test_frontend_failure_is_one_line_and_leaves_nothing(tmp_path, mount_base, fake_bin):

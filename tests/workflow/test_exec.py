@@ -23,16 +23,17 @@ def backend_of(project) -> str:
 
 
 def mount_log_lines(project) -> list[str]:
+    """The lines cnd logged for the mounts of PROJECT (in the user's log directory)."""
     import yaml
 
-    cfg = yaml.safe_load((project / "condainer.yml").read_text())
-    base = cfg["mount_base_directory"]
-    logs = [os.path.join(base, d, "mounts.log") for d in os.listdir(base) if d.startswith(f".condainer-{cfg['uuid']}")]
-    lines = []
-    for log in logs:
-        if os.path.exists(log):
-            lines += open(log).read().splitlines()
-    return lines
+    from condainer.layout import log_dir
+
+    uuid = yaml.safe_load((project / "condainer.yml").read_text())["uuid"]
+    try:
+        with open(os.path.join(log_dir(), "mounts.log")) as fh:
+            return [line for line in fh.read().splitlines() if f" uuid={uuid} " in line]
+    except FileNotFoundError:
+        return []
 
 
 def test_exec_runs_in_env_and_unmounts(pip_project):

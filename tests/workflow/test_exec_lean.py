@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from condainer import entry, layout
+from condainer.safedir import remove_private_dir
 
 from .conftest import cnd, mountpoint_of
 
@@ -163,3 +164,19 @@ def test_plain_exec_command_lines_skip_click():
     assert entry.parse_exec(["exec", "--", "python", "app.py"]) is not None
     assert entry.parse_exec(["-q", "-d", "/x", "exec", "--backend", "native", "app"]) is not None
     assert entry.parse_exec(["exec", "--backend", "foo", "app"]) is None
+
+
+def test_remove_private_dir_removes_only_empty_dirs_of_ours(tmp_path):
+    empty, full, link, foreign = (tmp_path / n for n in ("empty", "full", "link", "foreign"))
+    empty.mkdir()
+    full.mkdir()
+    (full / "f").write_text("")
+    foreign.mkdir()
+    os.chown(foreign, 65534, 65534)  # nobody's
+    link.symlink_to(empty)
+    for path in (link, full, foreign):
+        remove_private_dir(path)
+        assert os.path.lexists(path), path
+    assert empty.is_dir()
+    remove_private_dir(empty)
+    assert not empty.exists()
