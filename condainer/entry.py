@@ -1,8 +1,10 @@
-"""The `cnd` program: `cnd exec` goes straight to the runner, every other command through click.
+"""The `cnd` program: `cnd exec` and `cnd mount` go straight to the runner, every other command
+through click.
 
 Every rank of a job starts `cnd exec`, usually from a venv on the parallel file system, so its start
-is paid thousands of times: reading this command line by hand saves importing click and the whole
-command tree (see README, "What cnd exec costs"). Any command line this reader is not sure of
+is paid thousands of times (and `source ./activate` runs `cnd mount` in every job script): reading
+these two command lines by hand saves importing click and the whole command tree (see README, "What
+cnd exec costs"). Any command line this reader is not sure of
 (help, an unknown option, a missing command) goes to click, so its answers stay click's.
 """
 
@@ -13,25 +15,29 @@ import sys
 BACKENDS = ("auto", "native", "python")
 
 
-class ExecRequest:
-    """`cnd [-q] [-y] [-d DIR] exec [--backend B] [--] CMD...` taken apart."""
+class Request:
+    """`cnd [-q] [-y] [-d DIR] exec [--backend B] [--] CMD...` or `... mount [--backend B] [-p]`,
+    taken apart."""
 
-    __slots__ = ("directory", "quiet", "dryrun", "backend", "command")
+    __slots__ = ("name", "directory", "quiet", "dryrun", "backend", "command", "print_path")
 
-    def __init__(self, directory: str, quiet: bool, dryrun: bool, backend: str | None, command: list[str]) -> None:
+    def __init__(self, name: str, directory: str, quiet: bool, dryrun: bool, backend: str | None,
+                 command: list[str], print_path: bool = False) -> None:
+        self.name = name
         self.directory = directory
         self.quiet = quiet
         self.dryrun = dryrun
         self.backend = backend
         self.command = command
+        self.print_path = print_path
 
 
-def parse_exec(args: list[str]) -> ExecRequest | None:
-    """ARGS as an exec request, or None when they are anything else or anything unusual."""
+def _global_flags(args: list[str]) -> tuple[int, bool, bool, str | None] | None:
+    """(index of the sub-command, quiet, dryrun, directory) for the flags before it, or None."""
     quiet = dryrun = False
     directory = None
     i = 0
-    while i < len(args) and args[i] != "exec":
+    while i < len(args) and args[i] not in ("exec", "mount"):
         arg = args[i]
         if arg in ("-q", "--quiet"):
             quiet = True
@@ -50,30 +56,44 @@ def parse_exec(args: list[str]) -> ExecRequest | None:
             return None
         i += 1
     if i == len(args) or directory == "" or (directory is not None and os.path.isfile(directory)):
-        return None  # not exec; or -d names a file, which click reports
+        return None  # no lean sub-command; or -d names a file, which click reports
+    return i, quiet, dryrun, directory
+
+
+def parse(args: list[str]) -> Request | None:
+    """ARGS as a plain exec or mount request, or None when they are anything else or anything
+    unusual (click then reads them)."""
+    flags = _global_flags(args)
+    if flags is None:
+        return None
+    i, quiet, dryrun, directory = flags
+    name = args[i]
     i += 1
-    backend = None
+    backend, print_path = None, False
     while i < len(args):
         arg = args[i]
         if arg == "--backend" and i + 1 < len(args):
             backend = args[i + 1]
             i += 2
-        elif arg.startswith("--backend="):
+            continue
+        if arg.startswith("--backend="):
             backend = arg[len("--backend=") :]
-            i += 1
-        elif arg == "--":
+        elif name == "mount" and arg in ("-p", "--print"):
+            print_path = True
+        elif name == "exec" and arg == "--":
             i += 1
             break
-        elif arg.startswith("-"):
-            return None  # --help, or an option click decides about
+        elif arg.startswith("-") or name == "mount":
+            return None  # --help, or an option or argument click decides about
         else:
             break
-    command = args[i:]
+        i += 1
+    command = args[i:] if name == "exec" else []
     if command[:1] == ["--"]:
         command = command[1:]  # `cnd exec -- -- CMD`, as click passes it on
-    if not command or (backend is not None and backend not in BACKENDS):
+    if (name == "exec" and not command) or (backend is not None and backend not in BACKENDS):
         return None
-    return ExecRequest(os.path.abspath(directory or os.getcwd()), quiet, dryrun, backend, command)
+    return Request(name, os.path.abspath(directory or os.getcwd()), quiet, dryrun, backend, command, print_path)
 
 
 def _interrupt(signum, _frame):
@@ -95,7 +115,7 @@ def handle_interrupting_signals() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``cnd`` (and ``python -m condainer``)."""
     args = sys.argv[1:] if argv is None else list(argv)
-    request = parse_exec(args)
+    request = parse(args)
     if request is None:
         from condainer.cli import main as click_main
 
@@ -109,9 +129,16 @@ def main(argv: list[str] | None = None) -> None:
 
         console.set_quiet(True)
     try:
-        from condainer.runner import exec_command
+        from condainer import runner
 
-        code = exec_command(request.directory, request.command, backend=request.backend, dryrun=request.dryrun)
+        if request.name == "exec":
+            code = runner.exec_command(request.directory, request.command, backend=request.backend,
+                                       dryrun=request.dryrun)
+        else:
+            path = runner.mount_project(request.directory, backend=request.backend, dryrun=request.dryrun)
+            if request.print_path:
+                print(path, flush=True)
+            code = 0
     except CondainerError as exc:
         print(f"cnd: error: {exc.message}", file=sys.stderr)
         sys.exit(exc.exit_code)

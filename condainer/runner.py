@@ -59,14 +59,19 @@ def _ensure_mounted(layout: Layout, sessions: NodeSessions, backend: str) -> boo
     from condainer.backends.mount import check_image_file, mount
     from condainer.safedir import ensure_private_dir
 
-    check_image_file(layout.image)
-    if current == "stale":
-        _info(f"cleaning a stale mount at {mp} (its FUSE daemon died)")
-        mounts.unmount(mp, lazy=True)
-        sessions.log_unmount("stale-cleaned")
-    ensure_private_dir(mp, what="mount point")
-    started = time.monotonic()
-    used = mount(layout.image, mp, backend=backend)
+    try:
+        check_image_file(layout.image)
+        if current == "stale":
+            _info(f"cleaning a stale mount at {mp} (its FUSE daemon died)")
+            mounts.unmount(mp, lazy=True)
+            sessions.log_unmount("stale-cleaned")
+        ensure_private_dir(mp, what="mount point")
+        started = time.monotonic()
+        used = mount(layout.image, mp, backend=backend)
+    except BaseException:
+        if not sessions.active() and mounts.find_mount(mp) is None:
+            tidy_node(layout, sessions)  # the mount failed: leave nothing behind in /tmp
+        raise
     sessions.log_mount(used, time.monotonic() - started)
     return True
 
@@ -89,13 +94,14 @@ def _dry_run(*actions: str) -> None:
 
 
 def mount_project(directory: os.PathLike | str, *, backend: str | None = None, dryrun: bool = False) -> str:
-    """`cnd mount`: mount (if needed) and pin, so execs ending leave it mounted."""
-    from condainer.backends.mount import check_image_file
-
+    """`cnd mount`: mount (if needed) and pin, so execs ending leave it mounted. Like exec, it is
+    cheap when the image is mounted already (`source ./activate` in every job script)."""
     layout = load_layout(directory, dryrun=dryrun)
-    check_image_file(layout.image)
     backend = backend or layout.backend
     if dryrun:
+        from condainer.backends.mount import check_image_file
+
+        check_image_file(layout.image)
         _dry_run(f"mount {layout.image} at {layout.mountpoint} ({backend} backend) unless mounted")
         return layout.mountpoint
     sessions = NodeSessions(layout.state_dir, layout.uuid)
@@ -263,12 +269,7 @@ def exec_command(directory: os.PathLike | str, argv: list[str], *, backend: str 
     sessions = NodeSessions(layout.state_dir, layout.uuid)
     pid = os.getpid()
     with sessions.locked():
-        try:
-            _ensure_mounted(layout, sessions, backend)
-        except BaseException:
-            if not sessions.active() and mounts.find_mount(layout.mountpoint) is None:
-                tidy_node(layout, sessions)  # the mount failed: leave nothing behind in /tmp
-            raise
+        _ensure_mounted(layout, sessions, backend)
         sessions.add(pid)
     try:
         env = activated_environ(layout.env_prefix)

@@ -35,11 +35,16 @@ def imported_by_exec(project, *command: str) -> set[str]:
 
 
 @pytest.mark.parametrize("pip_project", ["python"], indirect=True)
-def test_exec_on_a_mounted_image_imports_no_heavy_module(pip_project):
+def test_exec_and_mount_on_a_mounted_image_import_no_heavy_module(pip_project):
     cnd("-q", "mount", cwd=pip_project, check=True)
     cnd("exec", "--", "true", cwd=pip_project, check=True)  # leaves the cache of condainer.yml
     modules = imported_by_exec(pip_project, "true")
     assert "condainer.runner" in modules, modules  # the probe sees the exec path at all
+    assert not modules & HEAVY, sorted(modules & HEAVY)
+    # `source ./activate` runs `cnd mount` in every job script: as lean while the image is mounted
+    code = "import sys; from condainer.entry import main; main(sys.argv[1:])"
+    modules = imported(pip_project, code, "-q", "mount") - imported(pip_project, "pass")
+    assert "condainer.runner" in modules, modules
     assert not modules & HEAVY, sorted(modules & HEAVY)
 
 
@@ -119,24 +124,32 @@ def test_exec_restores_default_sigpipe_for_the_command(pip_project):
     assert "Broken pipe" not in r.stderr, "SIGPIPE was still ignored in the command"
 
 
-def click_reading(args: list[str], monkeypatch) -> tuple | None:
-    """What the click command line makes of ARGS: (directory, command, backend, dryrun, quiet), or None
-    when it does not reach `exec_command`."""
+def click_reading(args: list[str], monkeypatch, capsys) -> tuple | None:
+    """What the click command line makes of ARGS: (name, directory, command, backend, dryrun, quiet,
+    print_path), or None when it reaches neither `exec_command` nor `mount_project`."""
     from condainer import cli, console, runner
 
     seen = []
 
-    def fake(directory, argv, backend=None, dryrun=False):
-        seen.append((os.path.abspath(directory), argv, backend, dryrun, console.is_quiet()))
+    def fake_exec(directory, argv, backend=None, dryrun=False):
+        seen.append(["exec", os.path.abspath(directory), argv, backend, dryrun, console.is_quiet(), False])
         return 0
 
-    monkeypatch.setattr(runner, "exec_command", fake)
+    def fake_mount(directory, backend=None, dryrun=False):
+        seen.append(["mount", os.path.abspath(directory), [], backend, dryrun, console.is_quiet(), False])
+        return "/fake/mount/point"
+
+    monkeypatch.setattr(runner, "exec_command", fake_exec)
+    monkeypatch.setattr(runner, "mount_project", fake_mount)
+    capsys.readouterr()
     try:
         cli.main(args)
     except SystemExit:
         pass
     console.set_quiet(False)
-    return seen[0] if seen else None
+    if seen and "/fake/mount/point" in capsys.readouterr().out:
+        seen[0][-1] = True
+    return tuple(seen[0]) if seen else None
 
 
 @pytest.mark.parametrize("args", [
@@ -144,26 +157,29 @@ def click_reading(args: list[str], monkeypatch) -> tuple | None:
     "exec --backend=python true", "exec true --backend native", "-q exec true", "-qy exec true", "-yq exec true",
     "-y exec -- true", "--quiet --dryrun exec true", "-d {dir} exec true", "-d{dir} exec -- true",
     "--directory={dir} exec true", "--directory {dir} -q exec true a 'b c'",
-    # not plain exec command lines: click answers them
+    "mount", "-q -d {dir} mount", "mount -p", "mount --print --backend python", "-y mount --backend=native -p",
+    # not plain command lines: click answers them
     "exec", "exec --", "exec -x true", "exec --backend foo true", "exec --help", "-h exec true", "-d {file} exec true",
-    "status", "exec --backend",
+    "status", "exec --backend", "mount --help", "mount extra", "mount -x", "mount --backend", "-d {file} mount",
 ])
-def test_exec_command_line_reads_as_click_reads_it(args, tmp_path, monkeypatch, capsys):
+def test_lean_command_lines_read_as_click_reads_them(args, tmp_path, monkeypatch, capsys):
     (tmp_path / "f").write_text("")
     argv = [a.format(dir=tmp_path, file=tmp_path / "f") for a in args.split()]
     monkeypatch.chdir(tmp_path)
-    request = entry.parse_exec(argv)
-    expected = click_reading(argv, monkeypatch)
+    request = entry.parse(argv)
+    expected = click_reading(argv, monkeypatch, capsys)
     if request is None:
         return  # click is asked, so its answer is the answer
-    assert expected is not None, f"{args!r} is not an exec for click"
-    assert (request.directory, request.command, request.backend, request.dryrun, request.quiet) == expected
+    assert expected is not None, f"{args!r} is not an exec or mount for click"
+    assert (request.name, request.directory, request.command, request.backend, request.dryrun, request.quiet,
+            request.print_path) == expected
 
 
-def test_plain_exec_command_lines_skip_click():
-    assert entry.parse_exec(["exec", "--", "python", "app.py"]) is not None
-    assert entry.parse_exec(["-q", "-d", "/x", "exec", "--backend", "native", "app"]) is not None
-    assert entry.parse_exec(["exec", "--backend", "foo", "app"]) is None
+def test_plain_exec_and_mount_command_lines_skip_click():
+    assert entry.parse(["exec", "--", "python", "app.py"]) is not None
+    assert entry.parse(["-q", "-d", "/x", "exec", "--backend", "native", "app"]) is not None
+    assert entry.parse(["-q", "-d", "/x", "mount"]) is not None
+    assert entry.parse(["exec", "--backend", "foo", "app"]) is None
 
 
 def test_remove_private_dir_removes_only_empty_dirs_of_ours(tmp_path):
