@@ -1,4 +1,5 @@
-"""exec suite: N concurrent `cnd exec -- python -c 'import numpy'` on one node, both backends.
+"""exec suite: what one `cnd exec` costs a rank (exec_cost.py), then N concurrent
+`cnd exec -- python -c 'import numpy'` on one node, both backends.
 
 What it shows: the per-node reference count lets every rank share one mount; the total time for N
 ranks should grow with the work (N Python startups on 2 cores), not with mount contention.
@@ -50,6 +51,9 @@ def burst(project: Path, backend: str, ranks: int) -> tuple[float, int]:
 def run(quick: bool, repeats: int, backends: list[str]) -> str:
     env = corpus.python_env(quick)
     project = make_project(env)
+    from benchmarks import exec_cost
+
+    cost = exec_cost.run(project, backends, runs=10 if quick else 30)
     rank_counts = [1, 8] if quick else [1, 8, 32, 64]
     rows = []
     for ranks in rank_counts:
@@ -66,7 +70,8 @@ def run(quick: bool, repeats: int, backends: list[str]) -> str:
     from benchmarks import plots
 
     png = plots.exec_scaling(rank_counts, {b: [row[1 + i] for row in rows] for i, b in enumerate(backends)})
-    return (f"## exec: concurrent `cnd exec -- python -c '{CODE}'` on one node\n\n"
+    return (cost + "\n"
+            f"## exec: concurrent `cnd exec -- python -c '{CODE}'` on one node\n\n"
             f"Median of {repeats} bursts per cell, backends interleaved; each burst starts all ranks at once "
             f"from an unmounted state and ends when the last rank exits (so it includes one mount and one "
             f"unmount). Image: the {'quick ' if quick else ''}Python env corpus.\n\n"

@@ -1,0 +1,140 @@
+"""What one `cnd exec` costs a rank, against a bare start of the interpreter cnd runs on.
+
+cnd is installed as a user installs it: `pip install <this checkout>` (not editable) into a venv of its
+own, whose console script `cnd` is what is timed. Each command runs with a plain job PATH
+(/usr/local/bin:/usr/bin:/bin). Wall time: medians of interleaved runs (A B A B ...), and the median
+of the pairwise ratios. File-system calls: `strace -f -c -e trace=%file`, the command's own child
+included (they are the same on every run). Rows:
+
+- `python -c pass` and `python -I -S -c pass`: the interpreter alone, with and without site.
+- `cnd exec -- true` with the image mounted on the node (every rank but the first), per backend,
+  and not mounted (each run mounts and unmounts).
+- `cnd mount` with the image mounted: what `source ./activate` runs in a job script.
+- floors: a console script that imports one module of an installed package and runs `true` as a
+  child (what any launcher that waits for its command pays before doing anything), and
+  `python -I -S` replacing itself with `true` (a launcher that does not wait).
+"""
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.common import REPO, cache_root, progress, table
+
+JOB_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+FLOOR_SCRIPT = """#!{python}
+import sys
+from condainer.layout import Layout
+import os
+pid = os.posix_spawn("/usr/bin/true", ["true"], os.environ)
+os.waitpid(pid, 0)
+"""
+
+
+def user_venv() -> Path:
+    """A venv with this checkout installed by pip as a user would (refreshed on every run)."""
+    venv = cache_root() / "user-venv"
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+        subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "-q", str(REPO)], check=True)
+    else:
+        subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
+                        str(REPO)], check=True, capture_output=True)
+    shutil.rmtree(REPO / "build", ignore_errors=True)  # setuptools' in-tree build directory
+    floor = venv / "bin" / "cnd-floor"
+    floor.write_text(FLOOR_SCRIPT.format(python=venv / "bin" / "python"))
+    floor.chmod(0o755)
+    return venv
+
+
+def _env() -> dict[str, str]:
+    return {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PATH": JOB_PATH}
+
+
+def wall(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - start
+
+
+def file_syscalls(cmd: list[str]) -> int | None:
+    """File-system calls of CMD and its children (strace -f -c -e trace=%file), None without strace."""
+    strace = shutil.which("strace")
+    if strace is None:
+        return None
+    out = cache_root() / "strace.txt"
+    subprocess.run([strace, "-f", "-c", "-e", "trace=%file", "-o", str(out), *cmd], env=_env(),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    total = [line for line in out.read_text().splitlines() if line.rstrip().endswith("total")]
+    return int(total[-1].split()[3]) if total else None
+
+
+def compare(variants: dict[str, list[str]], baseline: str, runs: int) -> dict[str, dict[str, float]]:
+    """Per variant: median wall seconds and the median of its pairwise ratios to BASELINE (each
+    variant is run right after the baseline, round after round)."""
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    ratios: dict[str, list[float]] = {name: [] for name in variants}
+    for cmd in variants.values():  # warm the page cache and the venv's .pyc files
+        wall(cmd)
+    for _ in range(runs):
+        for name, cmd in variants.items():
+            if name == baseline:
+                continue
+            base = wall(variants[baseline])
+            seconds = wall(cmd)
+            samples[baseline].append(base)
+            samples[name].append(seconds)
+            ratios[name].append(seconds / base)
+    return {name: {"wall": statistics.median(samples[name]),
+                   "ratio": statistics.median(ratios[name]) if ratios[name] else 1.0} for name in variants}
+
+
+def run(project: Path, backends: list[str], runs: int) -> str:
+    """The per-exec table for PROJECT's image (markdown)."""
+    venv = user_venv()
+    python, cnd = str(venv / "bin" / "python"), str(venv / "bin" / "cnd")
+    exec_true = [cnd, "-q", "-d", str(project), "exec"]
+    rows = []
+    base = [python, "-c", "pass"]
+    plain = {"`python -c pass` (the interpreter cnd runs on)": base,
+             "`python -I -S -c pass`": [python, "-I", "-S", "-c", "pass"],
+             "floor: console script importing one module, runs `true` as a child": [str(venv / "bin" / "cnd-floor")],
+             "floor: `python -I -S` replacing itself with `true`":
+                 [python, "-I", "-S", "-c", "import os; os.execv('/usr/bin/true', ['true'])"]}
+    measured = compare(plain, next(iter(plain)), runs)
+    counts = {name: file_syscalls(cmd) for name, cmd in plain.items()}
+    for backend in backends:
+        progress(f"exec cost: {backend} backend")
+        subprocess.run([cnd, "-q", "-d", str(project), "mount", "--backend", backend], env=_env(), check=True)
+        try:
+            mounted = {"base": base,
+                       f"`cnd exec -- true`, image mounted ({backend})": [*exec_true, "--", "true"],
+                       f"`cnd mount`, image mounted ({backend}): what `source ./activate` runs": [
+                           cnd, "-q", "-d", str(project), "mount", "--backend", backend]}
+            got = compare(mounted, "base", runs)
+            for name, cmd in list(mounted.items())[1:]:
+                measured[name], counts[name] = got[name], file_syscalls(cmd)
+        finally:
+            subprocess.run([cnd, "-q", "-d", str(project), "umount"], env=_env(), check=True)
+        unmounted = {"base": base,
+                     f"`cnd exec -- true`, not mounted ({backend}): mounts and unmounts": [
+                         *exec_true, "--backend", backend, "--", "true"]}
+        got = compare(unmounted, "base", max(3, runs // 4))
+        name = list(unmounted)[1]
+        measured[name], counts[name] = got[name], file_syscalls(unmounted[name])
+    bare = counts[next(iter(plain))]
+    for name, m in measured.items():
+        calls = counts.get(name)
+        rows.append([name, m["wall"] * 1000, m["ratio"], calls if calls is not None else "n/a",
+                     calls / bare if calls and bare else "n/a"])
+    return ("## exec: what one `cnd exec` costs a rank\n\n"
+            f"cnd installed by pip into a venv of its own ({venv}); wall: median of {runs} interleaved runs "
+            "per row and the median of its pairwise ratios to `python -c pass`; file-system calls: "
+            "`strace -f -c -e trace=%file` (the child `true` included), PATH=" + JOB_PATH + ".\n\n"
+            + table(["what", "wall ms", "x python -c pass", "file syscalls", "x python -c pass"], rows) + "\n")
