@@ -269,6 +269,9 @@ def build(directory: Path, *, backend: str | None = None, force: bool = False, d
 
 def lock(directory: Path, *, dryrun: bool = False) -> Path:
     """`cnd lock`: solve and install into the staging directory, write condainer.lock, pack nothing."""
+    if Project.load(directory).cfg.get("non_conda_application"):
+        # (and its step 7 would remove the application the user put into the staging directory)
+        raise ConfigError("a non_conda_application project has no lock: its application is packed as it is")
     build(directory, dryrun=dryrun, steps=buildsteps.LOCK_ONLY)
     return Path(directory).absolute() / lockfile.LOCK_NAME
 

@@ -119,3 +119,9 @@ def test_non_conda_application(tmp_path, mount_base):
         force_unmount(mp)
     msg = one_line_error(cnd("build", "--locked", "--force", cwd=tmp_path))
     assert "non_conda_application" in msg
+    mp.mkdir(mode=0o700)
+    (mp / "kept").write_text("the application\n")
+    msg = one_line_error(cnd("lock", cwd=tmp_path))
+    assert "non_conda_application" in msg and (mp / "kept").exists()
+    (mp / "kept").unlink()
+    mp.rmdir()
