@@ -13,8 +13,8 @@ import dataclasses
 import os
 import shutil
 import stat
-import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from condainer import config, console, lockfile, locking, mounts
@@ -194,6 +194,20 @@ def solving_for_line(build_plan: BuildPlan) -> str | None:
     return line
 
 
+@contextlib.contextmanager
+def _scratch(staging: Path) -> Iterator[Path]:
+    """A directory for the files we hand an installer, at a fixed path: frontends write the command
+    line into conda-meta/history, and a random temporary name there would differ between builds."""
+    path = staging / ".condainer" / "scratch"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()  # only when empty: the pip reports may be there
+
+
 def _base_step(build_plan: BuildPlan, staging: Path) -> None:
     """Step 1: the base environment (upstream: the Miniforge installer)."""
     if build_plan.env is None:
@@ -210,13 +224,13 @@ def _conda_step(project: Project, build_plan: BuildPlan, staging: Path, lock: di
     if env is None:
         console.info("      nothing to do: no environment.yml")
         return
-    with tempfile.TemporaryDirectory(prefix="condainer-") as tmp:
+    with _scratch(staging) as tmp:
         explicit = None
         if lock is not None:
-            explicit = Path(tmp) / "explicit.txt"
+            explicit = tmp / "explicit.txt"
             explicit.write_text(lockfile.explicit(lock))
         # Our pip step installs the pip: section for every builder, so that its report is locked.
-        env_yml = envfile.without_pip(env, Path(tmp) / env.path.name) if env.pip_requirements else env.path
+        env_yml = envfile.without_pip(env, tmp / env.path.name) if env.pip_requirements else env.path
         if build_plan.installer:
             conda.install_with_installer(None, env_yml, staging, project.cfg.get("conda_exe", ""),
                                          build_plan.virtual_config, explicit)
@@ -234,8 +248,8 @@ def _pip_step(build_plan: BuildPlan, staging: Path, lock: dict | None) -> None:
         if not lock.get("pip"):
             console.info("      nothing to do: condainer.lock has no pip packages")
             return
-        with tempfile.TemporaryDirectory(prefix="condainer-") as tmp:
-            req = Path(tmp) / "requirements-locked.txt"
+        with _scratch(staging) as tmp:
+            req = tmp / "requirements-locked.txt"
             req.write_text(lockfile.hashed_requirements(lock))
             pip.pip_install(staging, req, locked=True)
     elif build_plan.requirements:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from condainer import lockfile
-from condainer.environments import pip, virtual
+from condainer.environments import pip, settle, virtual
 from condainer.errors import BuildError, ConfigError
 
 if TYPE_CHECKING:
@@ -118,6 +118,7 @@ def finish(project: Project, build_plan: BuildPlan, staging: Path, lock: dict[st
            seconds: int) -> None:
     """Step 4: read back what was installed; store the lock in the image and beside condainer.yml.
     A `--locked` build stores the project's lock as it is, once the environment matches it."""
+    settle.pin_history_times(staging, seconds)
     installer = None
     if build_plan.installer:
         installer = {"name": build_plan.installer.name, "sha256": lockfile.file_sha256(build_plan.installer)}

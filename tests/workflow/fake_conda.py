@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import sys
+import time
 
 
 def fail(msg: str, code: int = 1) -> None:
@@ -74,6 +75,8 @@ def install(prefix: str, env_file: str) -> None:
     os.makedirs(os.path.join(prefix, "conda-meta"), exist_ok=True)
     os.makedirs(os.path.join(prefix, "bin"), exist_ok=True)
     records = explicit_packages(env_file)
+    with open(os.path.join(prefix, "conda-meta", "history"), "a") as f:  # as real ones log a transaction
+        f.write(time.strftime("==> %Y-%m-%d %H:%M:%S <==\n") + f"# cmd: {' '.join(sys.argv)}\n")
     for record in solved(env_file) if records is None else records:
         name = record["name"]
         with open(os.path.join(prefix, "conda-meta", f"{name}-{record['version']}-{record['build']}.json"), "w") as f:

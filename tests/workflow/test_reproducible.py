@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 import sys
+import time
 
 from .conftest import cnd, set_config
-from .test_lock import environ, image_of
+from .test_lock import FAKE, environ, image_of
 
 
 def _locked_builds_twice(project) -> tuple[str, str, dict]:
@@ -63,3 +66,25 @@ def test_conda_project_rebuilds_byte_identical(tmp_path, mount_base, conda_chann
     info = json.loads(cnd("image", "info", "--json", str(image_of(tmp_path)), check=True).stdout)
     assert info["mkfs_time"] == lock["source_date_epoch"]
 
+
+
+def test_conda_frontend_rebuilds_byte_identical(tmp_path, mount_base, conda_channel):
+    """Through micromamba (the fake, which logs each transaction with the wall clock and its command
+    line in conda-meta/history, as the real ones do)."""
+    (tmp_path / "environment.yml").write_text(
+        f"name: demo\nchannels:\n  - {conda_channel.as_uri()}\ndependencies:\n  - hello\n")
+    cnd("init", cwd=tmp_path, check=True)
+    set_config(tmp_path, mount_base_directory=str(mount_base), conda_exe="micromamba")
+    fakebin = tmp_path / "fakebin"
+    fakebin.mkdir()
+    shutil.copy(FAKE, fakebin / "micromamba")
+    os.chmod(fakebin / "micromamba", 0o755)
+    path = os.pathsep.join([str(fakebin), os.path.dirname(sys.executable), os.environ["PATH"]])
+    assert cnd("-q", "lock", cwd=tmp_path, env=environ(PATH=path)).returncode == 0
+    digests = []
+    for _ in range(2):
+        time.sleep(1.1)  # the history's clock would tick between the builds
+        r = cnd("-q", "build", "--locked", "--force", "--backend", "python", cwd=tmp_path, env=environ(PATH=path))
+        assert r.returncode == 0, r.stderr
+        digests.append(hashlib.sha256(image_of(tmp_path).read_bytes()).hexdigest())
+    assert digests[0] == digests[1]

@@ -119,7 +119,7 @@ def test_non_conda_application(tmp_path, mount_base):
         force_unmount(mp)
     msg = one_line_error(cnd("build", "--locked", "--force", cwd=tmp_path))
     assert "non_conda_application" in msg
-    mp.mkdir(mode=0o700)
+    mp.mkdir(mode=0o700, exist_ok=True)  # the empty mount point stays after umount
     (mp / "kept").write_text("the application\n")
     msg = one_line_error(cnd("lock", cwd=tmp_path))
     assert "non_conda_application" in msg and (mp / "kept").exists()
