@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -175,7 +176,7 @@ def read_from_image(image: os.PathLike | str) -> bytes | None:
             proc = None
         if proc is not None and proc.returncode == 0:
             return proc.stdout
-        if proc is not None and b"not found" in proc.stderr.lower() + proc.stdout.lower():
+        if proc is not None and re.search(rb"not found|no matches", proc.stderr + proc.stdout, re.IGNORECASE):
             return None
     return _read_with_python(image)
 
