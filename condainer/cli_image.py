@@ -169,9 +169,12 @@ def check(image_path) -> None:
 def info(image_path, as_json) -> None:
     """Print IMAGE's compression, block size, counts and sizes."""
     from condainer.fs.info import image_info
+    from condainer.lockfile import image_lock_state
 
     require_image_file(image_path)
     data = image_info(image_path)
+    lock = image_lock_state(image_path, None)
+    data["lock"] = lock["summary"] + (f" (sha256 {lock['sha256']})" if "sha256" in lock else "")
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
     else:

@@ -10,6 +10,7 @@ import click
 
 from condainer import console
 from condainer.errors import CondainerError
+from condainer.steps import HELP as STEPS_HELP
 
 backend_or_config = click.option(
     "--backend",
@@ -26,23 +27,43 @@ def _globals():
 
 @click.command()
 @click.option("--pip", "pip_only", is_flag=True, help="Write an example requirements.txt instead of environment.yml.")
-def init(pip_only: bool) -> None:
+@click.option("-n", "--non-conda-application", "non_conda", is_flag=True,
+              help="No environment: create the staging directory (printed) for an application you put "
+                   "there yourself; `cnd build` packs it as it is (non_conda_application: true).")
+def init(pip_only: bool, non_conda: bool) -> None:
     """Initialize the project directory with condainer.yml (and an example environment file)."""
     from condainer.build import init as do_init
 
     g = _globals()
-    do_init(Path(g.directory), pip_only=pip_only, dryrun=g.dryrun)
+    do_init(Path(g.directory), pip_only=pip_only, non_conda=non_conda, dryrun=g.dryrun)
 
 
 @click.command()
 @backend_or_config
 @click.option("--force", is_flag=True, help="Replace an existing image.")
-def build(backend: str | None, force: bool) -> None:
-    """Build the environment and pack it into <uuid>.squashfs."""
+@click.option("--locked", is_flag=True,
+              help="Install exactly condainer.lock, with no solve; refused when the environment files "
+                   "changed since it was written (`cnd lock` updates it).")
+@click.option("-s", "--steps", default=None, metavar="1,2,...", help=STEPS_HELP)
+def build(backend: str | None, force: bool, locked: bool, steps: str | None) -> None:
+    """Build the environment and pack it into <uuid>.squashfs; write condainer.lock."""
+    from condainer import steps as buildsteps
     from condainer.build import build as do_build
 
     g = _globals()
-    do_build(Path(g.directory), backend=backend, force=force, dryrun=g.dryrun)
+    do_build(Path(g.directory), backend=backend, force=force, dryrun=g.dryrun, steps=buildsteps.parse(steps),
+             locked=locked)
+
+
+@click.command("lock")
+def lock_cmd() -> None:
+    """Solve and install into the staging directory, write condainer.lock; no image is made."""
+    from condainer.build import lock as do_lock
+
+    g = _globals()
+    path = do_lock(Path(g.directory), dryrun=g.dryrun)
+    if not g.dryrun:
+        console.info(f"wrote {path}; `cnd build --locked` installs exactly it")
 
 
 @click.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -121,4 +142,4 @@ def cache() -> None:
     do_cache(Path(g.directory))
 
 
-COMMANDS: list[click.Command] = [init, build, exec_cmd, mount, umount, status, prereq, cache]
+COMMANDS: list[click.Command] = [init, build, lock_cmd, exec_cmd, mount, umount, status, prereq, cache]

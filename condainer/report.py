@@ -53,7 +53,34 @@ def status(directory: Path) -> dict[str, Any]:
         "pinned": pinned,
         "execs_running": len(running),
         "environment": str(project.env_prefix),
+        "lock": _lock_status(project),
     }
+
+
+def _lock_status(project: Project) -> dict[str, Any]:
+    """Whether the project has condainer.lock and whether the image holds the same one."""
+    from condainer import lockfile
+
+    path = project.directory / lockfile.LOCK_NAME
+    state: dict[str, Any] = {"project_lock": str(path) if path.is_file() else None}
+    if project.image.is_file():
+        state.update(lockfile.image_lock_state(project.image, path if path.is_file() else None))
+    else:
+        state.update({"lock": None, "matches_project": None, "summary": "no image"})
+    return state
+
+
+def lock_line(lock: dict[str, Any]) -> str:
+    """The `lock` line of `cnd status`: where the lock is and whether image and project agree."""
+    if lock["lock"] is None:
+        return "no image" + ("; condainer.lock present" if lock["project_lock"] else "; no condainer.lock")
+    if lock["lock"] != "present":
+        return f"image has {'no lock' if lock['lock'] == 'none' else 'an unreadable lock'}" + (
+            "" if lock["project_lock"] else "; no condainer.lock")
+    if lock["project_lock"] is None:
+        return f"image has one ({lock['summary']}); the project has no condainer.lock"
+    agree = "matches condainer.lock" if lock["matches_project"] else "differs from condainer.lock"
+    return f"image has one ({lock['summary']}), {agree}"
 
 
 def format_status(data: dict[str, Any]) -> str:
@@ -69,6 +96,7 @@ def format_status(data: dict[str, Any]) -> str:
         + (f", by another user (uid {data['mounted_by_other_uid']}): not usable by you"
            if data["mounted_by_other_uid"] is not None else ""),
         f"execs        {data['execs_running']} running" + (", pinned by `cnd mount`" if data["pinned"] else ""),
+        f"lock         {lock_line(data['lock'])}",
     ]
     return "\n".join(lines)
 

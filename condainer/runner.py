@@ -93,15 +93,26 @@ def _dry_run(*actions: str) -> None:
         printer.do(action, lambda: None)
 
 
+def _dry_run_image_check(image: str) -> None:
+    """A dry run says what it would do even before `cnd build`: a missing image is a warning."""
+    from condainer.backends.mount import check_image_file
+    from condainer.errors import ImageError
+
+    try:
+        check_image_file(image)
+    except ImageError as exc:
+        import sys
+
+        print(f"cnd: warning: {exc.message} (a real run fails here)", file=sys.stderr)
+
+
 def mount_project(directory: os.PathLike | str, *, backend: str | None = None, dryrun: bool = False) -> str:
     """`cnd mount`: mount (if needed) and pin, so execs ending leave it mounted. Like exec, it is
     cheap when the image is mounted already (`source ./activate` in every job script)."""
     layout = load_layout(directory, dryrun=dryrun)
     backend = backend or layout.backend
     if dryrun:
-        from condainer.backends.mount import check_image_file
-
-        check_image_file(layout.image)
+        _dry_run_image_check(layout.image)
         _dry_run(f"mount {layout.image} at {layout.mountpoint} ({backend} backend) unless mounted")
         return layout.mountpoint
     sessions = NodeSessions(layout.state_dir, layout.uuid)
@@ -259,9 +270,7 @@ def exec_command(directory: os.PathLike | str, argv: list[str], *, backend: str 
     layout = load_layout(directory, dryrun=dryrun)
     backend = backend or layout.backend
     if dryrun:
-        from condainer.backends.mount import check_image_file
-
-        check_image_file(layout.image)
+        _dry_run_image_check(layout.image)
         _dry_run(f"mount {layout.image} at {layout.mountpoint} ({backend} backend) unless mounted",
                  f"run {' '.join(argv)} with {layout.env_prefix}/bin first on PATH",
                  f"unmount {layout.mountpoint} if this is the last exec on the node")

@@ -57,9 +57,24 @@ def frontend_environ(virtual_packages: Mapping[str, str] | None) -> dict[str, st
     return clean_environ({**ALWAYS_YES, **virtual.frontend_environ(virtual_packages)})
 
 
-def create_with_exe(exe: str, env_yml: Path, prefix: Path, virtual_packages: Mapping[str, str] | None = None) -> None:
+def install_explicit(exe: str, explicit: Path, prefix: Path, virtual_packages: Mapping[str, str] | None = None) -> None:
+    """Install the @EXPLICIT list EXPLICIT into the environment at PREFIX: conda, mamba and
+    micromamba all take it with `install --file` and install exactly it, with no solve."""
+    name = os.path.basename(exe)
+    seed_prefix(prefix)
+    console.info(f"installing the conda packages of condainer.lock with {name} (no solve)")
+    run_step([exe, "install", "--yes", "--prefix", str(prefix), "--file", str(explicit)],
+             what=f"{name} install --file", env=frontend_environ(virtual_packages))
+
+
+def create_with_exe(exe: str, env_yml: Path, prefix: Path, virtual_packages: Mapping[str, str] | None = None,
+                    explicit: Path | None = None) -> None:
     """Install ENV_YML's packages into the (empty) environment at PREFIX with mamba, conda or
-    micromamba, in place, solving for the VIRTUAL_PACKAGES of condainer.yml."""
+    micromamba, in place, solving for the VIRTUAL_PACKAGES of condainer.yml (with EXPLICIT, the
+    lock's @EXPLICIT list instead, unsolved)."""
+    if explicit is not None:
+        install_explicit(exe, explicit, prefix, virtual_packages)
+        return
     name = os.path.basename(exe)
     seed_prefix(prefix)
     if name.startswith("micromamba"):
@@ -71,18 +86,29 @@ def create_with_exe(exe: str, env_yml: Path, prefix: Path, virtual_packages: Map
     run_step(cmd, what=what, env=frontend_environ(virtual_packages))
 
 
-def install_with_installer(installer: Path, env_yml: Path, prefix: Path, conda_exe: str,
-                           virtual_packages: Mapping[str, str] | None = None) -> None:
-    """Install Miniforge at PREFIX, then the environment.yml's packages into that base environment
-    (both steps solve, so both get the VIRTUAL_PACKAGES of condainer.yml)."""
+def run_installer(installer: Path, prefix: Path, virtual_packages: Mapping[str, str] | None = None) -> None:
+    """Install Miniforge (the base environment) at PREFIX; it solves, so it gets VIRTUAL_PACKAGES."""
     console.info(f"installing {installer.name} at {prefix}")
+    run_step(["/bin/bash", str(installer), "-b", "-f", "-p", str(prefix)], what=f"installer {installer.name}",
+             env=frontend_environ(virtual_packages))
+
+
+def install_with_installer(installer: Path | None, env_yml: Path, prefix: Path, conda_exe: str,
+                           virtual_packages: Mapping[str, str] | None = None, explicit: Path | None = None) -> None:
+    """Install Miniforge at PREFIX (unless INSTALLER is None: done already), then the
+    environment.yml's packages into that base environment with its own mamba or conda (both steps
+    solve, so both get the VIRTUAL_PACKAGES of condainer.yml); with EXPLICIT, the lock's list."""
     env = frontend_environ(virtual_packages)
-    run_step(["/bin/bash", str(installer), "-b", "-f", "-p", str(prefix)], what=f"installer {installer.name}", env=env)
+    if installer is not None:
+        run_installer(installer, prefix, virtual_packages)
     for candidate in (conda_exe, "mamba", "conda"):
         exe = prefix / "bin" / candidate if candidate else None
         if exe and exe.exists():
+            if explicit is not None:
+                install_explicit(str(exe), explicit, prefix, virtual_packages)
+                return
             console.info(f"installing {env_yml.name} with {candidate}")
             run_step([str(exe), "env", "update", "--prefix", str(prefix), "--file", str(env_yml)],
                      what=f"{candidate} env update", env=env)
             return
-    raise BuildError(f"installer {installer.name} provided neither mamba nor conda in {prefix}/bin")
+    raise BuildError(f"the installer provided neither mamba nor conda in {prefix}/bin")

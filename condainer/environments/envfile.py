@@ -48,3 +48,14 @@ def read(path: Path) -> EnvironmentFile:
         pip_requirements=pip,
         variables={str(k): str(v) for k, v in variables.items()},
     )
+
+
+def without_pip(env: EnvironmentFile, target: Path) -> Path:
+    """ENV's file without its pip: section, written to TARGET: a conda frontend then installs the
+    conda packages only, and our pip step installs the rest (so that pip's report can be locked)."""
+    import yaml
+
+    data = read_mapping(env.path, missing=f"{env.path} not found", what="with 'dependencies'")
+    data["dependencies"] = [d for d in data.get("dependencies") or [] if not isinstance(d, dict)]
+    target.write_text(yaml.safe_dump(data, sort_keys=False))
+    return target

@@ -29,10 +29,14 @@ def cache_dir() -> Path:
 
 
 def install_conda_packages(env: EnvironmentFile, prefix: Path,
-                           virtual_packages: list[virtual.VirtualPackage]) -> None:
+                           virtual_packages: list[virtual.VirtualPackage], lock: dict | None = None) -> None:
     """Solve ENV's channels and specs for VIRTUAL_PACKAGES and install them into PREFIX (also
-    writes its env variables)."""
-    console.info(f"solving and installing {len(env.conda_specs)} conda specs from {', '.join(env.channels) or 'no channel'}")
+    writes its env variables); with LOCK, install exactly its conda packages, unsolved."""
+    if lock is None:
+        console.info(f"solving and installing {len(env.conda_specs)} conda specs from "
+                     f"{', '.join(env.channels) or 'no channel'}")
+    else:
+        console.info(f"installing the {len(lock.get('conda') or [])} conda packages of condainer.lock (no solve)")
     request = {
         "channels": env.channels,
         "specs": env.conda_specs,
@@ -42,6 +46,8 @@ def install_conda_packages(env: EnvironmentFile, prefix: Path,
         "channel_alias": os.environ.get("CONDAINER_CHANNEL_ALIAS", "https://conda.anaconda.org/"),
         "root_dir": str(env.path.parent),
         "virtual_packages": virtual.records(virtual_packages),
+        "locked": None if lock is None else lock.get("conda") or [],
+        "platform": None if lock is None else lock["platform"],
     }
     proc = run_group(
         [sys.executable, "-m", "condainer.environments.rattler_child"],

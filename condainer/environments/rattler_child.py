@@ -34,18 +34,51 @@ def _reason(exc: Exception, req: dict) -> str:
     return explained or f"{type(exc).__name__}: {' '.join(text.split()) or type(exc).__name__}"
 
 
+async def _locked_records(req: dict, gateway) -> list:
+    """The records of the lock's packages, looked up (not solved) in the repodata of the channels
+    their URLs name, each checked against the lock's URL and sha256."""
+    from rattler import Channel
+
+    wanted = {entry["url"]: entry for entry in req["locked"]}
+    by_channel: dict[str, list[str]] = {}
+    for entry in req["locked"]:
+        by_channel.setdefault(entry["url"].rsplit("/", 2)[0], []).append(entry["name"])
+    found = {}
+    for channel, names in by_channel.items():
+        result = await gateway.query([Channel(channel)], [req["platform"], "noarch"], sorted(set(names)),
+                                     recursive=False)
+        for records in result:
+            for record in records:
+                if record.url in wanted:
+                    found[record.url] = record
+    records = []
+    for url, entry in wanted.items():
+        record = found.get(url)
+        if record is None:
+            raise LookupError(f"condainer.lock names {url}, which its channel no longer has")
+        if record.sha256 is not None and record.sha256.hex() != entry["sha256"]:
+            raise LookupError(f"{url} has sha256 {record.sha256.hex()} in its channel, condainer.lock "
+                              f"says {entry['sha256']}")
+        records.append(record)
+    return records
+
+
 async def _build(req: dict) -> str:
     from rattler import Gateway, MatchSpec, Platform, install, solve
 
     cache = Path(req["cache_dir"])
+    gateway = Gateway(cache_dir=cache / "repodata")
     specs = [MatchSpec(s) for s in req["specs"]]
-    records = await solve(
-        _channels(req["channels"], req["channel_alias"], req["root_dir"]),
-        specs,
-        gateway=Gateway(cache_dir=cache / "repodata"),
-        platforms=[Platform.current(), Platform("noarch")],
-        virtual_packages=virtual.to_rattler(_virtual_packages(req)),
-    )
+    if req.get("locked") is not None:
+        records = await _locked_records(req, gateway)
+    else:
+        records = await solve(
+            _channels(req["channels"], req["channel_alias"], req["root_dir"]),
+            specs,
+            gateway=gateway,
+            platforms=[Platform.current(), Platform("noarch")],
+            virtual_packages=virtual.to_rattler(_virtual_packages(req)),
+        )
     await install(
         records,
         target_prefix=req["prefix"],

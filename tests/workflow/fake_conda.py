@@ -7,16 +7,19 @@ It models the parts of their contract that `cnd build` relies on, including the 
   "Overwrite?" and, on yes, deletes the whole prefix first;
 - `install` needs an existing environment; mamba asks "Confirm changes" before any change, and
   with stdin not a terminal only --yes or MAMBA_ALWAYS_YES/CONDA_ALWAYS_YES say yes;
-- `env update` creates the prefix if missing and installs into it in place.
+- `env update` creates the prefix if missing and installs into it in place;
+- `--file` may be an @EXPLICIT list (`URL#SHA256` lines), installed as it is, unsolved.
 "Installing" a package NAME writes conda-meta/NAME-1.0-0.json and an executable bin/NAME-hello
 that prints where it lives.  Every call is appended to $FAKE_CONDA_LOG as one JSON line, with the
 CONDA_OVERRIDE_* variables it was given (which the real ones read to set virtual packages).
 """
 
+import hashlib
 import json
 import os
 import shutil
 import sys
+import time
 
 
 def fail(msg: str, code: int = 1) -> None:
@@ -44,12 +47,40 @@ def packages(env_file: str) -> list[str]:
     return names
 
 
+def explicit_packages(env_file: str) -> list[dict] | None:
+    """The records of an @EXPLICIT file (one `URL#SHA256` a line), or None if it is not one."""
+    with open(env_file) as f:
+        lines = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    if not lines or lines[0] != "@EXPLICIT":
+        return None
+    records = []
+    for line in lines[1:]:
+        url, _, sha = line.partition("#")
+        name, version, build = url.rsplit("/", 1)[1].removesuffix(".tar.bz2").removesuffix(".conda").rsplit("-", 2)
+        records.append({"name": name, "version": version, "build": build, "url": url, "sha256": sha,
+                        "channel": url.rsplit("/", 2)[0]})
+    return records
+
+
+def solved(env_file: str) -> list[dict]:
+    """What a solve of ENV_FILE gives here: NAME-1.0-0 from conda-forge, with the URL and sha256
+    that real frontends record in conda-meta."""
+    channel = "https://conda.anaconda.org/conda-forge"
+    return [{"name": name, "version": "1.0", "build": "0", "channel": channel,
+             "url": f"{channel}/noarch/{name}-1.0-0.tar.bz2", "sha256": hashlib.sha256(name.encode()).hexdigest()}
+            for name in packages(env_file)]
+
+
 def install(prefix: str, env_file: str) -> None:
     os.makedirs(os.path.join(prefix, "conda-meta"), exist_ok=True)
     os.makedirs(os.path.join(prefix, "bin"), exist_ok=True)
-    for name in packages(env_file):
-        with open(os.path.join(prefix, "conda-meta", f"{name}-1.0-0.json"), "w") as f:
-            json.dump({"name": name, "version": "1.0"}, f)
+    records = explicit_packages(env_file)
+    with open(os.path.join(prefix, "conda-meta", "history"), "a") as f:  # as real ones log a transaction
+        f.write(time.strftime("==> %Y-%m-%d %H:%M:%S <==\n") + f"# cmd: {' '.join(sys.argv)}\n")
+    for record in solved(env_file) if records is None else records:
+        name = record["name"]
+        with open(os.path.join(prefix, "conda-meta", f"{name}-{record['version']}-{record['build']}.json"), "w") as f:
+            json.dump(record, f)
         exe = os.path.join(prefix, "bin", f"{name}-hello")
         with open(exe, "w") as f:
             f.write(f"#!/bin/sh\necho hello from {name} at {prefix}\n")
