@@ -91,8 +91,56 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def measure_premounted(cluster, project_dir, cnd: list[str], *, ranks: list[int], backends: list[str],
+                       repeats: int) -> list[dict]:
+    """With the image mounted on the node beforehand (`cnd mount` in a step of its own), what every
+    rank but the first meets: `cnd exec -- python` against the environment's python started by
+    path, interleaved; rows as measure_all's."""
+    mountpoint = _run_cnd_step(cluster, project_dir, [*cnd, "-q", "-d", str(project_dir), "mount", "-p"]).strip()
+    _run_cnd_step(cluster, project_dir, [*cnd, "-q", "-d", str(project_dir), "umount"])
+    rows = []
+    for backend in backends:
+        _run_cnd_step(cluster, project_dir, [*cnd, "-q", "-d", str(project_dir), "mount", "--backend", backend])
+        try:
+            variants = {f"env python, image mounted ({backend})": [f"{mountpoint}/bin/python", "-c", PROBE],
+                        f"cnd exec {backend}, image mounted": [*cnd, "-q", "-d", str(project_dir), "exec",
+                                                               "--", "python", "-c", PROBE]}
+            for n in ranks:
+                runs: dict[str, list[dict]] = {what: [] for what in variants}
+                for _ in range(repeats):
+                    for what, command in variants.items():
+                        runs[what].append(measure(cluster, command, n, project_dir))
+                for what in variants:
+                    rows.append({"what": what, "ranks": n, **{
+                        k: statistics.median(r[k] for r in runs[what]) for k in ("first", "last", "srun")}})
+        finally:
+            _run_cnd_step(cluster, project_dir, [*cnd, "-q", "-d", str(project_dir), "umount"])
+    return rows
+
+
+def _run_cnd_step(cluster, project_dir, argv: list[str]) -> str:
+    result = cluster.run(["srun", "-n", "1", *argv], 120, cwd=project_dir)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr}")
+    return result.stdout
+
+
+def ratios(rows: list[dict]) -> list[str]:
+    """`cnd exec` against the env's python on a pre-mounted image, per backend and rank count."""
+    by = {(r["what"], r["ranks"]): r for r in rows if "srun" in r}
+    lines = []
+    for (what, n), row in sorted(by.items()):
+        if what.startswith("cnd exec ") and what.endswith(", image mounted"):
+            backend = what.split()[2].rstrip(",")
+            base = by.get((f"env python, image mounted ({backend})", n))
+            if base:
+                lines.append(f"- {backend}, {n} ranks: srun {row['srun']:.2f} s vs {base['srun']:.2f} s = "
+                             f"{row['srun'] / base['srun']:.2f}x")
+    return lines
+
+
 def _measure_on_own_cluster(ranks: list[int], backends: list[str], repeats: int,
-                            project_dir: pathlib.Path | None = None) -> list[dict]:
+                            project_dir: pathlib.Path | None = None) -> tuple[list[dict], list[dict]]:
     # Ranks must run the condainer of this checkout, as in the tests (srun exports the environment).
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p)
     slurm, project = _load_harness()
@@ -104,8 +152,14 @@ def _measure_on_own_cluster(ranks: list[int], backends: list[str], repeats: int,
         cluster.start()
         if project_dir is None:
             project_dir = project.build_six_project(cluster.state / "project").path
-        return measure_all(cluster, project_dir.resolve(), project.cnd_exec, ranks=ranks, backends=backends,
+        rows = measure_all(cluster, project_dir.resolve(), project.cnd_exec, ranks=ranks, backends=backends,
                            repeats=repeats, accepted=project.exec_backends())
+        from benchmarks.exec_cost import user_venv
+
+        cnd = [str(user_venv() / "bin" / "cnd")]  # installed by pip, as a user has it
+        premounted = measure_premounted(cluster, project_dir.resolve(), cnd, ranks=ranks, backends=backends,
+                                        repeats=repeats)
+        return rows, premounted
     finally:
         cluster.stop()
 
@@ -114,13 +168,16 @@ def run(quick: bool, repeats: int, backends: list[str]) -> str:
     """The suite for `python -m benchmarks cluster`: a markdown section."""
     ranks = [1, 8] if quick else [1, 8, 32, 64]
     try:
-        rows = _measure_on_own_cluster(ranks, backends, repeats)
+        rows, premounted = _measure_on_own_cluster(ranks, backends, repeats)
     except Exception as exc:  # noqa: BLE001 (no Slurm here: say so in the results instead)
         return f"## cluster: srun to first rank\n\nnot measured: {type(exc).__name__}: {exc}\n"
     return ("## cluster: `srun -n N cnd exec -- python`, one node, time to the first and last rank\n\n"
             f"Seconds from starting srun, medians of {repeats}; Slurm 22.05 on this machine "
             "(tests/cluster harness), a pip project (six). `srun python` is the same without cnd.\n\n"
-            + table(rows) + "\n")
+            + table(rows) + "\n\n"
+            "### image mounted on the node beforehand (every rank but the first)\n\n"
+            "`cnd exec` of a pip-installed cnd against the environment's own python started by path, "
+            f"interleaved, medians of {repeats}:\n\n" + table(premounted) + "\n\n" + "\n".join(ratios(premounted)) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,11 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project", type=pathlib.Path, help="a built project (default: build one)")
     parser.add_argument("--json", type=pathlib.Path, help="also write the rows here")
     args = parser.parse_args(argv)
-    rows = _measure_on_own_cluster([int(n) for n in args.ranks.split(",")], args.backends.split(","),
-                                   args.repeats, args.project)
+    rows, premounted = _measure_on_own_cluster([int(n) for n in args.ranks.split(",")], args.backends.split(","),
+                                               args.repeats, args.project)
     print(f"# srun -> Python, one node ({socket.gethostname()}), {time.strftime('%Y-%m-%d %H:%M')}, "
           f"medians of {args.repeats}\n")
     print(table(rows))
+    print("\n## image mounted beforehand\n")
+    print(table(premounted))
+    print("\n".join(ratios(premounted)))
+    rows = rows + premounted
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0

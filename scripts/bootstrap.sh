@@ -14,7 +14,7 @@ SYSTEM_PACKAGES=(
     libfuse2                           # libfuse 2.9: the fallback FUSE layer is tested on it too
     util-linux kmod                    # mount -o loop (kernel reader in tests), losetup
     procps psmisc                      # ps/fuser used by tests to find daemons
-    time                               # /usr/bin/time -v for peak RSS in benchmarks
+    time strace                        # /usr/bin/time -v (peak RSS) and strace (file syscalls) in benchmarks
     bash zsh                           # `source ./activate` is tested in both
 )
 
