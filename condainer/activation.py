@@ -4,7 +4,6 @@ On `cnd exec`'s per-rank path: os only at load time; json and subprocess only wh
 has variables or activate.d scripts.
 """
 
-
 import os
 
 from condainer.errors import CondainerError

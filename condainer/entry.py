@@ -8,7 +8,6 @@ cnd exec costs"). Any command line this reader is not sure of
 (help, an unknown option, a missing command) goes to click, so its answers stay click's.
 """
 
-
 import os
 import sys
 

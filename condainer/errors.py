@@ -38,7 +38,6 @@ def child_reason(stderr: str | None, returncode: int, *, prefer: tuple[str, ...]
 class ConfigError(CondainerError):
     """condainer.yml, environment.yml or requirements.txt is missing or invalid."""
 
-
 class ImageError(CondainerError):
     """A squashfs image is missing, damaged or cannot be written."""
 

@@ -8,7 +8,6 @@ files and uses the values only when the text still matches byte for byte, so an 
 condainer.yml is never ignored. Standard library only (os): this module is on that per-rank path.
 """
 
-
 import os
 
 CONFIG_NAME = "condainer.yml"

@@ -8,7 +8,6 @@ is how a stale mount is told apart from a live one.
 load time (subprocess and shutil only when something is unmounted).
 """
 
-
 import errno
 import os
 

@@ -10,7 +10,6 @@ command is started with posix_spawn (no subprocess), and the mount machinery, Sl
 watcher are imported only when they are needed.
 """
 
-
 import os
 import time
 

@@ -12,7 +12,6 @@ Every rank passes here, so this module uses the standard library's os and fcntl 
 string paths.
 """
 
-
 import fcntl
 import os
 import time
