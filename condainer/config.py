@@ -19,6 +19,7 @@ import yaml
 
 from condainer.backends import BACKENDS
 from condainer.errors import ConfigError
+from condainer.fs.compression import level_range
 from condainer.fs.options import COMPRESSIONS, DEFAULT_BLOCK_SIZE, DEFAULT_COMPRESSION
 from condainer.yamlfile import read_mapping
 
@@ -56,7 +57,6 @@ def defaults() -> dict[str, Any]:
 
 # Keys of upstream Condainer that we read (or knowingly ignore) beside those of defaults().
 UPSTREAM_KEYS = ("user_env_name", "non_conda_application", "multiuser_mountpoint")
-LEVELS = {"zstd": (1, 22), "gzip": (1, 9)}
 UUID_RE = re.compile(r"[0-9A-Fa-f-]+")
 
 
@@ -108,9 +108,10 @@ def _validate(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
         raise bad("block_size", f"{size} is not a power of two from 4096 to 1048576")
     level, compression = cfg.get("compression_level"), cfg["compression"]
     if level is not None:
-        if compression not in LEVELS:
+        levels = level_range(compression)
+        if levels is None:
             raise bad("compression_level", f"{compression} takes no level: leave it empty")
-        lo, hi = LEVELS[compression]
+        lo, hi = levels
         if not lo <= level <= hi:
             raise bad("compression_level", f"{compression} level must be {lo}..{hi}, not {level}")
     return cfg

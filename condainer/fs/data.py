@@ -59,7 +59,7 @@ def _worker_main(conn, codec: Codec, parent: int | None, inherited: list[int]) -
     for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
     compress = codec.compressor()
-    raw = codec.name == "none"
+    raw = codec.raw
     inbox: queue.SimpleQueue = queue.SimpleQueue()
 
     def receive() -> None:
@@ -166,7 +166,7 @@ class BlockPipeline:
     def __init__(self, out, position: int, codec: Codec, processors: int) -> None:
         self._out = out
         self.position = position
-        self._raw = codec.name == "none"
+        self._raw = codec.raw
         self._compress = codec.compressor()
         self._batch: list[tuple[bytes | None, Placed, int]] = []
         self._batch_bytes = 0

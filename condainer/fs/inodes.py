@@ -14,19 +14,9 @@ from condainer.fs import format as fmt
 from condainer.fs.data import FileData
 from condainer.fs.directory import Listing
 
-_TYPES = {
-    stat.S_IFDIR: fmt.DIR,
-    stat.S_IFREG: fmt.FILE,
-    stat.S_IFLNK: fmt.SYMLINK,
-    stat.S_IFBLK: fmt.BLKDEV,
-    stat.S_IFCHR: fmt.CHRDEV,
-    stat.S_IFIFO: fmt.FIFO,
-    stat.S_IFSOCK: fmt.SOCKET,
-}
-
 
 def basic_type(mode: int) -> int:
-    return _TYPES[stat.S_IFMT(mode)]
+    return fmt.TYPE_OF_MODE[stat.S_IFMT(mode)]
 
 
 def header(itype: int, mode: int, uid_index: int, gid_index: int, mtime: int, number: int) -> bytes:

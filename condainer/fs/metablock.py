@@ -8,9 +8,8 @@ moment the record begins, because the start of the chunk being filled is fixed b
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from condainer.fs import format as fmt
+from condainer.fs.compression import Codec
 
 
 class MetadataWriter:
@@ -20,9 +19,9 @@ class MetadataWriter:
     per inode) and must be written after the data blocks anyway.
     """
 
-    def __init__(self, compress: Callable[[bytes], bytes], raw: bool = False) -> None:
-        self._compress = compress
-        self._raw = raw
+    def __init__(self, codec: Codec) -> None:
+        self._compress = codec.compressor()
+        self._raw = codec.raw
         self._pending = bytearray()
         self._chunks: list[bytes] = []
         self._written = 0  # bytes of finished chunks, headers included

@@ -22,57 +22,24 @@ from __future__ import annotations
 import collections
 import itertools
 import os
-import stat
 import struct
 import threading
 from dataclasses import dataclass
 
-from PySquashfsImage.const import SQUASHFS_MAGIC
 from PySquashfsImage.structure import Superblock
 
 from condainer.errors import ImageError
+from condainer.fs import format as fmt
+from condainer.fs.compression import BY_ID, CodecUnavailable
 
-METADATA_SIZE = 8192
-INVALID_FRAG = 0xFFFFFFFF
-INVALID_XATTR = 0xFFFFFFFF
-INVALID_TABLE = 0xFFFFFFFFFFFFFFFF
-NAME_MAX = 256
-# Directory entries per header: the kernel rejects more than 256 (fs/squashfs/squashfs_fs.h).
-DIR_COUNT_MAX = 256
-
-COMPRESSORS = {0: "none", 1: "gzip", 2: "lzma", 3: "lzo", 4: "xz", 5: "lz4", 6: "zstd"}
-XATTR_PREFIXES = {0: b"user.", 1: b"trusted.", 2: b"security."}
-XATTR_VALUE_OOL = 0x100
-
-# Inode type -> file type bits; basic types 1-7, extended 8-14 (format.adoc "Inode Table").
-_IFMT = {
-    1: stat.S_IFDIR,
-    2: stat.S_IFREG,
-    3: stat.S_IFLNK,
-    4: stat.S_IFBLK,
-    5: stat.S_IFCHR,
-    6: stat.S_IFIFO,
-    7: stat.S_IFSOCK,
-}
-
-_U16 = struct.Struct("<H")
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
-_INODE_HEADER = struct.Struct("<HHHHII")  # type, mode, uid idx, gid idx, mtime, inode number
-_DIR = struct.Struct("<IIHHI")  # start block, nlink, file size, offset, parent
-_LDIR = struct.Struct("<IIIIHHI")  # nlink, file size, start block, parent, index count, offset, xattr
-_REG = struct.Struct("<IIII")  # blocks start, fragment, fragment offset, file size
-_LREG = struct.Struct("<QQQIIII")  # blocks start, file size, sparse, nlink, fragment, offset, xattr
-_SYMLINK = struct.Struct("<II")  # nlink, target size
-_DEV = struct.Struct("<II")  # nlink, rdev
-_LDEV = struct.Struct("<III")  # nlink, rdev, xattr
-_IPC = struct.Struct("<I")  # nlink
-_LIPC = struct.Struct("<II")  # nlink, xattr
-_DIR_HEADER = struct.Struct("<IIi")  # count - 1, inode metadata block, base inode number
-_DIR_ENTRY = struct.Struct("<HhHH")  # offset, inode delta, type, name size - 1
-_FRAGMENT = struct.Struct("<QII")  # start, size (bit 24: stored raw), unused
-_XATTR_ID = struct.Struct("<QII")  # key/value reference, count, size
-_XATTR_KEY = struct.Struct("<HH")  # type (bit 8: value out of line), name size
+METADATA_SIZE = fmt.METADATA_SIZE
+INVALID_FRAG = fmt.NO_FRAGMENT
+INVALID_XATTR = fmt.NO_XATTR
+INVALID_TABLE = fmt.NO_TABLE
+_IFMT = fmt.MODE_OF_TYPE
+_U16, _U32, _U64 = fmt.U16, fmt.U32, fmt.U64
+_FRAGMENT = fmt.FRAGMENT_ENTRY
+_XATTR_ID = fmt.XATTR_ID_ENTRY
 
 
 class DamagedImage(ImageError):
@@ -207,74 +174,6 @@ class LRUCache:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Decompression: one decompressor per thread, output bounded by what the format allows.
-
-
-def _make_decompressor(compression_id: int):
-    """Return ``decompress(data, limit) -> bytes`` for this thread; limit bounds the output."""
-    name = COMPRESSORS.get(compression_id)
-    if name == "gzip":
-        import zlib
-
-        def decompress(data: bytes, limit: int) -> bytes:
-            d = zlib.decompressobj()
-            out = d.decompress(data, limit)
-            if d.unconsumed_tail:
-                raise ValueError("block inflates beyond its size limit")
-            return out
-
-        return decompress
-    if name == "zstd":
-        import zstandard
-
-        dctx = zstandard.ZstdDecompressor()
-
-        def decompress(data: bytes, limit: int) -> bytes:
-            # A damaged frame header can claim any content size; refuse before allocating it.
-            declared = zstandard.frame_content_size(data)
-            if declared > limit:
-                raise ValueError(f"block claims {declared} bytes, limit {limit}")
-            return dctx.decompress(data, max_output_size=limit)
-
-        return decompress
-    if name in ("xz", "lzma"):
-        import lzma
-
-        fmt = lzma.FORMAT_XZ if name == "xz" else lzma.FORMAT_ALONE
-
-        def decompress(data: bytes, limit: int) -> bytes:
-            d = lzma.LZMADecompressor(format=fmt)
-            out = d.decompress(data, max_length=limit)
-            if not d.eof and d.needs_input is False:
-                raise ValueError("block inflates beyond its size limit")
-            return out
-
-        return decompress
-    if name == "lz4":
-        try:
-            import lz4.block
-        except ImportError:
-            raise DamagedImage("image is lz4-compressed but the lz4 module is not installed") from None
-
-        def decompress(data: bytes, limit: int) -> bytes:
-            # squashfs stores raw LZ4 blocks (LZ4_decompress_safe), not lz4 frames.
-            return lz4.block.decompress(data, uncompressed_size=limit)
-
-        return decompress
-    if name == "none":
-        return lambda data, limit: data
-    if name == "lzo":
-        try:
-            import lzo
-        except ImportError:
-            raise DamagedImage(
-                "image is lzo-compressed; reading it needs the python-lzo module, which is not installed"
-            ) from None
-        return lambda data, limit: lzo.decompress(data, False, limit)
-    raise DamagedImage(f"unsupported compressor id {compression_id}")
-
-
-# ---------------------------------------------------------------------------------------------------
 
 
 class SquashfsReader:
@@ -326,8 +225,8 @@ class SquashfsReader:
         message that names the image like every other reason an image cannot be opened (``cnd
         image mount`` shows it as it is; check and info add the path only when it is missing)."""
         try:
-            return _make_decompressor(self.sb.compression_id)
-        except DamagedImage as e:
+            return BY_ID[self.sb.compression_id].decompressor()
+        except CodecUnavailable as e:
             raise DamagedImage(f"{self.path}: {e.message}") from None
 
     def close(self) -> None:
@@ -359,7 +258,7 @@ class SquashfsReader:
         try:
             decompress = pool.pop()
         except IndexError:
-            decompress = _make_decompressor(self.sb.compression_id)
+            decompress = BY_ID[self.sb.compression_id].decompressor()
         try:
             out = decompress(data, limit)
         except DamagedImage:
@@ -376,13 +275,13 @@ class SquashfsReader:
             raise DamagedImage(f"{self.path}: not a squashfs image (only {self.file_size} bytes)")
         raw = os.pread(self._fd, 96, 0)
         sb = Superblock.from_bytes(raw)
-        if sb.s_magic != SQUASHFS_MAGIC:
+        if sb.s_magic != fmt.MAGIC:
             raise DamagedImage(f"{self.path}: not a squashfs image (bad magic)")
         if (sb.s_major, sb.s_minor) != (4, 0):
             raise DamagedImage(
                 f"{self.path}: squashfs version {sb.s_major}.{sb.s_minor}, only 4.0 is supported"
             )
-        if sb.compression not in COMPRESSORS:
+        if sb.compression not in BY_ID:
             raise DamagedImage(f"{self.path}: unsupported compressor id {sb.compression}")
         if not (12 <= sb.block_log <= 20) or sb.block_size != 1 << sb.block_log:
             raise DamagedImage(f"{self.path}: bad block size {sb.block_size} (log {sb.block_log})")
@@ -405,7 +304,7 @@ class SquashfsReader:
             block_size=sb.block_size,
             block_log=sb.block_log,
             fragments=sb.fragments,
-            compression=COMPRESSORS[sb.compression],
+            compression=BY_ID[sb.compression].name,
             compression_id=sb.compression,
             flags=sb.flags,
             id_count=sb.no_ids,
@@ -425,11 +324,11 @@ class SquashfsReader:
         if hit is not None:
             return hit
         (header,) = _U16.unpack(self._pread(pos, 2, "metadata block header"))
-        size = header & 0x7FFF
+        size = header & fmt.METADATA_SIZE_MASK
         if size == 0 or size > METADATA_SIZE:
             raise DamagedImage(f"metadata block at {pos}: bad size {size}")
         data = self._pread(pos + 2, size, "metadata block")
-        if not header & 0x8000:
+        if not header & fmt.METADATA_UNCOMPRESSED:
             data = self._inflate(data, METADATA_SIZE, f"metadata block at {pos}")
         if not data:
             raise DamagedImage(f"metadata block at {pos}: empty")
@@ -529,11 +428,11 @@ class SquashfsReader:
         data = self._blocks.get(key)
         if data is not None:
             return data
-        csize = size_word & 0xFFFFFF
+        csize = size_word & fmt.DATA_SIZE_MASK
         if csize > self.sb.block_size:
             raise DamagedImage(f"{what}: stored size {csize} exceeds the block size")
         raw = self._pread(pos, csize, what)
-        if size_word & (1 << 24):
+        if size_word & fmt.DATA_UNCOMPRESSED:
             data = raw
         else:
             data = self._inflate(raw, self.sb.block_size, what)
@@ -561,7 +460,7 @@ class SquashfsReader:
         if pos >= self.sb.directory_table_start:
             raise DamagedImage(f"{what}: outside the inode table")
         raw, pos, offset = self._meta_read(pos, offset, 16, what)
-        itype, mode, uid_i, gid_i, mtime, ino = _INODE_HEADER.unpack(raw)
+        itype, mode, uid_i, gid_i, mtime, ino = fmt.INODE_HEADER.unpack(raw)
         if not 1 <= itype <= 14:
             raise DamagedImage(f"{what}: unknown inode type {itype}")
         if uid_i >= len(self._ids) or gid_i >= len(self._ids):
@@ -578,26 +477,26 @@ class SquashfsReader:
         n.gid = self._ids[gid_i]
         n.mtime = mtime
         if itype == 1:
-            raw, pos, offset = self._meta_read(pos, offset, _DIR.size, what)
-            n.dir_block, n.nlink, n.size, n.dir_offset, n.parent = _DIR.unpack(raw)
+            raw, pos, offset = self._meta_read(pos, offset, fmt.DIR_INODE.size, what)
+            n.dir_block, n.nlink, n.size, n.dir_offset, n.parent = fmt.DIR_INODE.unpack(raw)
         elif itype == 8:
-            raw, pos, offset = self._meta_read(pos, offset, _LDIR.size, what)
-            (n.nlink, n.size, n.dir_block, n.parent, _idx_count, n.dir_offset, n.xattr) = _LDIR.unpack(raw)
+            raw, pos, offset = self._meta_read(pos, offset, fmt.EXT_DIR_INODE.size, what)
+            (n.nlink, n.size, n.dir_block, n.parent, _idx_count, n.dir_offset, n.xattr) = fmt.EXT_DIR_INODE.unpack(raw)
         elif itype == 2 or itype == 9:
             if itype == 2:
-                raw, pos, offset = self._meta_read(pos, offset, _REG.size, what)
-                n.blocks_start, n.fragment, n.frag_offset, n.size = _REG.unpack(raw)
+                raw, pos, offset = self._meta_read(pos, offset, fmt.FILE_INODE.size, what)
+                n.blocks_start, n.fragment, n.frag_offset, n.size = fmt.FILE_INODE.unpack(raw)
                 n.nlink = 1
             else:
-                raw, pos, offset = self._meta_read(pos, offset, _LREG.size, what)
+                raw, pos, offset = self._meta_read(pos, offset, fmt.EXT_FILE_INODE.size, what)
                 (n.blocks_start, n.size, n.sparse, n.nlink, n.fragment, n.frag_offset, n.xattr) = (
-                    _LREG.unpack(raw)
+                    fmt.EXT_FILE_INODE.unpack(raw)
                 )
             n.list_ref = (pos, offset)  # the block list follows the inode
         elif itype == 3 or itype == 10:
-            raw, pos, offset = self._meta_read(pos, offset, _SYMLINK.size, what)
-            n.nlink, size = _SYMLINK.unpack(raw)
-            if size > 4096:
+            raw, pos, offset = self._meta_read(pos, offset, fmt.SYMLINK_INODE.size, what)
+            n.nlink, size = fmt.SYMLINK_INODE.unpack(raw)
+            if size > fmt.MAX_SYMLINK:
                 raise DamagedImage(f"{what}: symlink target of {size} bytes")
             n.target, pos, offset = self._meta_read(pos, offset, size, what)
             n.size = size
@@ -605,16 +504,16 @@ class SquashfsReader:
                 raw, pos, offset = self._meta_read(pos, offset, 4, what)
                 (n.xattr,) = _U32.unpack(raw)
         elif basic in (4, 5):
-            st = _DEV if itype <= 7 else _LDEV
+            st = fmt.DEV_INODE if itype <= 7 else fmt.EXT_DEV_INODE
             raw, pos, offset = self._meta_read(pos, offset, st.size, what)
             vals = st.unpack(raw)
             n.nlink, dev = vals[0], vals[1]
             if itype > 7:
                 n.xattr = vals[2]
-            n.rdev = os.makedev((dev >> 8) & 0xFFF, (dev & 0xFF) | ((dev >> 12) & 0xFFF00))
+            n.rdev = os.makedev(*fmt.decode_device(dev))
             n.size = 0
         else:
-            st = _IPC if itype <= 7 else _LIPC
+            st = fmt.IPC_INODE if itype <= 7 else fmt.EXT_IPC_INODE
             raw, pos, offset = self._meta_read(pos, offset, st.size, what)
             vals = st.unpack(raw)
             n.nlink = vals[0]
@@ -660,20 +559,20 @@ class SquashfsReader:
         data, _, _ = self._meta_read(pos, offset, size, what) if size else (b"", 0, 0)
         i = 0
         prev = b""
-        header_unpack, entry_unpack = _DIR_HEADER.unpack_from, _DIR_ENTRY.unpack_from
+        header_unpack, entry_unpack = fmt.DIR_HEADER.unpack_from, fmt.DIR_ENTRY.unpack_from
         while i < size:
             if i + 12 > size:
                 raise DamagedImage(f"{what}: listing ends inside a header")
             count, start_block, base = header_unpack(data, i)
             i += 12
-            if count >= DIR_COUNT_MAX:
+            if count >= fmt.DIR_MAX_RUN:
                 raise DamagedImage(f"{what}: header with {count + 1} entries")
             for _ in range(count + 1):
                 if i + 8 > size:
                     raise DamagedImage(f"{what}: listing overruns its size")
                 eoff, delta, etype, nsize = entry_unpack(data, i)
                 nsize += 1
-                if nsize > NAME_MAX:
+                if nsize > fmt.MAX_NAME:
                     raise DamagedImage(f"{what}: entry name of {nsize} bytes")
                 name = data[i + 8 : i + 8 + nsize]
                 i += 8 + nsize
@@ -770,7 +669,7 @@ class SquashfsReader:
             words = [w for (w,) in _U32.iter_unpack(raw)]
         else:
             words = []
-        starts = list(itertools.accumulate((w & 0xFFFFFF for w in words), initial=node.blocks_start))
+        starts = list(itertools.accumulate((w & fmt.DATA_SIZE_MASK for w in words), initial=node.blocks_start))
         if starts[-1] > self.sb_end:
             raise DamagedImage(f"{what}: data blocks run past the end of the image")
         idx = (words, starts)
@@ -840,14 +739,14 @@ class SquashfsReader:
         out: dict[bytes, bytes] = {}
         for _ in range(count):
             raw, pos, offset = self._meta_read(pos, offset, 4, what)
-            ktype, nsize = _XATTR_KEY.unpack(raw)
-            prefix = XATTR_PREFIXES.get(ktype & 0xFF)
+            ktype, nsize = fmt.XATTR_KEY.unpack(raw)
+            prefix = fmt.XATTR_PREFIX_OF_ID.get(ktype & 0xFF)
             if prefix is None:
                 raise DamagedImage(f"{what}: unknown prefix id {ktype & 0xFF}")
             name, pos, offset = self._meta_read(pos, offset, nsize, what)
             raw, pos, offset = self._meta_read(pos, offset, 4, what)
             (vsize,) = _U32.unpack(raw)
-            if ktype & XATTR_VALUE_OOL:
+            if ktype & fmt.XATTR_VALUE_OUT_OF_LINE:
                 if vsize != 8:
                     raise DamagedImage(f"{what}: out-of-line value reference of {vsize} bytes")
                 raw, pos, offset = self._meta_read(pos, offset, 8, what)
@@ -879,7 +778,7 @@ class SquashfsReader:
             "f_files": sb.inodes,
             "f_ffree": 0,
             "f_favail": 0,
-            "f_namemax": NAME_MAX,
+            "f_namemax": fmt.MAX_NAME,
         }
 
     def cache_stats(self) -> dict[str, int]:

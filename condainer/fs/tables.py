@@ -9,27 +9,17 @@ will be written at and returns bytes to write there with nothing in between.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from condainer.errors import ImageError
 from condainer.fs import format as fmt
+from condainer.fs.compression import Codec
 from condainer.fs.metablock import MetadataWriter
 
 
-class Compressor:
-    """How metadata chunks are compressed: one compressor function, or stored raw."""
-
-    def __init__(self, compress: Callable[[bytes], bytes], raw: bool) -> None:
-        self.compress = compress
-        self.raw = raw
-
-    def writer(self) -> MetadataWriter:
-        return MetadataWriter(self.compress, raw=self.raw)
-
-
-def lookup_table(entries: bytes, position: int, comp: Compressor) -> tuple[bytes, int]:
+def lookup_table(entries: bytes, position: int, codec: Codec) -> tuple[bytes, int]:
     """(metadata blocks + index, absolute position of the index) for a table written at ``position``."""
-    mw = comp.writer()
+    mw = MetadataWriter(codec)
     mw.write(entries)
     blocks = mw.finish()
     index = b"".join(fmt.U64.pack(position + start) for start in mw.chunk_starts())
@@ -68,9 +58,9 @@ def export_entries(refs: Iterable[int]) -> bytes:
 class XattrTable:
     """Key/value sets, each written once however many inodes share it; values stored inline."""
 
-    def __init__(self, comp: Compressor) -> None:
-        self._kv = comp.writer()
-        self._comp = comp
+    def __init__(self, codec: Codec) -> None:
+        self._kv = MetadataWriter(codec)
+        self._codec = codec
         self._ids: dict[tuple, int] = {}
         self._entries: list[bytes] = []
 
@@ -105,7 +95,7 @@ class XattrTable:
     def write(self, position: int) -> tuple[bytes, int]:
         """(bytes to write at ``position``, absolute position of the xattr table header)."""
         kv = self._kv.finish()
-        ids, index_pos = lookup_table(b"".join(self._entries), position + len(kv), self._comp)
+        ids, index_pos = lookup_table(b"".join(self._entries), position + len(kv), self._codec)
         blocks = ids[: index_pos - position - len(kv)]
         index = ids[len(blocks) :]
         header = fmt.XATTR_TABLE_HEADER.pack(position, len(self._entries), 0)

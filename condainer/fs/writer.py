@@ -24,16 +24,10 @@ from condainer.fs import inodes
 from condainer.fs.compression import Codec, make_codec
 from condainer.fs.data import BlockPipeline, DataWriter
 from condainer.fs.directory import DirEntry, write_listing
+from condainer.fs.metablock import MetadataWriter
 from condainer.fs.options import PackOptions
 from condainer.fs.scan import Entry, Tree, printable, scan_tree
-from condainer.fs.tables import (
-    Compressor,
-    IdTable,
-    XattrTable,
-    export_entries,
-    fragment_entries,
-    lookup_table,
-)
+from condainer.fs.tables import IdTable, XattrTable, export_entries, fragment_entries, lookup_table
 from condainer.sysinfo import signals_interrupt, usable_cpus
 
 
@@ -253,9 +247,8 @@ def _write_image(
         pipeline.close()
 
     # 4. Inodes and directory listings, children before parents.
-    comp = Compressor(codec.compressor(), raw=codec.name == "none")
-    inode_mw, dir_mw = comp.writer(), comp.writer()
-    ids, xattrs = IdTable(), XattrTable(comp)
+    inode_mw, dir_mw = MetadataWriter(codec), MetadataWriter(codec)
+    ids, xattrs = IdTable(), XattrTable(codec)
     export = [0] * count
     for entry in order:
         owner = tree.owner(entry)
@@ -310,7 +303,7 @@ def _write_image(
         ("export_table", export_entries(export)),
         ("id_table", ids.entries()),
     ):
-        blob, index = lookup_table(entries, position, comp)
+        blob, index = lookup_table(entries, position, codec)
         setattr(sb, field, index)
         out.write(blob)
         position += len(blob)

@@ -16,11 +16,13 @@ from condainer.fs.compression import make_codec
 from condainer.fs.data import FileData
 from condainer.fs.directory import DirEntry, Listing, write_listing
 from condainer.fs.metablock import MetadataWriter
-from condainer.fs.tables import Compressor, IdTable, XattrTable, lookup_table
+from condainer.fs.tables import IdTable, XattrTable, lookup_table
+
+RAW = make_codec("none", None, 1 << 17)
 
 
 def raw_writer() -> MetadataWriter:
-    return MetadataWriter(lambda b: b, raw=True)
+    return MetadataWriter(RAW)
 
 
 def test_metablock_raw_chunks_and_references():
@@ -36,7 +38,7 @@ def test_metablock_raw_chunks_and_references():
 
 
 def test_metablock_compressed_and_incompressible_chunks():
-    mw = MetadataWriter(lambda b: zlib.compress(b, 9))
+    mw = MetadataWriter(make_codec("gzip", 9, 1 << 17))
     mw.write(b"z" * 8192)  # shrinks: stored compressed
     incompressible = random.Random(5).randbytes(1000)
     mw.write(incompressible)  # zlib cannot shrink random bytes: stored raw
@@ -155,7 +157,7 @@ def test_directory_header_restarts_at_metadata_block_crossing_with_index():
 
 
 def test_lookup_table_index_points_at_each_block():
-    comp = Compressor(lambda b: b, raw=True)
+    comp = RAW
     entries = bytes(range(256)) * 40  # 10240 bytes: two metadata blocks
     blob, index_pos = lookup_table(entries, 5000, comp)
     assert index_pos == 5000 + 8194 + 2 + 2048
@@ -171,8 +173,7 @@ def test_id_table_keeps_first_use_order_and_32_bit_ids():
 
 
 def test_xattr_table_layout_and_sharing():
-    comp = Compressor(lambda b: b, raw=True)
-    xt = XattrTable(comp)
+    xt = XattrTable(RAW)
     pairs = ((b"security.s", b"v"), (b"user.empty", b""))
     assert xt.index(()) == fmt.NO_XATTR
     assert xt.index(pairs) == 0 and xt.index(pairs) == 0 and xt.index(((b"trusted.t", b"x"),)) == 1
