@@ -39,7 +39,8 @@ import time
 from condainer.errors import CondainerError, ImageError, MountError, ToolMissing
 from condainer.fs.lowlevel import caller_groups, permits
 from condainer.fs.lowlevel import fill_stat as _fill_stat
-from condainer.fs.reader import _IFMT, DamagedImage, Inode, SquashfsReader
+from condainer.fs.reader import DamagedImage, Inode, SquashfsReader
+from condainer.fs.reader.inodes import _IFMT
 from condainer.mounts import system_tool, unmount
 
 SUBTYPE = "condainer"  # mountinfo shows fstype "fuse.condainer"

@@ -9,7 +9,7 @@ import struct
 from condainer.errors import ImageError
 from condainer.fs import format as fmt
 from condainer.fs.compression import REGISTRY
-from condainer.fs.reader import INVALID_TABLE, DamagedImage, SquashfsReader, walk
+from condainer.fs.reader import DamagedImage, SquashfsReader, walk
 
 
 def _compressor_options(reader: SquashfsReader) -> dict:
@@ -73,8 +73,8 @@ def image_info(image: os.PathLike) -> dict:
         "fragments": sb.fragments,
         "ids": sb.id_count,
         "flags": [name for bit, name in fmt.FLAG_NAMES.items() if sb.flags & bit],
-        "exportable": sb.export_table_start != INVALID_TABLE,
-        "xattrs": sb.xattr_id_table_start != INVALID_TABLE,
+        "exportable": sb.export_table_start != fmt.NO_TABLE,
+        "xattrs": sb.xattr_id_table_start != fmt.NO_TABLE,
         "mkfs_time": sb.mkfs_time,
         "mkfs_time_utc": datetime.datetime.fromtimestamp(sb.mkfs_time, datetime.timezone.utc).isoformat(),
         **counts,

@@ -26,7 +26,9 @@ import threading
 from ctypes import CFUNCTYPE, POINTER, byref, c_char_p, c_double, c_int, c_size_t, c_uint64, c_void_p
 
 from condainer.errors import MountError, ToolMissing
-from condainer.fs.reader import _IFMT, INVALID_TABLE, DamagedImage, Inode, SquashfsReader
+from condainer.fs import format as fmt
+from condainer.fs.reader import DamagedImage, Inode, SquashfsReader
+from condainer.fs.reader.inodes import _IFMT
 
 log = logging.getLogger("condainer.fuse")
 
@@ -232,7 +234,7 @@ class LowLevelFS:
         self.timeout = timeout
         self.ready = ready
         self.root_ref = reader.root.ref
-        self.no_xattrs = reader.sb.xattr_id_table_start == INVALID_TABLE
+        self.no_xattrs = reader.sb.xattr_id_table_start == fmt.NO_TABLE
         self.damaged = damaged if damaged is not None else set()
         self.counts: dict[str, int] = {}
         self.count_requests = count_requests

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from condainer.fs.reader import INVALID_TABLE, SquashfsReader
+from condainer.fs.format import NO_TABLE as INVALID_TABLE
+from condainer.fs.reader import SquashfsReader
 from tests.reader.reader_helpers import (
     FIELDS,
     IS_ROOT,
