@@ -18,7 +18,7 @@ import tempfile
 
 import pytest
 
-from condainer.fs.lowlevel import caller_groups, permits
+from condainer.fs.fuse.policy import caller_groups, permits
 from tests.reader.reader_helpers import IS_ROOT, fuse_usable, have, kernel_mounted, mksquashfs, unmount
 
 NOBODY = 65534
