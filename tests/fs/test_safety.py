@@ -14,7 +14,7 @@ import time
 import pytest
 
 from condainer.errors import ImageError
-from condainer.fs import writer
+from condainer.fs.writer import pack as writer
 from tests.fs import treecompare
 from tests.fs.conftest import IS_ROOT, kernel_mount, pack, unsquashfs
 

@@ -11,12 +11,12 @@ import pytest
 
 from condainer.errors import ImageError
 from condainer.fs import format as fmt
-from condainer.fs import inodes
 from condainer.fs.compression import make_codec
-from condainer.fs.data import FileData
-from condainer.fs.directory import DirEntry, Listing, write_listing
-from condainer.fs.metablock import MetadataWriter
-from condainer.fs.tables import IdTable, XattrTable, lookup_table
+from condainer.fs.writer import inodes
+from condainer.fs.writer.data import FileData
+from condainer.fs.writer.directory import DirEntry, Listing, write_listing
+from condainer.fs.writer.metablock import MetadataWriter
+from condainer.fs.writer.tables import IdTable, XattrTable, lookup_table
 
 RAW = make_codec("none", None, 1 << 17)
 

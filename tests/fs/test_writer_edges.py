@@ -270,7 +270,7 @@ def make_sparse(path, seed: int) -> None:
 @pytest.fixture(scope="module")
 def huge(tmp_path_factory):
     """Two identical 5 GiB sparse files (8 MiB of data each), packed while counting the bytes read."""
-    from condainer.fs import data
+    from condainer.fs.writer import data
 
     base = tmp_path_factory.mktemp("huge")
     src = base / "src"
@@ -363,7 +363,7 @@ def test_sparse_file_over_4_gib_through_unsquashfs(huge, tmp_path):
 SWAP_SCRIPT = """
 import os, sys
 from condainer.errors import CondainerError
-from condainer.fs import writer
+from condainer.fs.writer import pack as writer
 from condainer.fs.options import PackOptions
 src, image, victim = sys.argv[1:]
 real_scan = writer.scan_tree

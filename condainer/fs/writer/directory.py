@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from condainer.fs import format as fmt
-from condainer.fs.metablock import MetadataWriter
+from condainer.fs.writer.metablock import MetadataWriter
 
 
 @dataclasses.dataclass(frozen=True)

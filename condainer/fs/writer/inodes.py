@@ -11,8 +11,8 @@ import os
 import stat
 
 from condainer.fs import format as fmt
-from condainer.fs.data import FileData
-from condainer.fs.directory import Listing
+from condainer.fs.writer.data import FileData
+from condainer.fs.writer.directory import Listing
 
 
 def basic_type(mode: int) -> int:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from condainer.errors import ImageError
 from condainer.fs import format as fmt
 from condainer.fs.compression import Codec
-from condainer.fs.metablock import MetadataWriter
+from condainer.fs.writer.metablock import MetadataWriter
 
 
 def lookup_table(entries: bytes, position: int, codec: Codec) -> tuple[bytes, int]:
