@@ -12,7 +12,8 @@ from condainer.errors import ImageError
 from condainer.fs.check import check_image
 from condainer.fs.info import image_info
 from condainer.fs.reader import SquashfsReader, walk
-from tests.reader.reader_helpers import have, mksquashfs
+from tests.helpers.images import mksquashfs
+from tests.helpers.mounts import have
 
 pytestmark = pytest.mark.skipif(not have("mksquashfs"), reason="needs mksquashfs")
 
@@ -108,10 +109,10 @@ def test_file_beyond_4gib(tmp_path):
         assert node.size == 4 * 2**30 + 22
         assert r.read(node, 4 * 2**30 + 10, 100) == b"\0\0past 4 GiB"
         assert r.read(node, 2**31, 8) == bytes(8)
-    from tests.reader.reader_helpers import IS_ROOT, fuse_mounted, fuse_usable, kernel_mounted
+    from tests.helpers.mounts import IS_ROOT, fuse_usable, kernel_mount, python_mount
 
     if IS_ROOT and fuse_usable():
-        with kernel_mounted(img, str(tmp_path / "k")) as k, fuse_mounted(img, str(tmp_path / "f")) as m:
+        with kernel_mount(img, str(tmp_path / "k")) as k, python_mount(img, str(tmp_path / "f")) as m:
             for root in (k, m):
                 st = os.stat(os.path.join(root, "huge"))
                 assert (st.st_size, st.st_blocks) == (

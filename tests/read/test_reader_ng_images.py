@@ -7,20 +7,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 
 import pytest
 
-from tests.reader.reader_helpers import (
-    IS_ROOT,
-    build_tree,
-    diff_snapshots,
-    fuse_mounted,
-    fuse_usable,
-    kernel_mounted,
-    snapshot,
-    unmount,
-)
+from tests.helpers.cnd import cnd
+from tests.helpers.mounts import IS_ROOT, fuse_usable, kernel_mount, python_mount, unmount
+from tests.helpers.snapshots import diff_stat_snapshots, stat_snapshot
+from tests.helpers.trees import build_tree
 
 pytestmark = [
     pytest.mark.skipif(
@@ -64,16 +57,16 @@ def _make(variant: str, src: str, image: str) -> str:
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_fuse_mount_equals_kernel_mount(variant, tree, tmp_path):
     image = _make(variant, tree, str(tmp_path / f"{variant}.sqfs"))
-    with kernel_mounted(image, str(tmp_path / "k")) as kmnt:
-        expected = snapshot(kmnt)
+    with kernel_mount(image, str(tmp_path / "k")) as kmnt:
+        expected = stat_snapshot(kmnt)
     mnt = str(tmp_path / "ours")
     try:
-        with fuse_mounted(image, mnt, log_path=str(tmp_path / "fuse.log")):
-            got = snapshot(mnt)
+        with python_mount(image, mnt, log_path=str(tmp_path / "fuse.log")):
+            got = stat_snapshot(mnt)
     finally:
         unmount(mnt)
     assert len(expected) > 600
     assert sum(1 for entry in expected.values() if entry[10]) >= 3  # xattrs made it into the image
-    assert diff_snapshots(expected, got) == []
-    r = subprocess.run([sys.executable, "-m", "condainer", "image", "check", image], capture_output=True, text=True)
+    assert diff_stat_snapshots(expected, got) == []
+    r = cnd("image", "check", image, timeout=None)
     assert r.returncode == 0, r.stderr

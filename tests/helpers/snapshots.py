@@ -1,5 +1,10 @@
 """Snapshot a tree (a directory, a mount or an image) into a comparable dict, and diff two snapshots.
 
+Two depths: ``snapshot`` / ``snapshot_image`` record what a source tree and an image must agree on
+(portable fields: no inode numbers or block counts), for source-vs-reader checks; ``stat_snapshot``
+records everything stat, listxattr/getxattr and read say about a mount, inode numbers and st_blocks
+included, for mount-vs-mount checks (our FUSE daemon against the kernel).
+
 Reusable by any test that checks what a reader shows against the source it was packed from:
 ``snapshot(path)`` walks a mounted or extracted tree, ``snapshot_image(image)`` reads an image
 through PySquashfsImage; both give ``{relative path (bytes): {field: value}}`` with the same fields,
@@ -13,6 +18,7 @@ only: what squashfs can store), links (the sorted paths of a hard-link group ins
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -164,3 +170,93 @@ def _short(value) -> str:
 def assert_same(expected: dict, actual: dict, ignore: set[str] = frozenset()) -> None:
     problems = diff(expected, actual, ignore)
     assert not problems, f"{len(problems)} differences:\n" + "\n".join(problems[:50])
+
+
+# -- mount against mount ------------------------------------------------------------------------------
+
+
+ABSENT_XATTR = "user.condainer-test-absent"
+
+
+def stat_snapshot(root: str, *, content: bool = True) -> dict:
+    """Everything stat, readlink, listxattr/getxattr and read say about a tree, keyed by path.
+
+    Errors of listxattr and of getxattr for a name no entry has are recorded, not raised: what
+    they are is part of what a mount shows.
+
+    Hard links show as equal st_ino values; the root's own entry is compared too."""
+    root_b = os.fsencode(root)
+    out: dict[bytes, tuple] = {}
+    stack = [b""]
+    while stack:
+        rel = stack.pop()
+        path = root_b + rel
+        st = os.lstat(path)
+        try:
+            names = os.listxattr(path, follow_symlinks=False)
+        except OSError as e:  # the kernel's squashfs: EOPNOTSUPP on some inodes of an image without xattrs
+            xattrs = ("listxattr failed", errno.errorcode.get(e.errno, e.errno))
+        else:
+            xattrs = tuple(sorted((n, os.getxattr(path, n, follow_symlinks=False)) for n in names))
+        try:
+            os.getxattr(path, ABSENT_XATTR, follow_symlinks=False)
+            probe = "present"
+        except OSError as e:  # ENODATA, or EOPNOTSUPP on an image without xattrs
+            probe = errno.errorcode.get(e.errno, e.errno)
+        extra = None
+        if stat.S_ISREG(st.st_mode) and content:
+            with open(path, "rb") as f:
+                extra = hashlib.sha256(f.read()).hexdigest()
+        elif stat.S_ISLNK(st.st_mode):
+            extra = os.readlink(path)
+        out[rel or b"/"] = (
+            stat.S_IFMT(st.st_mode),
+            stat.S_IMODE(st.st_mode),
+            st.st_uid,
+            st.st_gid,
+            st.st_mtime_ns,
+            st.st_size,
+            st.st_nlink,
+            st.st_rdev,
+            st.st_ino,
+            st.st_blocks,
+            xattrs,
+            probe,
+            extra,
+        )
+        if stat.S_ISDIR(st.st_mode):
+            names = sorted(os.listdir(path))
+            stack.extend(rel + b"/" + n for n in reversed(names))
+    return out
+
+
+STAT_FIELDS = (
+    "type",
+    "mode",
+    "uid",
+    "gid",
+    "mtime_ns",
+    "size",
+    "nlink",
+    "rdev",
+    "ino",
+    "blocks",
+    "xattrs",
+    "absent_xattr",
+    "content",
+)
+
+
+def diff_stat_snapshots(a: dict, b: dict, limit: int = 20) -> list[str]:
+    """Differences of two stat_snapshots, field by field (at most about LIMIT)."""
+    problems = []
+    for path in sorted(set(a) | set(b)):
+        if path not in a or path not in b:
+            problems.append(f"{path!r}: only in {'first' if path in a else 'second'}")
+            continue
+        for name, x, y in zip(STAT_FIELDS, a[path], b[path], strict=True):
+            if x != y:
+                problems.append(f"{path!r}: {name} {x!r} != {y!r}")
+        if len(problems) >= limit:
+            break
+    return problems

@@ -13,17 +13,10 @@ import stat
 
 import pytest
 
-from tests.fs import treecompare
-from tests.fs.conftest import (
-    HAVE_FUSE,
-    HAVE_UNSQUASHFS,
-    IS_ROOT,
-    kernel_mount,
-    pack,
-    squashfuse_mount,
-    unsquashfs,
-)
-from tests.fs.trees import make_edge_tree
+from tests.helpers import snapshots
+from tests.helpers.images import pack, unsquashfs
+from tests.helpers.mounts import HAVE_FUSE, HAVE_UNSQUASHFS, IS_ROOT, kernel_mount, squashfuse_mount
+from tests.helpers.trees import make_edge_tree
 
 COMPRESSORS = [("zstd", None), ("gzip", 6), ("xz", None), ("lz4", None), ("none", None), ("zstd", 15)]
 IDS = [f"{c}-{lvl}" for c, lvl in COMPRESSORS]
@@ -36,7 +29,7 @@ def edge(tmp_path_factory):
     base = os.fsencode(tmp_path_factory.mktemp("edge"))
     src = os.path.join(base, b"src")
     make_edge_tree(src, os.path.join(base, b"outside"))
-    return src, treecompare.snapshot(src)
+    return src, snapshots.snapshot(src)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +49,7 @@ def images(edge, tmp_path_factory):
 def test_kernel_mount(edge, images, ident, stack):
     src, expected = edge
     mnt = stack.enter_context(kernel_mount(images[ident]))
-    treecompare.assert_same(expected, treecompare.snapshot(mnt))
+    snapshots.assert_same(expected, snapshots.snapshot(mnt))
 
 
 @pytest.mark.skipif(not HAVE_UNSQUASHFS, reason="unsquashfs not installed")
@@ -65,7 +58,7 @@ def test_unsquashfs(edge, images, ident, tmp_path):
     src, expected = edge
     out = unsquashfs(images[ident], tmp_path)
     ignore = set() if IS_ROOT else {"uid", "gid", "xattrs"}
-    treecompare.assert_same(expected, treecompare.snapshot(out), ignore)
+    snapshots.assert_same(expected, snapshots.snapshot(out), ignore)
 
 
 @pytest.mark.skipif(not HAVE_FUSE, reason="squashfuse_ll or /dev/fuse missing")
@@ -73,7 +66,7 @@ def test_unsquashfs(edge, images, ident, tmp_path):
 def test_squashfuse(edge, images, ident, stack):
     src, expected = edge
     mnt = stack.enter_context(squashfuse_mount(images[ident]))
-    treecompare.assert_same(expected, treecompare.snapshot(mnt, xattrs=False), {"xattrs"})
+    snapshots.assert_same(expected, snapshots.snapshot(mnt, xattrs=False), {"xattrs"})
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +74,7 @@ def edge_utf8(tmp_path_factory):
     base = os.fsencode(tmp_path_factory.mktemp("edge8"))
     src = os.path.join(base, b"src")
     make_edge_tree(src, os.path.join(base, b"outside"), utf8_only=True)
-    return src, treecompare.snapshot(src, xattrs=False)
+    return src, snapshots.snapshot(src, xattrs=False)
 
 
 PYSQ_LZ4_BUG = pytest.mark.xfail(
@@ -96,7 +89,7 @@ def test_pysquashfsimage(edge_utf8, comp, tmp_path):
     src, expected = edge_utf8
     image = tmp_path / "img.sqfs"
     pack(src, image, compression=comp)
-    treecompare.assert_same(expected, treecompare.snapshot_image(image), {"xattrs"})
+    snapshots.assert_same(expected, snapshots.snapshot_image(image), {"xattrs"})
 
 
 @needs_root
@@ -133,13 +126,13 @@ def test_inode_numbers_further_apart_than_a_header_can_hold(tmp_path, stack):
     os.link(src / "z" / "m1", src / "a" / "zz-link-back")
     image = tmp_path / "img.sqfs"
     pack(src, image, processors=2)
-    expected = treecompare.snapshot(src, xattrs=False)
+    expected = snapshots.snapshot(src, xattrs=False)
     mnt = stack.enter_context(kernel_mount(image))
-    treecompare.assert_same(expected, treecompare.snapshot(mnt, xattrs=False), {"xattrs"})
+    snapshots.assert_same(expected, snapshots.snapshot(mnt, xattrs=False), {"xattrs"})
     assert (
         os.stat(os.path.join(mnt, "z", "link-far")).st_ino == os.stat(os.path.join(mnt, "a", "00000")).st_ino
     )
-    treecompare.assert_same(expected, treecompare.snapshot(unsquashfs(image, tmp_path)), {"xattrs"})
+    snapshots.assert_same(expected, snapshots.snapshot(unsquashfs(image, tmp_path)), {"xattrs"})
 
 
 @pytest.mark.parametrize("ident", IDS)
@@ -154,7 +147,7 @@ def test_python_reader_check(images, ident):
 @pytest.fixture
 def python_fuse_mount(tmp_path):
     """Mount through condainer's own FUSE reader; unmounted at teardown whatever happened."""
-    from tests.reader.reader_helpers import fuse_usable, unmount
+    from tests.helpers.mounts import fuse_usable, unmount
 
     if not fuse_usable():
         pytest.skip("FUSE not usable here")
@@ -178,4 +171,4 @@ def python_fuse_mount(tmp_path):
 def test_python_fuse_mount(edge, images, ident, python_fuse_mount):
     _, expected = edge
     mnt = python_fuse_mount(images[ident])
-    treecompare.assert_same(expected, treecompare.snapshot(mnt))
+    snapshots.assert_same(expected, snapshots.snapshot(mnt))

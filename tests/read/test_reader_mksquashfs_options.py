@@ -25,25 +25,17 @@ import shutil
 import socket
 import stat
 import subprocess
-import sys
 from dataclasses import dataclass, field
 
 import pytest
 
 from condainer.fs.format import NO_TABLE as INVALID_TABLE
 from condainer.fs.reader import SquashfsReader
-from tests.reader.reader_helpers import (
-    FIELDS,
-    IS_ROOT,
-    build_tree,
-    diff_snapshots,
-    fuse_mounted,
-    fuse_usable,
-    have,
-    kernel_mounted,
-    snapshot,
-    unmount,
-)
+from tests.helpers import mounts
+from tests.helpers.cnd import cnd
+from tests.helpers.mounts import IS_ROOT, fuse_usable, have, python_mount, unmount
+from tests.helpers.snapshots import STAT_FIELDS, diff_stat_snapshots, stat_snapshot
+from tests.helpers.trees import build_tree
 
 pytestmark = [
     pytest.mark.skipif(
@@ -336,8 +328,8 @@ def kernel_view(image_of, tmp_path_factory):
         ref = CASES[name].reference or name
         if ref not in seen:
             tmp = tmp_path_factory.mktemp(f"kernel-{ref}")
-            with kernel_mounted(_loop_mountable(image_of(ref), tmp), str(tmp / "mnt")) as mnt:
-                seen[ref] = (snapshot(mnt), _statvfs(mnt))
+            with mounts.kernel_mount(_loop_mountable(image_of(ref), tmp), str(tmp / "mnt")) as mnt:
+                seen[ref] = (stat_snapshot(mnt), _statvfs(mnt))
         return seen[ref]
 
     return get
@@ -351,7 +343,7 @@ def kernel_mount(image_of, tmp_path):
         def mount(name: str) -> str:
             ref = CASES[name].reference or name
             image = _loop_mountable(image_of(ref), tmp_path)
-            return stack.enter_context(kernel_mounted(image, str(tmp_path / "kernel")))
+            return stack.enter_context(mounts.kernel_mount(image, str(tmp_path / "kernel")))
 
         yield mount
 
@@ -371,7 +363,7 @@ def _without_known_differences(snap: dict, api: str) -> dict:
       itself): the kernel says ENODATA; the low-level layer answers ENOSYS once, so the kernel
       answers EOPNOTSUPP by itself from then on (no round trip per exec for security.capability).
     """
-    i_x, i_probe = FIELDS.index("xattrs"), FIELDS.index("absent_xattr")
+    i_x, i_probe = STAT_FIELDS.index("xattrs"), STAT_FIELDS.index("absent_xattr")
     out = {}
     for path, fields in snap.items():
         fields = list(fields)
@@ -382,12 +374,6 @@ def _without_known_differences(snap: dict, api: str) -> dict:
             fields[i_probe] = "ENOTSUP"
         out[path] = tuple(fields)
     return out
-
-
-def cnd(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "condainer", *args], capture_output=True, text=True, timeout=120
-    )
 
 
 # -- tests -------------------------------------------------------------------------------------------
@@ -401,12 +387,12 @@ def test_fuse_mount_equals_kernel_mount(name, api, image_of, kernel_view, tmp_pa
     monkeypatch.setenv("CONDAINER_FUSE_API", api)
     image = image_of(name)
     reference, ref_statvfs = kernel_view(name)
-    with fuse_mounted(image, str(tmp_path / "fuse"), log_path=str(tmp_path / "fuse.log")) as mnt:
-        ours = snapshot(mnt)
+    with python_mount(image, str(tmp_path / "fuse"), log_path=str(tmp_path / "fuse.log")) as mnt:
+        ours = stat_snapshot(mnt)
         our_statvfs = _statvfs(mnt)
     if not _has_xattr_table(image):
         reference = _without_known_differences(reference, api)
-    assert diff_snapshots(reference, ours, limit=40) == []
+    assert diff_stat_snapshots(reference, ours, limit=40) == []
     assert our_statvfs == ref_statvfs
     assert len(ours) >= (1 if CASES[name].source == "empty" else 2)
 
@@ -468,7 +454,7 @@ def test_check_and_info(name, image_of, kernel_view):
     counts = dict.fromkeys(set(kinds.values()), 0)
     inodes = {}
     for fields in reference.values():
-        inodes[fields[FIELDS.index("ino")]] = fields
+        inodes[fields[STAT_FIELDS.index("ino")]] = fields
     for fields in inodes.values():
         counts[kinds[fields[0]]] += 1
     counts["hard_links"] = len(reference) - len(inodes)
@@ -534,14 +520,14 @@ def test_file_beyond_4gib_equals_kernel(api, huge_image, tmp_path, monkeypatch):
         with open(os.path.join(root, "big"), "rb") as f:
             return tuple(os.pread(f.fileno(), 200_000, off) for off in HUGE_OFFSETS)
 
-    with kernel_mounted(huge_image, str(tmp_path / "kernel")) as mnt:
-        reference, reference_reads = snapshot(mnt, content=False), probe(mnt)
-    with fuse_mounted(huge_image, str(tmp_path / "fuse")) as mnt:
-        ours, our_reads = snapshot(mnt, content=False), probe(mnt)
+    with mounts.kernel_mount(huge_image, str(tmp_path / "kernel")) as mnt:
+        reference, reference_reads = stat_snapshot(mnt, content=False), probe(mnt)
+    with python_mount(huge_image, str(tmp_path / "fuse")) as mnt:
+        ours, our_reads = stat_snapshot(mnt, content=False), probe(mnt)
     if not _has_xattr_table(huge_image):
         reference = _without_known_differences(reference, api)
-    assert diff_snapshots(reference, ours) == []
-    assert reference[b"/big"][FIELDS.index("size")] == HUGE
+    assert diff_stat_snapshots(reference, ours) == []
+    assert reference[b"/big"][STAT_FIELDS.index("size")] == HUGE
     assert our_reads == reference_reads
     assert reference_reads[2][:10] != bytes(10) and reference_reads[-1] == b"a"
     with SquashfsReader(huge_image) as reader:
@@ -556,5 +542,5 @@ def test_kernel_cannot_mount_lzma(image_of):
     out both alike; only block contents differ): the kernel has no lzma.  If this fails, it has
     learnt it, and the case can be its own reference."""
     with pytest.raises(subprocess.CalledProcessError):
-        with kernel_mounted(image_of("lzma"), os.path.join(os.path.dirname(image_of("lzma")), "lzma-mnt")):
+        with mounts.kernel_mount(image_of("lzma"), os.path.join(os.path.dirname(image_of("lzma")), "lzma-mnt")):
             pass

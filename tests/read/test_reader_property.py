@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from condainer.fs.reader import SquashfsReader, walk
-from tests.reader.reader_helpers import have, mksquashfs
+from tests.helpers.images import mksquashfs
+from tests.helpers.mounts import have
 
 pytestmark = pytest.mark.skipif(not have("mksquashfs"), reason="needs mksquashfs")
 

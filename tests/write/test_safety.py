@@ -15,8 +15,9 @@ import pytest
 
 from condainer.errors import ImageError
 from condainer.fs.writer import pack as writer
-from tests.fs import treecompare
-from tests.fs.conftest import IS_ROOT, kernel_mount, pack, unsquashfs
+from tests.helpers import snapshots
+from tests.helpers.images import pack, unsquashfs
+from tests.helpers.mounts import IS_ROOT, kernel_mount
 
 SCRIPT = """
 import sys
@@ -87,8 +88,8 @@ def test_image_inside_source_is_left_out(tmp_path):
     small_tree(src, big=0)
     pack(src, src / "image.sqfs")  # first pack: the temp file is inside src
     pack(src, src / "image.sqfs")  # second: the old image is inside src too
-    expected = treecompare.snapshot(src, xattrs=False, skip={b"image.sqfs"})
-    assert treecompare.snapshot_image(src / "image.sqfs") == expected
+    expected = snapshots.snapshot(src, xattrs=False, skip={b"image.sqfs"})
+    assert snapshots.snapshot_image(src / "image.sqfs") == expected
     assert sorted(os.listdir(src)) == ["d", "image.sqfs"]
 
 
@@ -109,7 +110,7 @@ def test_symlinked_source_entries_are_not_followed(tmp_path):
     os.symlink(tmp_path / "secret", src / "link")
     os.symlink(tmp_path, src / "dirlink")
     pack(src, tmp_path / "img.sqfs")
-    snap = treecompare.snapshot_image(tmp_path / "img.sqfs")
+    snap = snapshots.snapshot_image(tmp_path / "img.sqfs")
     assert set(snap) == {b".", b"link", b"dirlink"} and snap[b"link"]["type"] == "symlink"
 
 
@@ -330,7 +331,7 @@ def test_all_root_stores_uid_gid_zero(tmp_path):
     small_tree(tmp_path / "src", big=0)
     os.chown(tmp_path / "src" / "d" / "f1", 100000, 100001)
     pack(tmp_path / "src", tmp_path / "img.sqfs", all_root=True)
-    snap = treecompare.snapshot_image(tmp_path / "img.sqfs")
+    snap = snapshots.snapshot_image(tmp_path / "img.sqfs")
     assert {(r["uid"], r["gid"]) for r in snap.values()} == {(0, 0)}
 
 
@@ -346,7 +347,7 @@ def test_hard_linked_symlinks_fifos_and_devices(tmp_path, stack):
     os.link(src / "dev", src / "dev2")
     pack(src, tmp_path / "img.sqfs")
     mnt = stack.enter_context(kernel_mount(tmp_path / "img.sqfs"))
-    treecompare.assert_same(treecompare.snapshot(src), treecompare.snapshot(mnt))
+    snapshots.assert_same(snapshots.snapshot(src), snapshots.snapshot(mnt))
     assert os.lstat(os.path.join(mnt, "sym2")).st_nlink == 2
 
 
@@ -370,7 +371,7 @@ def test_source_reached_through_a_symlink(tmp_path):
     os.setxattr(tmp_path / "real", "user.root", b"on the directory, not the link")
     os.symlink(tmp_path / "real", tmp_path / "via-link")
     pack(tmp_path / "via-link", tmp_path / "img.sqfs")
-    assert treecompare.snapshot_image(tmp_path / "img.sqfs") == treecompare.snapshot(
+    assert snapshots.snapshot_image(tmp_path / "img.sqfs") == snapshots.snapshot(
         tmp_path / "real", xattrs=False
     )
     out = unsquashfs(tmp_path / "img.sqfs", tmp_path)

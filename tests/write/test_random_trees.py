@@ -15,8 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fs import treecompare
-from tests.fs.conftest import HAVE_UNSQUASHFS, IS_ROOT, kernel_mount, pack, unsquashfs
+from tests.helpers import snapshots
+from tests.helpers.images import pack, unsquashfs
+from tests.helpers.mounts import HAVE_UNSQUASHFS, IS_ROOT, kernel_mount
 
 BS = 4096
 EXAMPLES = int(os.environ.get("CONDAINER_HYPOTHESIS_EXAMPLES", "100"))
@@ -127,16 +128,16 @@ def check(spec, links, comp: str, processors: int) -> None:
         for path, m in dirs:  # children changed the directories' mtimes; set them last
             os.utime(path, (m["mtime"], m["mtime"]))
             os.chmod(path, m["mode"])
-        expected = treecompare.snapshot(src)
+        expected = snapshots.snapshot(src)
         image = os.path.join(tmp_b, b"img.sqfs")
         pack(src, image, compression=comp, block_size=BS, processors=processors)
-        treecompare.assert_same(expected, treecompare.snapshot(unsquashfs(image, tmp)))
+        snapshots.assert_same(expected, snapshots.snapshot(unsquashfs(image, tmp)))
         utf8 = all(_is_utf8(p) for p in expected)
         if utf8 and comp != "lz4":  # PySquashfsImage 0.9.0: UTF-8 names only, lz4 broken
-            treecompare.assert_same(expected, treecompare.snapshot_image(image), {"xattrs"})
+            snapshots.assert_same(expected, snapshots.snapshot_image(image), {"xattrs"})
         if IS_ROOT and next(counter) % 4 == 0:
             with kernel_mount(image) as mnt:
-                treecompare.assert_same(expected, treecompare.snapshot(mnt))
+                snapshots.assert_same(expected, snapshots.snapshot(mnt))
 
 
 def _is_utf8(b: bytes) -> bool:

@@ -15,9 +15,10 @@ import subprocess
 
 import pytest
 
-from tests.fs import treecompare
-from tests.fs.conftest import IS_ROOT, pack
-from tests.fs.trees import make_edge_tree
+from tests.helpers import snapshots
+from tests.helpers.images import pack
+from tests.helpers.mounts import IS_ROOT
+from tests.helpers.trees import make_edge_tree
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("sqfsdiff") and shutil.which("rdsquashfs") and shutil.which("mksquashfs")),
@@ -82,4 +83,4 @@ def test_rdsquashfs_unpacks_the_source(edge, tmp_path):
     # rdsquashfs sets a directory's time before filling it only for the root; it writes hard links
     # as separate files.  Both are its extraction choices, not what the image holds.
     ignore = {"links", "mtime:dir"} | (set() if IS_ROOT else {"uid", "gid", "xattrs"})
-    treecompare.assert_same(treecompare.snapshot(src), treecompare.snapshot(out), ignore)
+    snapshots.assert_same(snapshots.snapshot(src), snapshots.snapshot(out), ignore)

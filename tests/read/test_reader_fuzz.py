@@ -19,7 +19,8 @@ import pytest
 from condainer.errors import ImageError, MountError
 from condainer.fs.check import check_image
 from condainer.fs.reader import DamagedImage, SquashfsReader, walk
-from tests.reader.reader_helpers import IS_ROOT, fuse_mounted, fuse_usable, have, mksquashfs, unmount
+from tests.helpers.images import mksquashfs
+from tests.helpers.mounts import IS_ROOT, fuse_usable, have, python_mount, unmount
 
 pytestmark = pytest.mark.skipif(not have("mksquashfs"), reason="needs mksquashfs")
 
@@ -243,7 +244,7 @@ def test_directory_loop_is_damage_not_a_hang(bases, tmp_path):
     if fuse_usable():
         mnt = str(tmp_path / "mnt")
         os.makedirs(mnt)
-        with fuse_mounted(str(p), mnt, log_path=str(tmp_path / "fuse.log")):
+        with python_mount(str(p), mnt, log_path=str(tmp_path / "fuse.log")):
             proc = subprocess.run([sys.executable, "-c", MOUNT_WALK, mnt], capture_output=True, timeout=60)
             assert proc.returncode == 0, proc.stderr.decode()[-2000:]
             os.statvfs(mnt)  # the daemon survived the walk
@@ -310,7 +311,7 @@ def test_mutated_images_mounted(bases, tmp_path):
             f.write(mutate(bases[variant], rng))
         label = f"seed {SEED} mounted image {i} ({variant})"
         try:
-            with fuse_mounted(path, mnt, log_path=str(tmp_path / "fuse.log")):
+            with python_mount(path, mnt, log_path=str(tmp_path / "fuse.log")):
                 mounted += 1
                 proc = subprocess.run(
                     [sys.executable, "-c", MOUNT_WALK, mnt], capture_output=True, timeout=60

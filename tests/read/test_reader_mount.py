@@ -15,18 +15,10 @@ import textwrap
 import pytest
 
 from condainer.errors import ImageError, MountError
-from tests.reader.reader_helpers import (
-    IS_ROOT,
-    build_tree,
-    diff_snapshots,
-    fuse_mounted,
-    fuse_usable,
-    have,
-    kernel_mounted,
-    mksquashfs,
-    snapshot,
-    unmount,
-)
+from tests.helpers.images import mksquashfs
+from tests.helpers.mounts import IS_ROOT, fuse_usable, have, kernel_mount, python_mount, unmount
+from tests.helpers.snapshots import diff_stat_snapshots, stat_snapshot
+from tests.helpers.trees import build_tree
 
 pytestmark = pytest.mark.skipif(
     not (fuse_usable() and have("mksquashfs")), reason="needs /dev/fuse, fusermount3 and mksquashfs"
@@ -54,8 +46,8 @@ def kernel_snapshot(images, tmp_path_factory):
     if not IS_ROOT:
         pytest.skip("kernel loop mount needs root")
     mnt = str(tmp_path_factory.mktemp("kmnt") / "m")
-    with kernel_mounted(images["zstd"], mnt):
-        return snapshot(mnt)
+    with kernel_mount(images["zstd"], mnt):
+        return stat_snapshot(mnt)
 
 
 @pytest.fixture
@@ -93,13 +85,13 @@ def test_fuse_mount_equals_kernel_mount(comp, api, images, kernel_snapshot, mnt,
         monkeypatch.setenv("FUSE_LIBRARY_NAME", "fuse")
     else:
         monkeypatch.setenv("CONDAINER_FUSE_API", api)
-    with fuse_mounted(images[comp], mnt, log_path=str(tmp_path / "fuse.log")):
+    with python_mount(images[comp], mnt, log_path=str(tmp_path / "fuse.log")):
         if api == "libfuse2":
             daemon = _daemon_of(mnt)
             assert any("libfuse.so.2" in line for line in open(f"/proc/{daemon}/maps")), "not libfuse2"
-        ours = snapshot(mnt)
+        ours = stat_snapshot(mnt)
     assert len(ours) > 3000
-    assert diff_snapshots(kernel_snapshot, ours) == []
+    assert diff_stat_snapshots(kernel_snapshot, ours) == []
 
 
 @needs_kernel
@@ -107,7 +99,7 @@ def test_random_ranged_reads_equal_kernel(images, mnt, tmp_path):
     kmnt = str(tmp_path / "kmnt")
     rng = random.Random(7)
     names = ["size_1000003", "size_393233", "sparse", "size_131073", "zeros_2blocks", "size_1"]
-    with kernel_mounted(images["zstd"], kmnt), fuse_mounted(images["zstd"], mnt):
+    with kernel_mount(images["zstd"], kmnt), python_mount(images["zstd"], mnt):
         for name in names:
             size = os.path.getsize(os.path.join(kmnt, name))
             with open(os.path.join(kmnt, name), "rb") as k, open(os.path.join(mnt, name), "rb") as f:
@@ -148,7 +140,7 @@ def test_eight_concurrent_readers_get_correct_bytes(tree, images, mnt):
             if os.path.isfile(p) and not os.path.islink(p):
                 with open(p, "rb") as f:
                     expected[os.path.relpath(p, tree)] = hashlib.sha256(f.read()).hexdigest()
-    with fuse_mounted(images["zstd"], mnt):
+    with python_mount(images["zstd"], mnt):
         procs = [
             subprocess.Popen([sys.executable, "-c", READER_SCRIPT, mnt, str(i)], stdout=subprocess.PIPE)
             for i in range(8)
@@ -163,7 +155,7 @@ def test_eight_concurrent_readers_get_correct_bytes(tree, images, mnt):
 
 
 def test_mount_is_read_only_and_answers_errors(images, mnt):
-    with fuse_mounted(images["zstd"], mnt):
+    with python_mount(images["zstd"], mnt):
         with pytest.raises(OSError) as e:
             open(os.path.join(mnt, "size_1"), "r+b")
         assert e.value.errno == errno.EROFS
@@ -195,7 +187,7 @@ def test_mount_is_read_only_and_answers_errors(images, mnt):
 
 
 def test_mountinfo_names_our_mounts(images, mnt):
-    with fuse_mounted(images["zstd"], mnt):
+    with python_mount(images["zstd"], mnt):
         with open("/proc/self/mountinfo") as f:
             lines = [line.split() for line in f if f" {mnt} " in line]
         assert len(lines) == 1
@@ -228,7 +220,7 @@ def test_mount_refuses_bad_mount_points_and_images(images, mnt, tmp_path):
     with pytest.raises(ImageError, match="no such image"):
         mount_image(tmp_path / "nope.sqfs", mnt)
     assert not os.path.ismount(mnt)
-    with fuse_mounted(img, mnt):
+    with python_mount(img, mnt):
         with pytest.raises(MountError, match="already mounted"):
             mount_image(img, mnt)
 
@@ -247,7 +239,7 @@ def test_damaged_block_is_eio_with_one_log_line(tree, tmp_path, mnt):
         data[i] ^= 0x5A
     open(img, "wb").write(bytes(data))
     log = tmp_path / "fuse.log"
-    with fuse_mounted(img, mnt, log_path=str(log)):
+    with python_mount(img, mnt, log_path=str(log)):
         target = os.path.join(mnt, "size_1000003")
         for _ in range(3):
             with open(target, "rb") as f:
@@ -278,11 +270,11 @@ def test_repeated_listing_and_reads_stay_in_the_kernel(images, mnt, tmp_path, mo
             with pytest.raises(FileNotFoundError):
                 os.stat(os.path.join(d, "no-such-name"))
 
-    with fuse_mounted(images["zstd"], mnt, log_path=str(log)):
+    with python_mount(images["zstd"], mnt, log_path=str(log)):
         walk()
     first = _requests(log)
     log.unlink()
-    with fuse_mounted(images["zstd"], mnt, log_path=str(log)):
+    with python_mount(images["zstd"], mnt, log_path=str(log)):
         walk()
         walk()
     twice = _requests(log)

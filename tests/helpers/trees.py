@@ -1,11 +1,25 @@
-"""Hand-made source trees that hit every edge of the format (one place, shared by the fs tests)."""
+"""Hand-made source trees that hit every edge of the format: make_edge_tree (the writer tests'),
+build_tree (the reader tests'); both cover every inode type, size edge and odd name."""
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
+import socket
+import stat
 
-from tests.fs.conftest import BS, IS_ROOT, make_socket
+from tests.helpers.mounts import IS_ROOT
+
+BS = BLOCK = 128 * 1024
+
+
+def make_socket(path: bytes) -> None:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.bind(path)
+    finally:
+        s.close()
 
 ODD_NAMES = [
     b"\xff\xfe\x80",
@@ -162,3 +176,99 @@ def make_edge_tree(root: bytes, outside: bytes, utf8_only: bool = False) -> None
     # Directory mtimes last: creating entries above changed them.
     for dirpath, _, _ in os.walk(root):
         os.utime(dirpath, (1_650_000_000, 1_650_000_000))
+
+
+def _data(rng: random.Random, n: int) -> bytes:
+    # Half compressible text, half noise, so blocks of both kinds (compressed and stored) occur.
+    text = b"".join(b"line %d of something compressible\n" % i for i in range(n // 30 + 1))[: n // 2]
+    return text + rng.randbytes(n - len(text))
+
+
+def build_tree(root: str, *, big_dir: int = 3000, seed: int = 1) -> None:
+    """Every kind of entry and every size edge a squashfs reader must get right."""
+    rng = random.Random(seed)
+    os.makedirs(root)
+    j = lambda *p: os.path.join(root, *p)  # noqa: E731
+    for n in (0, 1, 4095, BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK, 3 * BLOCK + 17, 1_000_003):
+        with open(j(f"size_{n}"), "wb") as f:
+            f.write(_data(rng, n))
+    with open(j("zeros_2blocks"), "wb") as f:
+        f.write(bytes(2 * BLOCK + 5))
+    shutil.copy(j("size_1000003"), j("dup_of_1000003"))  # dedup in the image
+    # sparse: holes around data, a hole at the end
+    with open(j("sparse"), "wb") as f:
+        f.seek(5 * BLOCK + 100)
+        f.write(b"middle")
+        f.seek(9 * BLOCK)
+        f.write(rng.randbytes(BLOCK))
+        f.truncate(20 * BLOCK + 3)
+    # hard links, one across directories
+    os.makedirs(j("links", "sub"))
+    with open(j("links", "target"), "wb") as f:
+        f.write(b"hard linked\n")
+    os.link(j("links", "target"), j("links", "second"))
+    os.link(j("links", "target"), j("links", "sub", "third"))
+    os.symlink("target", j("links", "rel"))
+    os.symlink("/etc/hostname", j("links", "abs"))
+    os.symlink("nowhere/at/all", j("links", "dangling"))
+    os.symlink("sub", j("links", "to_dir"))
+    os.symlink("x" * 1000, j("links", "long_target"))
+    # xattrs: user, trusted, security, empty values, a large value, on files, dirs and symlinks
+    os.makedirs(j("xattrs"))
+    with open(j("xattrs", "file"), "wb") as f:
+        f.write(b"x\n")
+    os.setxattr(j("xattrs", "file"), "user.plain", b"value")
+    os.setxattr(j("xattrs", "file"), "user.empty", b"")
+    os.setxattr(j("xattrs", "file"), "user.binary", bytes(range(256)))
+    os.setxattr(j("xattrs", "file"), "user.big", b"B" * 3000)
+    os.setxattr(j("xattrs"), "user.on_dir", b"d")
+    if IS_ROOT:
+        os.setxattr(j("xattrs", "file"), "security.test", b"sec")
+        os.setxattr(j("xattrs", "file"), "trusted.test", b"")
+    with open(j("xattrs", "shared_value"), "wb") as f:
+        f.write(b"y\n")
+    os.setxattr(j("xattrs", "shared_value"), "user.big", b"B" * 3000)  # same value: stored once
+    # special files
+    os.makedirs(j("special"))
+    os.mkfifo(j("special", "fifo"))
+    if IS_ROOT:
+        os.mknod(j("special", "null"), 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        os.mknod(j("special", "blk"), 0o640 | stat.S_IFBLK, os.makedev(259, 70000 & 0xFFFFF))
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(j("special", "sock"))
+    s.close()
+    # modes, owners, times, names
+    os.makedirs(j("modes", "sticky"))
+    os.chmod(j("modes", "sticky"), 0o1777)
+    for name, mode in (("suid", 0o4755), ("sgid", 0o2711), ("none", 0o000), ("ro", 0o444)):
+        with open(j("modes", name), "wb") as f:
+            f.write(name.encode())
+        os.chmod(j("modes", name), mode)
+    if IS_ROOT:
+        with open(j("modes", "bigids"), "wb") as f:
+            f.write(b"ids")
+        os.chown(j("modes", "bigids"), 100000, 200000)
+        os.chown(j("modes", "sticky"), 1234, 5678)
+    odd = os.path.join(os.fsencode(root), b"names")
+    os.makedirs(odd)
+    for name in (b"\xff\xfe not utf-8", b"space and\ttab", "ünïcødé".encode(), b"n" * 255, b"-dash"):
+        with open(os.path.join(odd, name), "wb") as f:
+            f.write(name)
+    deep = j("deep")
+    for i in range(40):
+        deep = os.path.join(deep, f"d{i}")
+    os.makedirs(deep)
+    with open(os.path.join(deep, "bottom"), "wb") as f:
+        f.write(b"bottom\n")
+    os.makedirs(j("empty_dir"))
+    # a big directory: several headers and metadata blocks
+    os.makedirs(j("bigdir"))
+    for i in range(big_dir):
+        with open(j("bigdir", f"entry_{i:05d}_{'p' * (i % 40)}"), "wb") as f:
+            f.write(b"%d\n" % i)
+    # varied mtimes, set last (children change their directory's mtime)
+    for i, (dirpath, _dirnames, filenames) in enumerate(os.walk(root, topdown=False)):
+        for k, name in enumerate(filenames):
+            p = os.path.join(dirpath, name)
+            os.utime(p, (1_600_000_000 + i * 1000 + k, 1_600_000_000 + i * 1000 + k), follow_symlinks=False)
+        os.utime(dirpath, (1_500_000_000 + i, 1_500_000_000 + i))

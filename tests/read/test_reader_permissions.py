@@ -19,7 +19,8 @@ import tempfile
 import pytest
 
 from condainer.fs.fuse.policy import caller_groups, permits
-from tests.reader.reader_helpers import IS_ROOT, fuse_usable, have, kernel_mounted, mksquashfs, unmount
+from tests.helpers.images import mksquashfs
+from tests.helpers.mounts import IS_ROOT, fuse_usable, have, kernel_mount, unmount
 
 NOBODY = 65534
 EXTRA_GROUP = 4242  # a supplementary group of the probing process, not its primary one
@@ -174,7 +175,7 @@ def test_default_mount_is_closed_to_other_users(image, shared_dir):
     not have("squashfuse_ll") and not have("squashfuse"), reason="squashfuse not installed"))])
 def test_allow_other_gives_other_users_the_kernels_answers(image, shared_dir, backend):
     paths = _paths()
-    with kernel_mounted(image, os.path.join(shared_dir, "kernel")) as kmnt:
+    with kernel_mount(image, os.path.join(shared_dir, "kernel")) as kmnt:
         expected = probe(kmnt, paths, as_nobody=True)
     with ours(image, os.path.join(shared_dir, "ours"), allow_other=True, backend=backend) as mnt:
         got = probe(mnt, paths, as_nobody=True)
@@ -194,7 +195,7 @@ def test_access_handler_answers_like_the_kernel(image, shared_dir, tmp_path, mon
     monkeypatch.setenv("CONDAINER_FUSE_API", api)
     monkeypatch.setenv("CONDAINER_FUSE_STATS", "1")
     paths = _paths()
-    with kernel_mounted(image, os.path.join(shared_dir, "kernel")) as kmnt:
+    with kernel_mount(image, os.path.join(shared_dir, "kernel")) as kmnt:
         expected = probe(kmnt, paths, as_nobody=False)
     log = tmp_path / "fuse.log"
     with ours(image, os.path.join(shared_dir, "ours"), log_path=str(log)) as mnt:

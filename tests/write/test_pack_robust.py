@@ -21,8 +21,8 @@ import pytest
 from condainer.backends.pack import pack
 from condainer.errors import ImageError
 from condainer.fs.options import PackOptions, max_processors
-from tests.fs.conftest import IS_ROOT
-from tests.fs.test_safety import big_source
+from tests.helpers.mounts import IS_ROOT
+from tests.write.test_safety import big_source
 
 HAVE_MKSQUASHFS = shutil.which("mksquashfs") is not None
 BACKENDS = [

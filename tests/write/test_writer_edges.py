@@ -23,8 +23,10 @@ import tempfile
 
 import pytest
 
-from tests.fs import treecompare
-from tests.fs.conftest import HAVE_FUSE, IS_ROOT, kernel_mount, pack, squashfuse_mount, unsquashfs
+from tests.helpers import snapshots
+from tests.helpers.cnd import cnd
+from tests.helpers.images import pack, unsquashfs
+from tests.helpers.mounts import HAVE_FUSE, IS_ROOT, kernel_mount, squashfuse_mount
 
 HAVE_MKSQUASHFS = shutil.which("mksquashfs") is not None
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,10 +40,8 @@ def cli_pack(
     """``cnd image pack --backend BACKEND ... SRC IMAGE`` in a child, running this checkout's code."""
     environ = dict(os.environ if env is None else env)
     environ["PYTHONPATH"] = ROOT + os.pathsep + environ.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-m", "condainer", "image", "pack", "--backend", backend, *args]
-    return subprocess.run(
-        [*cmd, os.fspath(src), os.fspath(image)], capture_output=True, text=True, timeout=timeout, env=environ
-    )
+    return cnd("image", "pack", "--backend", backend, *args, os.fspath(src), os.fspath(image), timeout=timeout,
+               env=environ)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, out_dir, *words: str) -> None:
@@ -77,7 +77,7 @@ def test_65535_distinct_ids_are_stored(many_ids, tmp_path, stack):
     image = tmp_path / "img.sqfs"
     pack(many_ids, image)
     mnt = stack.enter_context(kernel_mount(image))
-    treecompare.assert_same(treecompare.snapshot(many_ids, xattrs=False), treecompare.snapshot(mnt, xattrs=False))
+    snapshots.assert_same(snapshots.snapshot(many_ids, xattrs=False), snapshots.snapshot(mnt, xattrs=False))
 
 
 @needs_root
@@ -114,12 +114,12 @@ def test_mtimes_at_both_ends_of_u32_are_stored(tmp_path, stack):
     os.utime(src / "dir-at-0", (0, 0))
     os.utime(src, (U32_MAX, U32_MAX))
     pack(src, tmp_path / "img.sqfs")
-    expected = treecompare.snapshot(src)
+    expected = snapshots.snapshot(src)
     assert {r["mtime"] for r in expected.values()} == {0, 1, 2**31 - 1, 2**31, U32_MAX - 1, U32_MAX}
     mnt = stack.enter_context(kernel_mount(tmp_path / "img.sqfs"))
-    treecompare.assert_same(expected, treecompare.snapshot(mnt))
-    treecompare.assert_same(expected, treecompare.snapshot(unsquashfs(tmp_path / "img.sqfs", tmp_path)))
-    assert treecompare.snapshot_image(tmp_path / "img.sqfs") == treecompare.snapshot(src, xattrs=False)
+    snapshots.assert_same(expected, snapshots.snapshot(mnt))
+    snapshots.assert_same(expected, snapshots.snapshot(unsquashfs(tmp_path / "img.sqfs", tmp_path)))
+    assert snapshots.snapshot_image(tmp_path / "img.sqfs") == snapshots.snapshot(src, xattrs=False)
 
 
 @pytest.mark.parametrize(
@@ -171,7 +171,7 @@ def test_source_date_epoch_clamps_mtimes_after_2106_but_not_before_1970(tmp_path
 
 
 def fd_snapshot(root) -> dict[bytes, tuple]:
-    """Like treecompare.snapshot, but walked through directory descriptors: paths may pass PATH_MAX."""
+    """Like snapshots.snapshot, but walked through directory descriptors: paths may pass PATH_MAX."""
     result: dict[bytes, tuple] = {}
 
     def visit(dfd: int, rel: bytes) -> None:
@@ -415,7 +415,7 @@ def test_source_that_is_a_symlink_to_a_directory_packs_the_directory(tmp_path, s
     proc = cli_pack(tmp_path / "via-link", out / "img.sqfs", backend=backend)
     assert proc.returncode == 0, proc.stderr
     mnt = stack.enter_context(kernel_mount(out / "img.sqfs"))
-    treecompare.assert_same(treecompare.snapshot(real), treecompare.snapshot(mnt))
+    snapshots.assert_same(snapshots.snapshot(real), snapshots.snapshot(mnt))
 
 
 @needs_root
@@ -430,7 +430,7 @@ def test_fifo_in_the_source_is_stored_not_opened(tmp_path, stack):
     proc = cli_pack(src, out / "img.sqfs", timeout=30)
     assert proc.returncode == 0, proc.stderr
     mnt = stack.enter_context(kernel_mount(out / "img.sqfs"))
-    treecompare.assert_same(treecompare.snapshot(src), treecompare.snapshot(mnt))
+    snapshots.assert_same(snapshots.snapshot(src), snapshots.snapshot(mnt))
     assert os.lstat(os.path.join(mnt, "fifo")).st_nlink == 2
 
 
@@ -447,13 +447,13 @@ def test_empty_directory_as_the_whole_source(tmp_path, stack, mode):
     os.chmod(src, mode)
     os.utime(src, (123456, 123456))
     pack(src, tmp_path / "img.sqfs")
-    expected = treecompare.snapshot(src)
+    expected = snapshots.snapshot(src)
     mnt = stack.enter_context(kernel_mount(tmp_path / "img.sqfs"))
-    treecompare.assert_same(expected, treecompare.snapshot(mnt))
+    snapshots.assert_same(expected, snapshots.snapshot(mnt))
     assert os.listdir(mnt) == []
     assert listed_with_dots(mnt) == [".", ".."]
-    treecompare.assert_same(expected, treecompare.snapshot(unsquashfs(tmp_path / "img.sqfs", tmp_path)))
-    assert treecompare.snapshot_image(tmp_path / "img.sqfs") == treecompare.snapshot(src, xattrs=False)
+    snapshots.assert_same(expected, snapshots.snapshot(unsquashfs(tmp_path / "img.sqfs", tmp_path)))
+    assert snapshots.snapshot_image(tmp_path / "img.sqfs") == snapshots.snapshot(src, xattrs=False)
 
 
 # --- block sizes: files of whole blocks -------------------------------------------------------
@@ -493,11 +493,11 @@ def test_files_of_whole_blocks_at_each_block_size(tmp_path, stack, size):
         for name, blocks in (("one-block", 1), ("three-blocks", 3), ("nine-blocks", 9), ("zero-blocks", 2)):
             inode = img.select(f"/{name}").inode
             assert (inode.blocks, inode.fragment) == (blocks, 0xFFFFFFFF), name  # no empty tail fragment
-    expected = treecompare.snapshot(src)
+    expected = snapshots.snapshot(src)
     mnt = stack.enter_context(kernel_mount(out / "img.sqfs"))
-    treecompare.assert_same(expected, treecompare.snapshot(mnt))
-    treecompare.assert_same(expected, treecompare.snapshot(unsquashfs(out / "img.sqfs", tmp_path)))
-    assert treecompare.snapshot_image(out / "img.sqfs") == treecompare.snapshot(src, xattrs=False)
+    snapshots.assert_same(expected, snapshots.snapshot(mnt))
+    snapshots.assert_same(expected, snapshots.snapshot(unsquashfs(out / "img.sqfs", tmp_path)))
+    assert snapshots.snapshot_image(out / "img.sqfs") == snapshots.snapshot(src, xattrs=False)
     # st_blocks as mksquashfs reports them: zero blocks count as sparse only if the source had holes.
     blocks = {name: os.stat(os.path.join(mnt, name)).st_blocks for name in os.listdir(mnt)}
     assert blocks["zero-blocks"] == os.stat(src / "zero-blocks").st_blocks
@@ -507,7 +507,7 @@ def test_files_of_whole_blocks_at_each_block_size(tmp_path, stack, size):
         subprocess.run(["mksquashfs", src, reference, "-b", str(bs), "-quiet", "-no-progress"], check=True)
         mnt_mk = stack.enter_context(kernel_mount(reference))
         assert {name: os.stat(os.path.join(mnt_mk, name)).st_blocks for name in os.listdir(mnt_mk)} == blocks
-        treecompare.assert_same(expected, treecompare.snapshot(mnt_mk))
+        snapshots.assert_same(expected, snapshots.snapshot(mnt_mk))
 
 
 # --- one tree: a huge directory, name order, hard links, owners, modes ------------------------
@@ -582,7 +582,7 @@ def edges(tmp_path_factory):
     build_edges(src)
     image = base / "edges.sqfs"
     pack(src, image, processors=2)
-    return src, image, treecompare.snapshot(src)
+    return src, image, snapshots.snapshot(src)
 
 
 @needs_root
@@ -590,7 +590,7 @@ def test_edges_through_the_kernel(edges, stack):
     src, image, expected = edges
     assert len(expected) > 21_000
     mnt = os.fsencode(stack.enter_context(kernel_mount(image)))
-    treecompare.assert_same(expected, treecompare.snapshot(mnt))  # every name looked up, not only listed
+    snapshots.assert_same(expected, snapshots.snapshot(mnt))  # every name looked up, not only listed
     big = os.path.join(mnt, b"big")
     assert os.listdir(big) == sorted(os.listdir(os.path.join(src, b"big")))  # unsigned byte order
     for name in ABSENT:
@@ -624,13 +624,13 @@ def test_edges_link_counts_and_inode_numbers(edges, stack):
 def test_edges_through_squashfuse(edges, stack):
     src, image, expected = edges
     mnt = stack.enter_context(squashfuse_mount(image))
-    treecompare.assert_same(expected, treecompare.snapshot(mnt, xattrs=False), {"xattrs"})
+    snapshots.assert_same(expected, snapshots.snapshot(mnt, xattrs=False), {"xattrs"})
 
 
 @needs_root
 def test_edges_through_unsquashfs(edges, tmp_path):
     src, image, expected = edges
-    treecompare.assert_same(expected, treecompare.snapshot(unsquashfs(image, tmp_path)))
+    snapshots.assert_same(expected, snapshots.snapshot(unsquashfs(image, tmp_path)))
 
 
 @needs_root
@@ -642,7 +642,7 @@ def test_edges_as_mksquashfs_stores_them(edges, tmp_path, stack):
     subprocess.run(["mksquashfs", src, reference, "-quiet", "-no-progress", "-processors", "2"], check=True)
     ours = os.fsencode(stack.enter_context(kernel_mount(image)))
     theirs = os.fsencode(stack.enter_context(kernel_mount(reference)))
-    treecompare.assert_same(treecompare.snapshot(theirs), treecompare.snapshot(ours))
+    snapshots.assert_same(snapshots.snapshot(theirs), snapshots.snapshot(ours))
     for rel in (b"links/orig", b"links/sym", b"links/sub", b"big", b"modes/d0000", b"."):
         assert os.lstat(os.path.join(ours, rel)).st_nlink == os.lstat(os.path.join(theirs, rel)).st_nlink, rel
 
@@ -709,7 +709,7 @@ def xattr_tree(tmp_path_factory):
         out.mkdir()
         proc = cli_pack(src, out / "xattrs.sqfs")
         assert proc.returncode == 0, proc.stderr
-        expected = treecompare.snapshot(src)
+        expected = snapshots.snapshot(src)
         yield src, out / "xattrs.sqfs", expected, proc.stderr
 
 
@@ -718,7 +718,7 @@ def test_xattrs_through_the_kernel(xattr_tree, stack):
     src, image, expected, _ = xattr_tree
     assert len(expected[b"many"]["xattrs"]) == 300 and len(expected[b"big-values"]["xattrs"][b"trusted.largest"]) == 65536
     mnt = stack.enter_context(kernel_mount(image))
-    treecompare.assert_same(expected, treecompare.snapshot(mnt))
+    snapshots.assert_same(expected, snapshots.snapshot(mnt))
 
 
 @needs_root
@@ -727,7 +727,7 @@ def test_xattrs_through_unsquashfs(xattr_tree):
     src, image, expected, _ = xattr_tree
     out = tempfile.mkdtemp(dir=os.path.dirname(src))
     try:
-        treecompare.assert_same(expected, treecompare.snapshot(unsquashfs(image, out)))
+        snapshots.assert_same(expected, snapshots.snapshot(unsquashfs(image, out)))
     finally:
         shutil.rmtree(out)
 
@@ -736,7 +736,7 @@ def test_xattrs_through_unsquashfs(xattr_tree):
 def test_xattr_tree_through_pysquashfsimage(xattr_tree):
     """PySquashfsImage applies xattrs only when extracting: the rest of the tree is compared."""
     src, image, _, _ = xattr_tree
-    treecompare.assert_same(treecompare.snapshot(src, xattrs=False), treecompare.snapshot_image(image))
+    snapshots.assert_same(snapshots.snapshot(src, xattrs=False), snapshots.snapshot_image(image))
 
 
 @needs_root
@@ -769,7 +769,7 @@ def test_xattrs_as_mksquashfs_stores_them(xattr_tree, tmp_path, stack):
     subprocess.run(["mksquashfs", src, reference, "-quiet", "-no-progress"], check=True, capture_output=True)
     ours = stack.enter_context(kernel_mount(image))
     theirs = stack.enter_context(kernel_mount(reference))
-    treecompare.assert_same(treecompare.snapshot(theirs), treecompare.snapshot(ours))
+    snapshots.assert_same(snapshots.snapshot(theirs), snapshots.snapshot(ours))
     for name in ("acl", "acl-dir"):
         assert os.listxattr(os.path.join(theirs, name)) == os.listxattr(os.path.join(ours, name))
     for name in ("many", "big-values", "empties", "security-and-trusted", "symlink", "acl", "shared/f0001"):

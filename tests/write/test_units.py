@@ -345,7 +345,7 @@ def _u64s(image, offset: int, count: int) -> list[int]:
 @pytest.mark.parametrize("with_xattrs", [True, False])
 def test_lookup_tables_sit_back_to_back(tmp_path, with_fragments, with_xattrs):
     """What the kernel checks at mount: each index ends exactly where the next table begins."""
-    from tests.fs.conftest import pack
+    from tests.helpers.images import pack
 
     src = tmp_path / "src"
     src.mkdir()
