@@ -20,15 +20,17 @@ A :class:`Codec` (the chosen settings) is plain data so it pickles into worker p
 
 from __future__ import annotations
 
-import dataclasses
 import struct
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from condainer.errors import ImageError
 from condainer.fs import format as fmt
 
-Compress = Callable[[bytes], bytes]
-Decompress = Callable[[bytes, int], bytes]  # (data, limit): limit bounds the output
+if TYPE_CHECKING:  # config.py imports this module on every cnd start: keep it cheap
+    from collections.abc import Callable
+
+    Compress = Callable[[bytes], bytes]
+    Decompress = Callable[[bytes, int], bytes]  # (data, limit): limit bounds the output
 
 
 class CodecUnavailable(ImageError):
@@ -277,13 +279,20 @@ def default_level(name: str) -> int | None:
     return REGISTRY[name].default_level
 
 
-@dataclasses.dataclass(frozen=True)
 class Codec:
-    """One compressor with its settings; compresses whole blocks, never streams across blocks."""
+    """One compressor with its settings; compresses whole blocks, never streams across blocks.
 
-    name: str  # a WRITABLE name
-    level: int | None
-    block_size: int
+    A plain class (not a dataclass: config.py imports this module on every cnd start)."""
+
+    __slots__ = ("name", "level", "block_size")
+
+    def __init__(self, name: str, level: int | None, block_size: int) -> None:
+        self.name = name  # a WRITABLE name
+        self.level = level
+        self.block_size = block_size
+
+    def __repr__(self) -> str:
+        return f"Codec({self.name!r}, {self.level!r}, {self.block_size!r})"
 
     @property
     def squashfs_id(self) -> int:

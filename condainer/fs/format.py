@@ -7,7 +7,6 @@ exactly one place. Compressor ids are here; what each compressor does is in comp
 
 from __future__ import annotations
 
-import dataclasses
 import stat
 import struct
 
@@ -139,25 +138,31 @@ def decode_device(dev: int) -> tuple[int, int]:
     return (dev >> 8) & 0xFFF, (dev & 0xFF) | ((dev >> 12) & 0xFFF00)
 
 
-@dataclasses.dataclass
 class Superblock:
-    """The 96-byte superblock; offsets not written stay NO_TABLE."""
+    """The 96-byte superblock as the writer fills it in; offsets not written stay NO_TABLE.
 
-    inode_count: int = 0
-    mkfs_time: int = 0
-    block_size: int = 128 * 1024
-    fragment_count: int = 0
-    compressor: int = COMP_ZSTD
-    flags: int = 0
-    id_count: int = 0
-    root_inode: int = 0
-    bytes_used: int = 0
-    id_table: int = NO_TABLE
-    xattr_table: int = NO_TABLE
-    inode_table: int = NO_TABLE
-    directory_table: int = NO_TABLE
-    fragment_table: int = NO_TABLE
-    export_table: int = NO_TABLE
+    A plain class, not a dataclass: this module is imported on every cnd start (via compression.py)."""
+
+    def __init__(self, **fields: int) -> None:
+        self.inode_count = 0
+        self.mkfs_time = 0
+        self.block_size = 128 * 1024
+        self.fragment_count = 0
+        self.compressor = COMP_ZSTD
+        self.flags = 0
+        self.id_count = 0
+        self.root_inode = 0
+        self.bytes_used = 0
+        self.id_table = NO_TABLE
+        self.xattr_table = NO_TABLE
+        self.inode_table = NO_TABLE
+        self.directory_table = NO_TABLE
+        self.fragment_table = NO_TABLE
+        self.export_table = NO_TABLE
+        for name, value in fields.items():
+            if not hasattr(self, name):
+                raise TypeError(f"Superblock has no field {name!r}")
+            setattr(self, name, value)
 
     def pack(self) -> bytes:
         block_log = self.block_size.bit_length() - 1

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import TYPE_CHECKING
 
 from condainer.fs import format as fmt
-from condainer.fs.compression import BY_ID, CodecUnavailable, Decompress
+from condainer.fs.compression import BY_ID, CodecUnavailable
 from condainer.fs.reader.cache import LRUCache
 from condainer.fs.reader.damaged import DamagedImage
 from condainer.fs.reader.superblock import SuperInfo
+
+if TYPE_CHECKING:
+    from condainer.fs.compression import Decompress
 
 METADATA_SIZE = fmt.METADATA_SIZE
 
