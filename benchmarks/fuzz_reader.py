@@ -17,8 +17,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.reader.reader_helpers import mksquashfs  # noqa: E402
-from tests.reader.test_reader_fuzz import VARIANTS, build_small_tree, mutate, run_one  # noqa: E402
+from tests.helpers.images import mksquashfs
+from tests.read.test_reader_fuzz import VARIANTS, build_small_tree, mutate, run_one  # noqa: E402
 
 
 def main() -> int:

@@ -198,10 +198,10 @@ def warm_page_cache(src) -> None:
 def scaling(quick: bool, repeats: int) -> str:
     """How cost grows with the tree: 10k, 100k, 1M small files at the default level, both packers."""
     from benchmarks import plots
-    from condainer.fs.options import DEFAULT_LEVEL
+    from condainer.fs.compression import default_level
 
     counts = [1_000, 4_000] if quick else [10_000, 100_000, 1_000_000]
-    s = Settings(level=DEFAULT_LEVEL["zstd"])
+    s = Settings(level=default_level("zstd"))
     images = cache_root() / "pack-images"
     images.mkdir(exist_ok=True)
     points = []

@@ -11,6 +11,7 @@ import click
 from condainer import console
 from condainer.backends import BACKENDS
 from condainer.dryrun import Actions
+from condainer.fs.compression import level_range
 from condainer.fs.options import COMPRESSIONS, DEFAULT_BLOCK_SIZE, PackOptions
 
 backend_option = click.option(
@@ -46,11 +47,11 @@ def parse_size(text: str) -> int:
 def pack_options(compression: str, level: int | None, block_size: str, processors: int | None,
                  all_root: bool = False) -> PackOptions:
     """PackOptions from CLI values, with the compression level checked against its compressor."""
-    limits = {"zstd": (1, 22), "gzip": (1, 9)}
     if level is not None:
-        if compression not in limits:
+        levels = level_range(compression)
+        if levels is None:
             raise click.BadParameter(f"--level is not supported for {compression}", param_hint="--level", ctx=_ctx())
-        lo, hi = limits[compression]
+        lo, hi = levels
         if not lo <= level <= hi:
             raise click.BadParameter(f"{compression} level must be {lo}..{hi}", param_hint="--level", ctx=_ctx())
     if processors is not None and processors < 1:
@@ -87,6 +88,11 @@ def require_image_file(path: str) -> None:
         raise ImageError(f"{path} is not a regular file, not an image")
 
 
+LEVEL_HELP = "Compression level ({}).".format(
+    ", ".join(f"{name} {r[0]}-{r[1]}" for name in COMPRESSIONS if (r := level_range(name)))
+)
+
+
 @click.group()
 def image() -> None:
     """Work with squashfs images directly, without a condainer project."""
@@ -96,7 +102,7 @@ def image() -> None:
 @click.argument("src_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("image_path", metavar="IMAGE", type=click.Path(dir_okay=False))
 @click.option("--compression", type=click.Choice(COMPRESSIONS), default="zstd", show_default=True)
-@click.option("--level", type=int, default=None, help="Compression level (zstd 1-22, gzip 1-9).")
+@click.option("--level", type=int, default=None, help=LEVEL_HELP)
 @click.option("--block-size", default=str(DEFAULT_BLOCK_SIZE // 1024) + "K", show_default=True,
               help="Data block size, 4K..1M.")
 @click.option("--processors", type=int, default=None, help="Compression processes (default: usable CPUs).")

@@ -20,6 +20,7 @@ import yaml
 from condainer.backends import BACKENDS
 from condainer.environments.virtual import KINDS, YML_KEY
 from condainer.errors import ConfigError
+from condainer.fs.compression import level_range
 from condainer.fs.options import COMPRESSIONS, DEFAULT_BLOCK_SIZE, DEFAULT_COMPRESSION
 from condainer.layout import CONFIG_NAME, expand_base, unset_variable, write_cache
 from condainer.yamlfile import read_mapping_and_text
@@ -60,7 +61,6 @@ def defaults() -> dict[str, Any]:
 UPSTREAM_KEYS = ("user_env_name", "non_conda_application", "multiuser_mountpoint")
 # Our keys that `cnd init` does not write: absent means empty.
 OPTIONAL_KEYS = (YML_KEY,)
-LEVELS = {"zstd": (1, 22), "gzip": (1, 9)}
 UUID_RE = re.compile(r"[0-9A-Fa-f-]+")
 
 
@@ -109,9 +109,10 @@ def _validate(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
         raise bad("block_size", f"{size} is not a power of two from 4096 to 1048576")
     level, compression = cfg.get("compression_level"), cfg["compression"]
     if level is not None:
-        if compression not in LEVELS:
+        levels = level_range(compression)
+        if levels is None:
             raise bad("compression_level", f"{compression} takes no level: leave it empty")
-        lo, hi = LEVELS[compression]
+        lo, hi = levels
         if not lo <= level <= hi:
             raise bad("compression_level", f"{compression} level must be {lo}..{hi}, not {level}")
     cfg[YML_KEY] = _virtual_packages(cfg.get(YML_KEY), path, bad)

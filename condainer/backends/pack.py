@@ -17,6 +17,7 @@ from pathlib import Path
 from condainer import console
 from condainer.backends.select import choose_packer
 from condainer.errors import ImageError, child_reason
+from condainer.fs.compression import level_range
 from condainer.fs.options import PackOptions
 from condainer.sysinfo import die_with_parent, signals_interrupt, usable_cpus
 
@@ -57,7 +58,7 @@ def mksquashfs_args(
         args += ["-noI", "-noD", "-noF", "-noX"]
     else:
         args += ["-comp", options.compression]
-        if options.compression in ("zstd", "gzip") and level is not None:
+        if level is not None and level_range(options.compression) is not None:
             args += ["-Xcompression-level", str(level)]
     if options.all_root:
         args.append("-all-root")

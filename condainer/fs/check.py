@@ -7,7 +7,8 @@ import time
 from dataclasses import dataclass
 
 from condainer.errors import ImageError
-from condainer.fs.reader import INVALID_FRAG, DamagedImage, SquashfsReader, walk
+from condainer.fs import format as fmt
+from condainer.fs.reader import DamagedImage, SquashfsReader, walk
 
 READ_CHUNK = 1 << 20
 
@@ -83,7 +84,7 @@ def check_image(image: os.PathLike) -> CheckResult:
             # Fragments no file uses are still part of the image: read them too.
             for n in range(reader.sb.fragments):
                 start, word = reader.fragment(n)
-                if word != INVALID_FRAG:
+                if word != fmt.NO_FRAGMENT:
                     reader.data_block(start, word, None, f"fragment {n}")
                 result.fragments += 1
             if result.inodes > reader.sb.inodes:

@@ -1,6 +1,12 @@
-"""Compressor registry: how each squashfs compressor is driven from Python, and its options block.
+"""The codec registry: every squashfs compressor condainer knows, described once.
 
-Rules the readers enforce (squashfs-tools-ng doc/format.adoc "Compression Options"):
+One entry per compressor ("Compression Options" and the superblock's compression id in
+squashfs-tools-ng doc/format.adoc) holds what every part needs: the CLI and condainer.yml (name,
+levels a user may choose, our default level), the writer (superblock id, options block, how to
+compress a block), the reader (how to decompress a block, bounded) and ``cnd image info`` (what the
+options block says).  Adding a compressor is one class here and one line in ``REGISTRY``.
+
+Rules the readers enforce:
 - "gzip" is a zlib stream (no gzip header);
 - zstd frames must record their content size (PySquashfsImage's decompressor needs it);
 - xz streams use LZMA2 with a dictionary no larger than the block size and a CRC32 check (the
@@ -8,46 +14,237 @@ Rules the readers enforce (squashfs-tools-ng doc/format.adoc "Compression Option
 - the options block is written exactly when mksquashfs writes one (gzip level != 9, zstd level != 15,
   lz4 always, xz never for our settings), and it must be valid.
 
-A Codec is plain data so it pickles into worker processes; ``compressor()`` builds the callable there.
+A :class:`Codec` (the chosen settings) is plain data so it pickles into worker processes;
+``compressor()`` builds the callable there.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import lzma
 import struct
-import zlib
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from condainer.errors import ImageError
 from condainer.fs import format as fmt
 
-LEVELS = {"zstd": (1, 22), "gzip": (1, 9), "xz": (0, 9), "lz4": (1, 12)}
+if TYPE_CHECKING:  # config.py imports this module on every cnd start: keep it cheap
+    from collections.abc import Callable
+
+    Compress = Callable[[bytes], bytes]
+    Decompress = Callable[[bytes, int], bytes]  # (data, limit): limit bounds the output
 
 
-@dataclasses.dataclass(frozen=True)
-class Codec:
-    """One compressor with its settings; compresses whole blocks, never streams across blocks."""
+class CodecUnavailable(ImageError):
+    """The Python module a compressor needs is not installed."""
 
-    name: str  # zstd | gzip | xz | lz4 | none
-    level: int | None
-    block_size: int
+
+class Compression:
+    """One squashfs compressor.  Subclasses fill in the class attributes and the methods they have."""
+
+    name: str
+    id: int  # the superblock's compression id this entry reads
+    levels: tuple[int, int] | None = None  # levels the Python writer takes
+    # Whether a user may choose a level (--level, compression_level): only where mksquashfs has
+    # -Xcompression-level too, so that both pack backends honour it.
+    user_levels: bool = False
+    default_level: int | None = None  # what condainer packs with when no level is given
+    implied_level: int | None = None  # what an image without an options block means (mksquashfs's default)
+    writable: bool = True  # the Python writer can produce it
 
     @property
-    def squashfs_id(self) -> int:
-        # "none" has no id of its own: mksquashfs -noI -noD -noF -noX keeps gzip and sets flags.
-        return {
-            "zstd": fmt.COMP_ZSTD,
-            "gzip": fmt.COMP_GZIP,
-            "xz": fmt.COMP_XZ,
-            "lz4": fmt.COMP_LZ4,
-            "none": fmt.COMP_GZIP,
-        }[self.name]
+    def superblock_id(self) -> int:
+        """The id the writer stores in the superblock."""
+        return self.id
 
     @property
     def uncompressed_flags(self) -> int:
-        if self.name != "none":
-            return 0
+        """Superblock flags the writer sets for this compressor."""
+        return 0
+
+    def compressor(self, level: int | None, block_size: int) -> Compress:
+        """A function bytes -> compressed bytes (the caller decides whether to keep the result)."""
+        raise NotImplementedError(self.name)
+
+    def decompressor(self) -> Decompress:
+        """A fresh decompressor for one thread at a time (python-zstandard objects are not thread-safe)."""
+        raise NotImplementedError(self.name)
+
+    def options_block(self, level: int | None) -> bytes:
+        """The compressor options payload the writer stores, or b"" where mksquashfs writes none."""
+        return b""
+
+    def describe_options(self, block: bytes) -> dict:
+        """What a stored options block says (``cnd image info``); struct.error if it is too short."""
+        return {}
+
+    def check_writable(self) -> None:
+        """Raise ImageError (one line) if this machine cannot write with it."""
+
+
+class Gzip(Compression):
+    name, id = "gzip", fmt.COMP_GZIP
+    levels, user_levels, default_level, implied_level = (1, 9), True, 9, 9
+
+    def compressor(self, level: int | None, block_size: int) -> Compress:
+        import zlib
+
+        return lambda data: zlib.compress(data, level)
+
+    def decompressor(self) -> Decompress:
+        import zlib
+
+        def decompress(data: bytes, limit: int) -> bytes:
+            d = zlib.decompressobj()
+            out = d.decompress(data, limit)
+            if d.unconsumed_tail:
+                raise ValueError("block inflates beyond its size limit")
+            return out
+
+        return decompress
+
+    def options_block(self, level: int | None) -> bytes:
+        return struct.pack("<IHH", level, 15, 0) if level != self.implied_level else b""
+
+    def describe_options(self, block: bytes) -> dict:
+        level, window, strategies = struct.unpack_from("<IHH", block)
+        return {"level": level, "window_size": window, "strategies": strategies}
+
+
+class Zstd(Compression):
+    name, id = "zstd", fmt.COMP_ZSTD
+    # zstd 6: see README "Choosing the default compression level" for the measured size/time table.
+    levels, user_levels, default_level, implied_level = (1, 22), True, 6, 15
+
+    def compressor(self, level: int | None, block_size: int) -> Compress:
+        import zstandard
+
+        cctx = zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=False)
+        return cctx.compress
+
+    def decompressor(self) -> Decompress:
+        import zstandard
+
+        dctx = zstandard.ZstdDecompressor()
+        frame_content_size = zstandard.frame_content_size
+
+        def decompress(data: bytes, limit: int) -> bytes:
+            # A damaged frame header can claim any content size; refuse before allocating it.
+            declared = frame_content_size(data)
+            if declared > limit:
+                raise ValueError(f"block claims {declared} bytes, limit {limit}")
+            return dctx.decompress(data, max_output_size=limit)
+
+        return decompress
+
+    def options_block(self, level: int | None) -> bytes:
+        return struct.pack("<I", level) if level != self.implied_level else b""
+
+    def describe_options(self, block: bytes) -> dict:
+        (level,) = struct.unpack_from("<I", block)
+        return {"level": level}
+
+
+class _Lzma(Compression):
+    """xz and the older lzma: the same decoder, different stream formats."""
+
+    def decompressor(self) -> Decompress:
+        import lzma
+
+        form = lzma.FORMAT_XZ if self.name == "xz" else lzma.FORMAT_ALONE
+
+        def decompress(data: bytes, limit: int) -> bytes:
+            d = lzma.LZMADecompressor(format=form)
+            out = d.decompress(data, max_length=limit)
+            if not d.eof and d.needs_input is False:
+                raise ValueError("block inflates beyond its size limit")
+            return out
+
+        return decompress
+
+
+class Xz(_Lzma):
+    name, id = "xz", fmt.COMP_XZ
+    levels = (0, 9)
+
+    def compressor(self, level: int | None, block_size: int) -> Compress:
+        import lzma
+
+        filters = [{"id": lzma.FILTER_LZMA2, "preset": 6 if level is None else level, "dict_size": block_size}]
+        return lambda data: lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=filters)
+
+    def describe_options(self, block: bytes) -> dict:
+        dict_size, filters = struct.unpack_from("<II", block)
+        return {"dictionary_size": dict_size, "filters": filters}
+
+
+class Lzma(_Lzma):
+    name, id, writable = "lzma", fmt.COMP_LZMA, False
+
+
+class Lz4(Compression):
+    name, id = "lz4", fmt.COMP_LZ4
+    levels = (1, 12)
+
+    def compressor(self, level: int | None, block_size: int) -> Compress:
+        import lz4.block
+
+        if level is None:
+            return lambda data: lz4.block.compress(data, store_size=False)
+        return lambda data: lz4.block.compress(data, mode="high_compression", compression=level, store_size=False)
+
+    def decompressor(self) -> Decompress:
+        try:
+            import lz4.block
+        except ImportError:
+            raise CodecUnavailable("image is lz4-compressed but the lz4 module is not installed") from None
+
+        def decompress(data: bytes, limit: int) -> bytes:
+            # squashfs stores raw LZ4 blocks (LZ4_decompress_safe), not lz4 frames.
+            return lz4.block.decompress(data, uncompressed_size=limit)
+
+        return decompress
+
+    def options_block(self, level: int | None) -> bytes:
+        return struct.pack("<II", 1, 1 if level is not None else 0)  # version 1; flag 1: high compression
+
+    def describe_options(self, block: bytes) -> dict:
+        version, flags = struct.unpack_from("<II", block)
+        return {"version": version, "flags": flags}
+
+    def check_writable(self) -> None:
+        try:
+            import lz4.block  # noqa: F401
+        except ImportError as exc:
+            raise ImageError("lz4 compression needs the lz4 package: pip install lz4") from exc
+
+
+class Lzo(Compression):
+    name, id, writable = "lzo", fmt.COMP_LZO, False
+
+    def decompressor(self) -> Decompress:
+        try:
+            import lzo
+        except ImportError:
+            raise CodecUnavailable(
+                "image is lzo-compressed; reading it needs the python-lzo module, which is not installed"
+            ) from None
+        return lambda data, limit: lzo.decompress(data, False, limit)
+
+    def describe_options(self, block: bytes) -> dict:
+        algorithm, level = struct.unpack_from("<II", block)
+        return {"algorithm": algorithm, "level": level}
+
+
+class NoCompression(Compression):
+    # Written as mksquashfs -noI -noD -noF -noX writes it: gzip's id plus the "uncompressed" flags.
+    # Id 0 is no compressor of the spec; the reader takes it as "stored raw".
+    name, id = "none", 0
+
+    @property
+    def superblock_id(self) -> int:
+        return fmt.COMP_GZIP
+
+    @property
+    def uncompressed_flags(self) -> int:
         return (
             fmt.FLAG_UNCOMPRESSED_INODES
             | fmt.FLAG_UNCOMPRESSED_DATA
@@ -56,67 +253,83 @@ class Codec:
             | fmt.FLAG_UNCOMPRESSED_IDS
         )
 
+    def compressor(self, level: int | None, block_size: int) -> Compress:
+        return lambda data: data
+
+    def decompressor(self) -> Decompress:
+        return lambda data, limit: data
+
+
+# Order matters: it is the order the CLI offers them in.
+REGISTRY: dict[str, Compression] = {
+    c.name: c for c in (Zstd(), Gzip(), Xz(), Lz4(), NoCompression(), Lzma(), Lzo())
+}
+BY_ID: dict[int, Compression] = {c.id: c for c in REGISTRY.values()}
+WRITABLE: tuple[str, ...] = tuple(name for name, c in REGISTRY.items() if c.writable)
+
+
+def level_range(name: str) -> tuple[int, int] | None:
+    """The levels a user may choose for compressor NAME (CLI, condainer.yml), or None: it takes none."""
+    codec = REGISTRY.get(name)
+    return codec.levels if codec is not None and codec.user_levels else None
+
+
+def default_level(name: str) -> int | None:
+    """The level condainer packs NAME with when none is given."""
+    return REGISTRY[name].default_level
+
+
+class Codec:
+    """One compressor with its settings; compresses whole blocks, never streams across blocks.
+
+    A plain class (not a dataclass: config.py imports this module on every cnd start)."""
+
+    __slots__ = ("name", "level", "block_size")
+
+    def __init__(self, name: str, level: int | None, block_size: int) -> None:
+        self.name = name  # a WRITABLE name
+        self.level = level
+        self.block_size = block_size
+
+    def __repr__(self) -> str:
+        return f"Codec({self.name!r}, {self.level!r}, {self.block_size!r})"
+
+    @property
+    def squashfs_id(self) -> int:
+        return REGISTRY[self.name].superblock_id
+
+    @property
+    def uncompressed_flags(self) -> int:
+        return REGISTRY[self.name].uncompressed_flags
+
+    @property
+    def raw(self) -> bool:
+        """Everything is stored uncompressed (no compressor runs at all)."""
+        return self.name == "none"
+
     def options_block(self) -> bytes:
         """The compressor options payload, or b"" where mksquashfs writes none."""
-        if self.name == "zstd" and self.level != 15:
-            return struct.pack("<I", self.level)
-        if self.name == "gzip" and self.level != 9:
-            return struct.pack("<IHH", self.level, 15, 0)
-        if self.name == "lz4":
-            return struct.pack("<II", 1, 1 if self.level is not None else 0)
-        return b""
+        return REGISTRY[self.name].options_block(self.level)
 
-    def compressor(self) -> Callable[[bytes], bytes]:
+    def compressor(self) -> Compress:
         """A function bytes -> compressed bytes (the caller decides whether to keep it)."""
-        level = self.level
-        if self.name == "zstd":
-            import zstandard
-
-            cctx = zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=False)
-            return cctx.compress
-        if self.name == "gzip":
-            return lambda data: zlib.compress(data, level)
-        if self.name == "xz":
-            filters = [
-                {
-                    "id": lzma.FILTER_LZMA2,
-                    "preset": 6 if level is None else level,
-                    "dict_size": self.block_size,
-                }
-            ]
-            return lambda data: lzma.compress(
-                data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=filters
-            )
-        if self.name == "lz4":
-            import lz4.block
-
-            if level is None:
-                return lambda data: lz4.block.compress(data, store_size=False)
-            return lambda data: lz4.block.compress(
-                data, mode="high_compression", compression=level, store_size=False
-            )
-        return lambda data: data
+        return REGISTRY[self.name].compressor(self.level, self.block_size)
 
 
 def make_codec(name: str, level: int | None, block_size: int) -> Codec:
-    """Validate the settings (one-line ImageError) and return the codec."""
-    if name not in ("zstd", "gzip", "xz", "lz4", "none"):
-        raise ImageError(f"unknown compression {name!r}: choose zstd, gzip, xz, lz4 or none")
+    """Validate the settings (one-line ImageError) and return the codec; level None: the default."""
+    spec = REGISTRY.get(name)
+    if spec is None or not spec.writable:
+        raise ImageError(f"unknown compression {name!r}: choose {', '.join(WRITABLE[:-1])} or {WRITABLE[-1]}")
     if block_size < fmt.MIN_BLOCK_SIZE or block_size > fmt.MAX_BLOCK_SIZE or block_size & (block_size - 1):
         raise ImageError(f"block size {block_size}: must be a power of two from 4 KiB to 1 MiB")
-    if name == "zstd" and level is None:
-        level = 15
-    if name == "gzip" and level is None:
-        level = 9
-    if name == "none":
+    if spec.levels is None:
         level = None
+    elif level is None:
+        level = spec.default_level
     if level is not None:
-        lo, hi = LEVELS[name]
+        lo, hi = spec.levels
         if not lo <= level <= hi:
             raise ImageError(f"{name} level {level}: must be between {lo} and {hi}")
-    if name == "lz4":
-        try:
-            import lz4.block  # noqa: F401
-        except ImportError as exc:
-            raise ImageError("lz4 compression needs the lz4 package: pip install lz4") from exc
+    spec.check_writable()
     return Codec(name, level, block_size)

@@ -1,12 +1,13 @@
 """On-disk constants and struct layouts of squashfs 4.0 (squashfs-tools-ng doc/format.adoc).
 
-Everything is little-endian. Each layout is named after its section in the spec; the writer modules
-pack them and never spell a format string themselves, so a layout lives in exactly one place.
+Everything is little-endian. Each layout is named after its section in the spec; the writer packs
+them, the reader unpacks them, and neither spells a format string itself, so a layout lives in
+exactly one place. Compressor ids are here; what each compressor does is in compression.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import stat
 import struct
 
 MAGIC = 0x73717368  # "hsqs"
@@ -16,7 +17,9 @@ SUPERBLOCK_SIZE = 96
 DEVICE_BLOCK = 4096  # images are padded to this; bytes_used excludes the padding
 METADATA_SIZE = 8192  # uncompressed size of one metadata block
 METADATA_UNCOMPRESSED = 0x8000  # bit in a metadata block's u16 header: stored raw
+METADATA_SIZE_MASK = 0x7FFF  # the on-disk size bits of that header
 DATA_UNCOMPRESSED = 1 << 24  # bit in a data/fragment block size: stored raw
+DATA_SIZE_MASK = 0xFFFFFF  # the on-disk size bits of a data/fragment block size
 NO_FRAGMENT = 0xFFFFFFFF
 NO_XATTR = 0xFFFFFFFF
 NO_TABLE = 0xFFFFFFFFFFFFFFFF
@@ -35,6 +38,7 @@ COMP_LZ4 = 5
 COMP_ZSTD = 6
 
 # Superblock flags. Only COMPRESSOR_OPTIONS is checked by the kernel; the rest inform tools.
+# (FLAG_NAMES below names each for ``cnd image info``.)
 FLAG_UNCOMPRESSED_INODES = 0x0001
 FLAG_UNCOMPRESSED_DATA = 0x0002
 FLAG_UNCOMPRESSED_FRAGMENTS = 0x0008
@@ -46,15 +50,41 @@ FLAG_UNCOMPRESSED_XATTRS = 0x0100
 FLAG_NO_XATTRS = 0x0200
 FLAG_COMPRESSOR_OPTIONS = 0x0400
 FLAG_UNCOMPRESSED_IDS = 0x0800
+FLAG_NAMES = {
+    FLAG_UNCOMPRESSED_INODES: "uncompressed inodes",
+    FLAG_UNCOMPRESSED_DATA: "uncompressed data",
+    FLAG_UNCOMPRESSED_FRAGMENTS: "uncompressed fragments",
+    FLAG_NO_FRAGMENTS: "no fragments",
+    FLAG_ALWAYS_FRAGMENTS: "always fragments",
+    FLAG_DUPLICATES: "deduplicated",
+    FLAG_EXPORTABLE: "exportable",
+    FLAG_UNCOMPRESSED_XATTRS: "uncompressed xattrs",
+    FLAG_NO_XATTRS: "no xattrs",
+    FLAG_COMPRESSOR_OPTIONS: "compressor options",
+    FLAG_UNCOMPRESSED_IDS: "uncompressed ids",
+}
 
 # Inode types ("Common Inode Header"). Extended = basic + 7.
 DIR, FILE, SYMLINK, BLKDEV, CHRDEV, FIFO, SOCKET = range(1, 8)
 EXT_DIR, EXT_FILE, EXT_SYMLINK, EXT_BLKDEV, EXT_CHRDEV, EXT_FIFO, EXT_SOCKET = range(8, 15)
 EXTENDED = 7
+# Basic inode type -> the file type bits of st_mode, and back.
+MODE_OF_TYPE = {
+    DIR: stat.S_IFDIR,
+    FILE: stat.S_IFREG,
+    SYMLINK: stat.S_IFLNK,
+    BLKDEV: stat.S_IFBLK,
+    CHRDEV: stat.S_IFCHR,
+    FIFO: stat.S_IFIFO,
+    SOCKET: stat.S_IFSOCK,
+}
+TYPE_OF_MODE = {bits: itype for itype, bits in MODE_OF_TYPE.items()}
+MAX_SYMLINK = 4096  # longest symlink target the reader accepts (PATH_MAX)
 
 # Xattr key prefixes ("Extended Attribute Table"); other namespaces cannot be stored.
 XATTR_PREFIXES = {b"user.": 0, b"trusted.": 1, b"security.": 2}
-XATTR_VALUE_OUT_OF_LINE = 0x0100
+XATTR_PREFIX_OF_ID = {n: prefix for prefix, n in XATTR_PREFIXES.items()}
+XATTR_VALUE_OUT_OF_LINE = 0x0100  # bit in a key's type: the value is a u64 reference to it
 
 # --- Superblock ---------------------------------------------------------------------------------
 SUPERBLOCK = struct.Struct("<IIIIIHHHHHHQQQQQQQQ")
@@ -75,8 +105,10 @@ EXT_FILE_INODE = struct.Struct("<QQQIIII")
 SYMLINK_INODE = struct.Struct("<II")
 # link count, device number (extended adds u32 xattr index)
 DEV_INODE = struct.Struct("<II")
+EXT_DEV_INODE = struct.Struct("<III")
 # link count (extended adds u32 xattr index)
 IPC_INODE = struct.Struct("<I")
+EXT_IPC_INODE = struct.Struct("<II")
 U32 = struct.Struct("<I")
 U64 = struct.Struct("<Q")
 U16 = struct.Struct("<H")
@@ -101,25 +133,36 @@ def encode_device(major: int, minor: int) -> int:
     return ((major & 0xFFF) << 8) | (minor & 0xFF) | ((minor & 0xFFF00) << 12)
 
 
-@dataclasses.dataclass
-class Superblock:
-    """The 96-byte superblock; offsets not written stay NO_TABLE."""
+def decode_device(dev: int) -> tuple[int, int]:
+    """(major, minor) of a stored device number: the inverse of encode_device."""
+    return (dev >> 8) & 0xFFF, (dev & 0xFF) | ((dev >> 12) & 0xFFF00)
 
-    inode_count: int = 0
-    mkfs_time: int = 0
-    block_size: int = 128 * 1024
-    fragment_count: int = 0
-    compressor: int = COMP_ZSTD
-    flags: int = 0
-    id_count: int = 0
-    root_inode: int = 0
-    bytes_used: int = 0
-    id_table: int = NO_TABLE
-    xattr_table: int = NO_TABLE
-    inode_table: int = NO_TABLE
-    directory_table: int = NO_TABLE
-    fragment_table: int = NO_TABLE
-    export_table: int = NO_TABLE
+
+class Superblock:
+    """The 96-byte superblock as the writer fills it in; offsets not written stay NO_TABLE.
+
+    A plain class, not a dataclass: this module is imported on every cnd start (via compression.py)."""
+
+    def __init__(self, **fields: int) -> None:
+        self.inode_count = 0
+        self.mkfs_time = 0
+        self.block_size = 128 * 1024
+        self.fragment_count = 0
+        self.compressor = COMP_ZSTD
+        self.flags = 0
+        self.id_count = 0
+        self.root_inode = 0
+        self.bytes_used = 0
+        self.id_table = NO_TABLE
+        self.xattr_table = NO_TABLE
+        self.inode_table = NO_TABLE
+        self.directory_table = NO_TABLE
+        self.fragment_table = NO_TABLE
+        self.export_table = NO_TABLE
+        for name, value in fields.items():
+            if not hasattr(self, name):
+                raise TypeError(f"Superblock has no field {name!r}")
+            setattr(self, name, value)
 
     def pack(self) -> bytes:
         block_log = self.block_size.bit_length() - 1

@@ -7,48 +7,20 @@ import os
 import struct
 
 from condainer.errors import ImageError
-from condainer.fs.reader import INVALID_TABLE, DamagedImage, SquashfsReader, walk
-
-_FLAGS = {
-    0x0001: "uncompressed inodes",
-    0x0002: "uncompressed data",
-    0x0008: "uncompressed fragments",
-    0x0010: "no fragments",
-    0x0020: "always fragments",
-    0x0040: "deduplicated",
-    0x0080: "exportable",
-    0x0100: "uncompressed xattrs",
-    0x0200: "no xattrs",
-    0x0400: "compressor options",
-    0x0800: "uncompressed ids",
-}
+from condainer.fs import format as fmt
+from condainer.fs.compression import REGISTRY
+from condainer.fs.reader import DamagedImage, SquashfsReader, walk
 
 
 def _compressor_options(reader: SquashfsReader) -> dict:
     """The compressor options block after the superblock (format.adoc "Compression Options")."""
-    if not reader.sb.flags & 0x0400:
+    if not reader.sb.flags & fmt.FLAG_COMPRESSOR_OPTIONS:
         return {}
-    block, _ = reader.metablock(96)
-    name = reader.sb.compression
+    block, _ = reader.metablock(fmt.SUPERBLOCK_SIZE)
     try:
-        if name == "gzip":
-            level, window, strategies = struct.unpack_from("<IHH", block)
-            return {"level": level, "window_size": window, "strategies": strategies}
-        if name == "zstd":
-            (level,) = struct.unpack_from("<I", block)
-            return {"level": level}
-        if name == "xz":
-            dict_size, filters = struct.unpack_from("<II", block)
-            return {"dictionary_size": dict_size, "filters": filters}
-        if name == "lz4":
-            version, flags = struct.unpack_from("<II", block)
-            return {"version": version, "flags": flags}
-        if name == "lzo":
-            algorithm, level = struct.unpack_from("<II", block)
-            return {"algorithm": algorithm, "level": level}
+        return REGISTRY[reader.sb.compression].describe_options(block)
     except struct.error:
         raise DamagedImage("compressor options block too short") from None
-    return {}
 
 
 def image_info(image: os.PathLike) -> dict:
@@ -80,9 +52,9 @@ def image_info(image: os.PathLike) -> dict:
                     counts["directories"] += 1
                 elif node.is_symlink:
                     counts["symlinks"] += 1
-                elif node.type in (4, 5):
+                elif node.type in (fmt.BLKDEV, fmt.CHRDEV):
                     counts["devices"] += 1
-                elif node.type == 6:
+                elif node.type == fmt.FIFO:
                     counts["fifos"] += 1
                 else:
                     counts["sockets"] += 1
@@ -100,9 +72,9 @@ def image_info(image: os.PathLike) -> dict:
         "inodes": sb.inodes,
         "fragments": sb.fragments,
         "ids": sb.id_count,
-        "flags": [name for bit, name in _FLAGS.items() if sb.flags & bit],
-        "exportable": sb.export_table_start != INVALID_TABLE,
-        "xattrs": sb.xattr_id_table_start != INVALID_TABLE,
+        "flags": [name for bit, name in fmt.FLAG_NAMES.items() if sb.flags & bit],
+        "exportable": sb.export_table_start != fmt.NO_TABLE,
+        "xattrs": sb.xattr_id_table_start != fmt.NO_TABLE,
         "mkfs_time": sb.mkfs_time,
         "mkfs_time_utc": datetime.datetime.fromtimestamp(sb.mkfs_time, datetime.timezone.utc).isoformat(),
         **counts,

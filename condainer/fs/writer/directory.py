@@ -1,0 +1,86 @@
+"""Directory listings ("Directory Table" and "Directory Index" in doc/format.adoc).
+
+A listing is runs of entries, each run behind a header naming one inode metadata block and a base
+inode number. A new run starts when 256 entries are reached (the kernel rejects more), when the
+entry's inode lives in another inode metadata block, when its inode number is more than +-32767 away
+from the base, or when the listing has moved on into the next directory metadata block. That last
+kind of run also gets a directory index entry, so the kernel's lookup in a large directory jumps to
+the right metadata block instead of scanning from the start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from condainer.fs import format as fmt
+from condainer.fs.writer.metablock import MetadataWriter
+
+
+@dataclasses.dataclass(frozen=True)
+class DirEntry:
+    name: bytes  # raw bytes, 1..256 long, no "/" or NUL
+    inode_ref: int  # (inode metadata block << 16) | offset
+    inode_number: int
+    basic_type: int  # the entry records the basic type even for extended inodes
+
+
+@dataclasses.dataclass
+class Listing:
+    """Where a written listing lives: what the directory inode records."""
+
+    start_block: int  # relative to the directory table
+    start_offset: int
+    size: int  # bytes of headers and entries (the inode stores size + 3)
+    index: list[bytes]  # packed directory index entries (extended inodes only)
+
+
+def write_listing(mw: MetadataWriter, entries: list[DirEntry]) -> Listing:
+    """Write one directory's sorted entries into the directory table stream."""
+    start_block, start_offset = mw.position()
+    listing_start = mw.uncompressed_size
+    index: list[bytes] = []
+    run: list[DirEntry] = []
+    run_block = run_base = 0
+    run_meta = 0  # directory metadata block number (uncompressed count) holding the header
+    run_crossed = False
+
+    def flush() -> None:
+        if not run:
+            return
+        if run_crossed:
+            first = run[0].name
+            index.append(
+                fmt.DIR_INDEX.pack(mw.uncompressed_size - listing_start, mw.position()[0], len(first) - 1)
+                + first
+            )
+        out = bytearray(fmt.DIR_HEADER.pack(len(run) - 1, run_block, run_base))
+        for e in run:
+            out += fmt.DIR_ENTRY.pack(
+                e.inode_ref & 0xFFFF, e.inode_number - run_base, e.basic_type, len(e.name) - 1
+            )
+            out += e.name
+        mw.write(bytes(out))
+
+    pos = listing_start
+    for e in entries:
+        if not 1 <= len(e.name) <= fmt.MAX_NAME:
+            raise ValueError(f"bad name length {len(e.name)}")
+        block = e.inode_ref >> 16
+        crossed = bool(run) and pos // fmt.METADATA_SIZE != run_meta
+        if (
+            not run
+            or len(run) == fmt.DIR_MAX_RUN
+            or block != run_block
+            or not -32768 <= e.inode_number - run_base <= 32767
+            or crossed
+        ):
+            flush()
+            run = []
+            run_block, run_base = block, e.inode_number
+            run_meta = pos // fmt.METADATA_SIZE
+            run_crossed = crossed
+            pos += fmt.DIR_HEADER.size
+        run.append(e)
+        pos += fmt.DIR_ENTRY.size + len(e.name)
+    flush()
+    return Listing(start_block, start_offset, mw.uncompressed_size - listing_start, index)

@@ -1,0 +1,182 @@
+"""pack_tree: a directory -> a squashfs 4.0 image file, safely.
+
+What squashfs cannot store is refused before any data is written (too many ids, mtimes out of
+range, a target that is not a regular file); the image goes to a temporary file beside IMAGE and is
+renamed over it only when complete, so a failure, Ctrl-C or SIGTERM never leaves a partial image
+behind.  The bytes themselves are image.py's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import errno
+import os
+import secrets
+import stat
+import time
+
+from condainer import console
+from condainer.errors import ImageError
+from condainer.fs import format as fmt
+from condainer.fs.compression import make_codec
+from condainer.fs.options import PackOptions
+from condainer.fs.writer.image import write_image
+from condainer.fs.writer.scan import Tree, printable, scan_tree
+from condainer.sysinfo import signals_interrupt, usable_cpus
+
+
+@dataclasses.dataclass(frozen=True)
+class PackStats:
+    """What pack_tree wrote."""
+
+    files: int
+    dirs: int
+    inodes: int
+    bytes_in: int
+    image_size: int
+    seconds: float
+
+
+def _source_date_epoch() -> int | None:
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is None or value == "":
+        return None
+    try:
+        epoch = int(value)
+    except ValueError:
+        raise ImageError(f"SOURCE_DATE_EPOCH={value!r}: not an integer") from None
+    if not 0 <= epoch < 1 << 32:
+        raise ImageError(f"SOURCE_DATE_EPOCH={value}: out of range for squashfs (0 to 2^32-1)")
+    return epoch
+
+
+def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> PackStats:
+    """Pack directory ``src`` into the squashfs image ``image`` (replaced if it exists).
+
+    Raises ImageError (one line) for every expected failure: unreadable input, bad settings, full
+    disk, interruption. Nothing is left at ``image`` or beside it unless the pack succeeded.
+    """
+    started = time.monotonic()
+    codec = make_codec(options.compression, options.effective_level, options.block_size)
+    processors = options.processors or usable_cpus()
+    if processors < 1:
+        raise ImageError(f"processors {processors}: must be at least 1")
+    epoch = _source_date_epoch()
+    src_b = os.fsencode(os.path.abspath(src))
+    image_b = os.fsencode(os.path.abspath(image))
+    shown = printable(image_b)
+    check_target(image_b)
+    directory, name = os.path.split(image_b)
+    tmp = os.path.join(directory, b"." + name + b"." + secrets.token_hex(6).encode() + b".tmp")
+    with signals_interrupt():
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise ImageError(f"cannot create {shown}: {exc.strerror}") from exc
+        try:
+            with open(fd, "wb", buffering=1 << 20) as out:
+                skip = {(st.st_dev, st.st_ino) for st in [os.fstat(out.fileno()), _lstat(image_b)] if st}
+                tree = scan_tree(src_b, skip)
+                if not options.all_root and len(tree.ids) > fmt.MAX_IDS:
+                    raise ImageError(
+                        f"{len(tree.ids)} distinct uids and gids in {printable(src_b)}: squashfs stores"
+                        f" at most {fmt.MAX_IDS} (--all-root stores every file as root's)"
+                    )
+                _check_mtimes(tree, epoch)
+                if tree.skipped_xattrs:
+                    names = b", ".join(sorted(tree.skipped_xattrs)).decode(errors="replace")
+                    console.info(f"pack: xattrs squashfs cannot store were left out: {names}")
+                progress = console.Progress("pack", tree.files, tree.bytes_in) if options.progress else None
+                try:
+                    counts = write_image(out, tree, codec, processors, options.all_root, epoch, progress)
+                finally:
+                    if progress:
+                        progress.close()
+                out.flush()
+                os.fsync(out.fileno())
+                size = out.tell()
+            check_target(image_b)  # again: it may have been put there while we packed
+            os.rename(tmp, image_b)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(exc, ImageError):
+                raise
+            if isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or a signal of signals_interrupt
+                raise interrupted(shown) from None
+            if isinstance(exc, OSError):
+                reason = exc.strerror or str(exc)
+                raise ImageError(f"cannot write {shown}: {reason}") from exc
+            raise
+    return PackStats(
+        files=tree.files,
+        dirs=tree.dirs,
+        inodes=counts,
+        bytes_in=tree.bytes_in,
+        image_size=size,
+        seconds=time.monotonic() - started,
+    )
+
+
+def interrupted(image: str) -> ImageError:
+    """What both backends report for Ctrl-C, SIGTERM or SIGHUP during a pack: exit 130, as cli.py
+    reports every other interruption."""
+    return ImageError(f"pack of {image} interrupted: no image written", exit_code=130)
+
+
+_KINDS = {
+    stat.S_IFLNK: "symbolic link",
+    stat.S_IFDIR: "directory",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFSOCK: "socket",
+}
+
+
+def check_target(image: os.PathLike | str | bytes) -> None:
+    """Refuse an IMAGE path that exists and is not a regular file (lstat: a symlink is not followed).
+
+    The image is renamed over IMAGE at the end, and a rename replaces whatever has that name: as root,
+    ``cnd image pack src /dev/null`` would turn /dev/null into a regular file. Replacing an earlier
+    image (a regular file) is what packing again means, so that stays allowed.
+    """
+    path = os.fsencode(image)
+    st = _lstat(path)
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "special file")
+        raise ImageError(f"{printable(path)} exists and is a {kind}, not an image: refusing to replace it")
+
+
+def _check_mtimes(tree: Tree, epoch: int | None) -> None:
+    """Refuse mtimes squashfs cannot store (u32 seconds), unless SOURCE_DATE_EPOCH clamps them.
+
+    mksquashfs 4.5.1 silently wraps them modulo 2^32 (1969 becomes 2106, 2200 becomes 2063);
+    clamping would be silent too, so the user gets one line naming the file instead.
+    """
+    bad = [e for e in tree.odd_mtimes if e.mtime < 0 or epoch is None]
+    if not bad:
+        return
+    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    raise ImageError(
+        f"{printable(bad[0].path)}{more}: mtime {_utc(bad[0].mtime)} is outside what squashfs stores"
+        " (1970-01-01 to 2106-02-07 UTC); set it with touch, or SOURCE_DATE_EPOCH to clamp later ones"
+    )
+
+
+def _utc(seconds: int) -> str:
+    try:
+        return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, ValueError, OSError):
+        return f"{seconds} s"
+
+
+def _lstat(path: bytes) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return None
+        raise

@@ -1,0 +1,2 @@
+"""Helpers shared by the writer (tests/write) and reader (tests/read) tests: source trees, making and
+unpacking images, mounting with every reader, snapshots to compare, and running cnd."""

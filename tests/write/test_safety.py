@@ -1,0 +1,378 @@
+"""Determinism, safe output and failure injection: what is left behind when a pack fails."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from condainer.errors import ImageError
+from condainer.fs.writer import pack as writer
+from tests.helpers import snapshots
+from tests.helpers.images import pack, unsquashfs
+from tests.helpers.mounts import IS_ROOT, kernel_mount
+
+SCRIPT = """
+import sys
+from condainer.errors import CondainerError
+from condainer.fs.options import PackOptions
+from condainer.fs.writer import pack_tree
+src, image, comp, level, procs = sys.argv[1:]
+try:
+    pack_tree(src, image, PackOptions(compression=comp, level=int(level), processors=int(procs), progress=False))
+except CondainerError as exc:
+    print(f"cnd: error: {exc.message}", file=sys.stderr)
+    sys.exit(exc.exit_code)
+"""
+
+
+def small_tree(root, seed=0, big=3) -> None:
+    rnd = random.Random(seed)
+    os.makedirs(os.path.join(root, "d", "e"))
+    for i in range(60):
+        with open(os.path.join(root, "d" if i % 2 else "d/e", f"f{i}"), "wb") as f:
+            f.write(rnd.randbytes(rnd.randrange(0, 9000)) + b"abc" * rnd.randrange(0, 50000))
+    for i in range(big):
+        with open(os.path.join(root, f"big{i}"), "wb") as f:
+            f.write(rnd.randbytes(300_000) + bytes(400_000) + b"tail" * 1000)
+    os.utime(os.path.join(root, "d", "f1"), (2**32 - 1, 2**32 - 1))
+
+
+# --- determinism ------------------------------------------------------------------------------
+
+
+def test_same_bytes_whatever_processors_with_source_date_epoch(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    small_tree(tmp_path / "src")
+    digests = set()
+    for procs in (1, 2, 3, 2):
+        image = tmp_path / f"img{procs}.sqfs"
+        pack(tmp_path / "src", image, compression="zstd", level=3, processors=procs)
+        digests.add(image.read_bytes())
+    assert len(digests) == 1
+
+
+def test_source_date_epoch_sets_mkfs_time_and_clamps_mtimes(tmp_path, monkeypatch):
+    from PySquashfsImage import SquashFsImage
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    small_tree(tmp_path / "src", big=0)
+    os.utime(tmp_path / "src" / "d" / "f3", (1000, 1000))
+    pack(tmp_path / "src", tmp_path / "img.sqfs")
+    with SquashFsImage.from_file(str(tmp_path / "img.sqfs")) as img:
+        assert img.sblk.mkfs_time == 1700000000
+        assert img.select("/d/f1").time == 1700000000  # newer: clamped
+        assert img.select("/d/f3").time == 1000  # older: kept
+
+
+def test_bad_source_date_epoch_is_an_image_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    (tmp_path / "src").mkdir()
+    with pytest.raises(ImageError):
+        pack(tmp_path / "src", tmp_path / "img.sqfs")
+    assert os.listdir(tmp_path) == ["src"]
+
+
+# --- safe output ------------------------------------------------------------------------------
+
+
+def test_image_inside_source_is_left_out(tmp_path):
+    src = tmp_path / "src"
+    small_tree(src, big=0)
+    pack(src, src / "image.sqfs")  # first pack: the temp file is inside src
+    pack(src, src / "image.sqfs")  # second: the old image is inside src too
+    expected = snapshots.snapshot(src, xattrs=False, skip={b"image.sqfs"})
+    assert snapshots.snapshot_image(src / "image.sqfs") == expected
+    assert sorted(os.listdir(src)) == ["d", "image.sqfs"]
+
+
+def test_image_mode_honours_umask(tmp_path):
+    (tmp_path / "src").mkdir()
+    old = os.umask(0o027)
+    try:
+        pack(tmp_path / "src", tmp_path / "img.sqfs")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "img.sqfs").stat().st_mode & 0o777 == 0o640
+
+
+def test_symlinked_source_entries_are_not_followed(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (tmp_path / "secret").write_bytes(b"not to be packed")
+    os.symlink(tmp_path / "secret", src / "link")
+    os.symlink(tmp_path, src / "dirlink")
+    pack(src, tmp_path / "img.sqfs")
+    snap = snapshots.snapshot_image(tmp_path / "img.sqfs")
+    assert set(snap) == {b".", b"link", b"dirlink"} and snap[b"link"]["type"] == "symlink"
+
+
+@pytest.mark.parametrize("case", ["missing-src", "src-is-file", "missing-out-dir", "image-is-dir"])
+def test_bad_paths_are_one_line_errors(tmp_path, case):
+    src, image = tmp_path / "src", tmp_path / "img.sqfs"
+    src.mkdir()
+    if case == "missing-src":
+        src = tmp_path / "nope"
+    elif case == "src-is-file":
+        src = tmp_path / "file"
+        src.write_text("x")
+    elif case == "missing-out-dir":
+        image = tmp_path / "no" / "img.sqfs"
+    else:
+        image.mkdir()
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(ImageError) as info:
+        pack(src, image)
+    assert "\n" not in info.value.message
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+# --- failure injection ------------------------------------------------------------------------
+
+
+def assert_nothing_left(directory, expected: list[str]) -> None:
+    assert sorted(os.listdir(directory)) == sorted(expected)
+
+
+@pytest.mark.skipif(not IS_ROOT or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_unreadable_file(tmp_path):
+    """A real EACCES: root packs without CAP_DAC_OVERRIDE/DAC_READ_SEARCH a file of mode 000.
+
+    (Plain chmod 000 does not stop root; dropping the capabilities makes root obey the mode bits
+    like any user, and the pack runs in a child so the test process keeps its capabilities.)
+    """
+    src = tmp_path / "src"
+    small_tree(src, big=1)
+    secret = src / "d" / "secret"
+    secret.write_bytes(b"x" * 5000)
+    secret.chmod(0)
+    caps = "-dac_override,-dac_read_search"
+    proc = subprocess.run(
+        [
+            "setpriv",
+            "--inh-caps",
+            caps,
+            "--bounding-set",
+            caps,
+            sys.executable,
+            "-c",
+            SCRIPT,
+            str(src),
+            str(tmp_path / "img.sqfs"),
+            "zstd",
+            "3",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "secret" in lines[0] and "Permission denied" in lines[0], proc.stderr
+    assert_nothing_left(tmp_path, ["src"])
+
+
+def test_file_removed_between_scan_and_read(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    small_tree(src, big=1)
+    real_scan = writer.scan_tree
+
+    def scan_then_remove(*args, **kw):
+        tree = real_scan(*args, **kw)
+        os.unlink(src / "big0")
+        return tree
+
+    monkeypatch.setattr(writer, "scan_tree", scan_then_remove)
+    with pytest.raises(ImageError, match="cannot read .*big0: No such file"):
+        pack(src, tmp_path / "img.sqfs", processors=2)
+    assert_nothing_left(tmp_path, ["src"])
+
+
+@pytest.fixture
+def tiny_fs():
+    if not IS_ROOT:
+        pytest.skip("mounting tmpfs needs root")
+    mnt = tempfile.mkdtemp(prefix="enospc-")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", mnt], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", mnt], check=False)
+        os.rmdir(mnt)
+
+
+@pytest.mark.parametrize("procs", [1, 2])
+def test_full_disk(tmp_path, tiny_fs, procs):
+    src = tmp_path / "src"
+    small_tree(src, big=6)
+    with pytest.raises(ImageError) as info:
+        pack(src, os.path.join(tiny_fs, "img.sqfs"), compression="gzip", level=1, processors=procs)
+    assert info.value.message.startswith("cannot write ")
+    assert "No space left on device" in info.value.message and "\n" not in info.value.message
+    assert os.listdir(tiny_fs) == []
+
+
+def big_source(root) -> None:
+    rnd = random.Random(3)
+    os.makedirs(root)
+    chunk = rnd.randbytes(1 << 20)
+    for i in range(48):
+        with open(os.path.join(root, f"f{i}"), "wb") as f:
+            f.write(chunk[i:] + chunk[:i] + b"text" * 100000)
+
+
+CLI = [
+    sys.executable,
+    "-m",
+    "condainer",
+    "image",
+    "pack",
+    "--backend",
+    "python",
+    "--compression",
+    "zstd",
+    "--level",
+    "19",
+    "--processors",
+    "2",
+]
+
+
+@pytest.mark.parametrize("via", ["library", "cli"])
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 130)])
+def test_signal_mid_pack(tmp_path, signum, code, via):
+    """Ctrl-C (SIGINT to the whole process group, workers included) or SIGTERM to the packer."""
+    src = tmp_path / "src"
+    big_source(src)
+    out = tmp_path / "out"
+    out.mkdir()
+    image = str(out / "img.sqfs")
+    if via == "library":
+        cmd = [sys.executable, "-c", SCRIPT, str(src), image, "xz", "9", "2"]
+    else:
+        cmd = [*CLI, str(src), image]
+    # A shell that started us in the background leaves SIGINT ignored, and Python then keeps it so:
+    # the packer under test must start with the default disposition, as it has in a terminal.
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 60
+        while not os.listdir(out) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.5)  # well inside the data phase: xz 9 / zstd 19 on 50 MB take far longer
+        assert proc.poll() is None, "pack finished before it could be interrupted"
+        if signum == signal.SIGINT:
+            os.killpg(proc.pid, signum)
+        else:
+            os.kill(proc.pid, signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "no image written" in lines[0], err
+    assert os.listdir(out) == []
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):  # no worker left behind
+        os.killpg(proc.pid, 0)
+
+
+def test_progress_line_on_a_terminal_and_silence_otherwise(tmp_path, monkeypatch, capsys):
+    from condainer import console
+
+    small_tree(tmp_path / "src", big=1)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    pack(tmp_path / "src", tmp_path / "a.sqfs", progress=True)
+    err = capsys.readouterr().err
+    assert "pack:" in err and "files" in err and err.endswith("\n")
+    pack(tmp_path / "src", tmp_path / "b.sqfs", progress=False)
+    monkeypatch.setattr(console, "_quiet", True)
+    pack(tmp_path / "src", tmp_path / "c.sqfs", progress=True)
+    assert capsys.readouterr().err == ""
+
+
+# --- large files ------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="loop mounts need root")
+def test_file_over_4_gib(tmp_path, stack):
+    """Size >= 4 GiB needs the extended file inode (sparse, so it costs no disk)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    size = (1 << 32) + 12345
+    with open(src / "huge", "wb") as f:
+        f.write(b"head")
+        f.seek(size - 4)
+        f.write(b"tail")
+    pack(src, tmp_path / "img.sqfs", compression="zstd", level=1)
+    assert (tmp_path / "img.sqfs").stat().st_size < 1 << 20
+    mnt = stack.enter_context(kernel_mount(tmp_path / "img.sqfs"))
+    with open(os.path.join(mnt, "huge"), "rb") as f:
+        assert f.read(4) == b"head"
+        f.seek(size - 4)
+        assert f.read() == b"tail"
+        f.seek(1 << 32)
+        assert f.read(8) == bytes(8)
+    assert os.stat(os.path.join(mnt, "huge")).st_size == size
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="chown needs root")
+def test_all_root_stores_uid_gid_zero(tmp_path):
+    small_tree(tmp_path / "src", big=0)
+    os.chown(tmp_path / "src" / "d" / "f1", 100000, 100001)
+    pack(tmp_path / "src", tmp_path / "img.sqfs", all_root=True)
+    snap = snapshots.snapshot_image(tmp_path / "img.sqfs")
+    assert {(r["uid"], r["gid"]) for r in snap.values()} == {(0, 0)}
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="loop mounts need root")
+def test_hard_linked_symlinks_fifos_and_devices(tmp_path, stack):
+    src = tmp_path / "src"
+    src.mkdir()
+    os.symlink("target", src / "sym")
+    os.link(src / "sym", src / "sym2", follow_symlinks=False)
+    os.mkfifo(src / "fifo")
+    os.link(src / "fifo", src / "fifo2")
+    os.mknod(src / "dev", 0o20600, os.makedev(1, 5))
+    os.link(src / "dev", src / "dev2")
+    pack(src, tmp_path / "img.sqfs")
+    mnt = stack.enter_context(kernel_mount(tmp_path / "img.sqfs"))
+    snapshots.assert_same(snapshots.snapshot(src), snapshots.snapshot(mnt))
+    assert os.lstat(os.path.join(mnt, "sym2")).st_nlink == 2
+
+
+def test_sigterm_handler_is_restored_after_pack(tmp_path):
+    def mine(signum, frame):  # pragma: no cover - never called
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        (tmp_path / "src").mkdir()
+        pack(tmp_path / "src", tmp_path / "img.sqfs")
+        with pytest.raises(ImageError):
+            pack(tmp_path / "missing", tmp_path / "img2.sqfs")
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_source_reached_through_a_symlink(tmp_path):
+    small_tree(tmp_path / "real", big=0)
+    os.setxattr(tmp_path / "real", "user.root", b"on the directory, not the link")
+    os.symlink(tmp_path / "real", tmp_path / "via-link")
+    pack(tmp_path / "via-link", tmp_path / "img.sqfs")
+    assert snapshots.snapshot_image(tmp_path / "img.sqfs") == snapshots.snapshot(
+        tmp_path / "real", xattrs=False
+    )
+    out = unsquashfs(tmp_path / "img.sqfs", tmp_path)
+    assert os.getxattr(out, "user.root") == b"on the directory, not the link"
