@@ -55,11 +55,10 @@ def _ensure_mounted(layout: Layout, sessions: NodeSessions, backend: str) -> boo
     current = mounts.state(mp, refuse_other_users=True)
     if current == "mounted":
         return False
-    from condainer.backends.mount import check_image_file, mount
+    from condainer.backends.mount import mount
     from condainer.safedir import ensure_private_dir
 
     try:
-        check_image_file(layout.image)
         if current == "stale":
             _info(f"cleaning a stale mount at {mp} (its FUSE daemon died)")
             mounts.unmount(mp, lazy=True)

@@ -188,6 +188,8 @@ class NodeSessions:
             finally:
                 os.close(fd)
             _unlink(build)
+        for name in ("mounts.log", "umounts.log"):  # logs of versions that kept them here
+            _unlink(os.path.join(self.dir, name))
         for name in ("users", "steps"):
             try:
                 os.rmdir(os.path.join(self.dir, name))

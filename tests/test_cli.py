@@ -1,34 +1,27 @@
 """The command line's contract: version, help, and one-line errors with non-zero exits."""
 
-import subprocess
-import sys
 
 import pytest
 
 from condainer import __version__
-
-
-def run_cnd(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "condainer", *args], capture_output=True, text=True, **kwargs
-    )
+from tests.helpers.cnd import cnd
 
 
 def test_version_prints_package_version():
-    result = run_cnd("version")
+    result = cnd("version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"condainer {__version__}"
 
 
 def test_help_lists_subcommands():
-    result = run_cnd("--help")
+    result = cnd("--help")
     assert result.returncode == 0
     assert "version" in result.stdout
     assert "image" in result.stdout
 
 
 def test_unknown_command_fails_without_traceback():
-    result = run_cnd("no-such-command")
+    result = cnd("no-such-command")
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
 
@@ -46,7 +39,7 @@ def test_unknown_command_fails_without_traceback():
 def test_usage_errors_are_one_line(tmp_path, args, where, says):
     (tmp_path / "f").write_text("")
     argv = [a.format(file=tmp_path / "f", dir=tmp_path) for a in args]
-    result = run_cnd(*argv, cwd=tmp_path)
+    result = cnd(*argv, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stdout == ""
     [line] = result.stderr.splitlines()
@@ -56,4 +49,4 @@ def test_usage_errors_are_one_line(tmp_path, args, where, says):
 
 
 def test_help_without_a_subcommand_is_still_help():
-    assert "Commands:" in run_cnd("image").stdout + run_cnd("image").stderr
+    assert "Commands:" in cnd("image").stdout + cnd("image").stderr

@@ -12,8 +12,7 @@ from pathlib import Path
 from condainer import mounts
 from condainer.backends.select import choose_mounter, fuse_problem
 from condainer.errors import ImageError, MountError, ToolMissing, child_reason
-
-SQUASHFS_MAGIC = b"hsqs"
+from condainer.fs.format import MAGIC, SUPERBLOCK_SIZE
 
 
 def check_image_file(image: os.PathLike | str) -> Path:
@@ -25,10 +24,10 @@ def check_image_file(image: os.PathLike | str) -> Path:
         raise ImageError(f"image {p} is not a regular file")
     try:
         with open(p, "rb") as fh:
-            head = fh.read(96)
+            head = fh.read(SUPERBLOCK_SIZE)
     except OSError as exc:
         raise ImageError(f"cannot read image {p}: {exc.strerror}") from exc
-    if len(head) < 96 or head[:4] != SQUASHFS_MAGIC:
+    if len(head) < SUPERBLOCK_SIZE or int.from_bytes(head[:4], "little") != MAGIC:
         raise ImageError(f"{p} is not a squashfs image (bad magic or truncated superblock)")
     return p
 
@@ -41,7 +40,10 @@ def mount(
     allow_other: bool = False,
     foreground: bool = False,
 ) -> str:
-    """Mount IMAGE at MOUNTPOINT and return only once it answers; returns the backend used."""
+    """Mount IMAGE at MOUNTPOINT and return only once it answers; returns the backend used.
+
+    The one place where `cnd exec`, `cnd mount` and `cnd image mount` check the image, the mount
+    point and FUSE; the layers below trust it (the daemon reports a damaged image in one line)."""
     image = check_image_file(image)
     mountpoint = mounts.check_mountpoint(mountpoint)
     problem = fuse_problem()
@@ -52,7 +54,7 @@ def mount(
         if choice.backend == "python":
             from condainer.fs.fuse import mount_image
 
-            mount_image(image, mountpoint, foreground=foreground, allow_other=allow_other)
+            mount_image(image, mountpoint, foreground=foreground, allow_other=allow_other, checked=True)
             return "python"
         _mount_native(choice.tool, image, mountpoint, allow_other=allow_other, foreground=foreground)
     return "native"

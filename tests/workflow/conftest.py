@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from condainer import mounts
+from tests.helpers.cnd import cnd as run_cnd
 
 from .conda_channel import build_demo_channel
 
@@ -20,9 +21,8 @@ BACKENDS = ["native", "python"]
 
 
 def cnd(*args: str, cwd: Path | None = None, check: bool = False, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
-    """Run `cnd` of this checkout as a user would (a child process, text output captured)."""
-    result = subprocess.run([sys.executable, "-m", "condainer", *args], cwd=cwd, capture_output=True,
-                            text=True, timeout=timeout, **kw)
+    """Run `cnd` of this checkout as a user would (tests/helpers/cnd.py); CHECK: fail on a non-zero exit."""
+    result = run_cnd(*args, cwd=cwd, timeout=timeout, **kw)
     if check and result.returncode != 0:
         raise AssertionError(f"cnd {' '.join(args)} failed ({result.returncode}): {result.stderr}")
     return result

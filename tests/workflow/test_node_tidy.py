@@ -71,3 +71,21 @@ def test_a_failed_mount_leaves_nothing(pip_project, tmp_path):
         assert ours_in_base(pip_project) == []
     finally:
         moved.rename(image)
+
+
+def test_a_damaged_image_is_one_line_and_leaves_nothing(pip_project, tmp_path):
+    """A truncated image passes the superblock check; the mount itself must fail in one line."""
+    image = next(pip_project.glob("*.squashfs"))
+    kept = tmp_path / image.name
+    image.rename(kept)
+    try:
+        image.write_bytes(kept.read_bytes()[:4096])
+        r = cnd("exec", "--", "true", cwd=pip_project)
+        assert r.returncode != 0
+        [line] = r.stderr.splitlines()
+        assert line.startswith("cnd: error: ") and "Traceback" not in r.stderr
+        assert mounts.find_mount(mountpoint_of(pip_project)) is None
+        assert ours_in_base(pip_project) == []
+    finally:
+        image.unlink(missing_ok=True)
+        kept.rename(image)

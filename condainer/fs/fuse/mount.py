@@ -64,15 +64,19 @@ def mount_image(
     allow_other: bool = False,
     ready_timeout: float = 10.0,
     log_path: os.PathLike | None = None,
+    checked: bool = False,
 ) -> None:
     """Mount IMAGE read-only at MOUNTPOINT with the Python FUSE daemon; return when the mount is
-    ready (daemon detached unless foreground) or raise ImageError/MountError with one line."""
+    ready (daemon detached unless foreground) or raise ImageError/MountError with one line.
+    CHECKED: the caller (backends.mount.mount) has checked the image, the mount point and FUSE, and
+    the daemon's own open of the image is the only parse."""
     image = os.path.abspath(os.fspath(image))
     mountpoint = os.path.abspath(os.fspath(mountpoint))
-    if not os.path.isfile(image):
-        raise ImageError(f"{image}: no such image file")
-    check_mount_prerequisites(mountpoint)
-    SquashfsReader(image).close()  # a bad image fails here, before anything is mounted
+    if not checked:
+        if not os.path.isfile(image):
+            raise ImageError(f"{image}: no such image file")
+        check_mount_prerequisites(mountpoint)
+        SquashfsReader(image).close()  # a bad image fails here, before anything is mounted
     if foreground:
         from condainer.fs.fuse.serve import serve
 
