@@ -4,6 +4,7 @@ down the image's ipykernel through the python launcher; the image is unmounted a
 from __future__ import annotations
 
 import json
+import os
 import queue
 import time
 
@@ -134,3 +135,14 @@ def test_no_ipykernel_is_one_line_saying_how_to_add_it(pip_projects, tmp_path):
     assert mounts.find_mount(mountpoint_of(project)) is None
     msg = one_line_error(cnd("kernel", "install", "--user", "--prefix", str(tmp_path), cwd=project))
     assert "--user and --prefix exclude each other" in msg
+
+
+def test_default_name_and_user_directory(kernel_project, tmp_path):
+    env = {**os.environ, "JUPYTER_DATA_DIR": str(tmp_path / "data")}
+    r = cnd("kernel", "install", cwd=kernel_project, env=env)
+    assert r.returncode == 0, r.stderr
+    spec_file = tmp_path / "data" / "kernels" / "condainer-nb" / "kernel.json"
+    assert json.loads(spec_file.read_text())["display_name"] == "Python (nb, condainer)"
+    assert cnd("kernel", "remove", "--user", cwd=kernel_project, env=env).returncode == 0
+    assert not spec_file.parent.exists()
+    assert mounts.find_mount(mountpoint_of(kernel_project)) is None

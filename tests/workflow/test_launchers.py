@@ -226,3 +226,21 @@ def test_launchers_key_chooses_the_names_and_keeps_foreign_files(project, tmp_pa
     assert cnd("launchers", cwd=copy).returncode == 0
     assert sorted(os.listdir(copy / "bin")) == ["mine", "pip"]
     assert_unmounted(project)
+
+
+def test_python_path_the_kernel_cannot_take_goes_through_sh(project, tmp_path, monkeypatch):
+    from condainer import launchers
+
+    # The interpreter's whole installation (a venv: its site-packages come with it) under a name with
+    # a space and a quote, which an interpreter line cannot hold.
+    link = tmp_path / "my t'ools"
+    link.symlink_to(sys.prefix)
+    spaced = link / os.path.relpath(sys.executable, sys.prefix)
+    copy = tmp_path / "p"
+    shutil.copytree(project, copy, symlinks=True)
+    monkeypatch.setattr(sys, "executable", str(spaced))
+    launchers.write(str(copy), ["python"])
+    assert (copy / "bin" / "python").read_text().startswith("#!/bin/sh\n")
+    r = launch(copy / "bin" / "python", "-c", "import sys; print(sys.argv[1:])", "a b", "")
+    assert (r.returncode, r.stdout.strip()) == (0, "['a b', '']"), r.stderr
+    assert_unmounted(project)
