@@ -35,7 +35,8 @@ def main(project_dir: str, name: str) -> None:
     try:
         if _moved(project_dir, name, launcher):
             raise CondainerError(f"{launcher} was written for the project {project_dir}, which has moved or "
-                                 "is gone: run `cnd launchers` in the project directory to rewrite its launchers")
+                                 "is gone (or the launcher was copied: link to it instead): run `cnd launchers` "
+                                 "in the project directory to rewrite its launchers")
         from condainer import runner
 
         code = runner.exec_command(project_dir, [name, *sys.argv[1:]])
