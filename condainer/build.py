@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from condainer import config, console, lockfile, locking, mounts
+from condainer import config, console, launchers, lockfile, locking, mounts
 from condainer import steps as buildsteps
 from condainer.backends.pack import pack
 from condainer.dryrun import Actions
@@ -342,6 +342,7 @@ def _build(project: Project, *, backend: str | None, force: bool, dryrun: bool, 
                 console.info(f"[6] writing {project.activate_script.name} and {project.deactivate_script.name}")
                 write_scripts(project.directory, project.env_prefix,
                               build_plan.env.variables if build_plan.env else {}, staging)
+                launchers.update(str(project.directory), str(staging / "bin"), project.cfg["launchers"])
         done = True
     except CondainerError:
         raise

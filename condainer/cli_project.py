@@ -142,4 +142,70 @@ def cache() -> None:
     do_cache(Path(g.directory))
 
 
-COMMANDS: list[click.Command] = [init, build, lock_cmd, exec_cmd, mount, umount, status, prereq, cache]
+@click.command("launchers")
+@backend_or_config
+def launchers_cmd(backend: str | None) -> None:
+    """Write the launchers in bin/ again (after moving the project or changing `launchers:`)."""
+    from condainer.launchers import rewrite
+
+    g = _globals()
+    if g.dryrun:
+        print(f"dryrun: write the launchers of {g.directory}/bin for the executables of the image")
+        return
+    if not rewrite(g.directory, backend=backend):
+        console.info("no launchers written (`launchers:` of condainer.yml)")
+
+
+def _kernel_dir(user: bool, prefix: str | None) -> str | None:
+    if user and prefix:
+        raise click.UsageError("--user and --prefix exclude each other")
+    return prefix
+
+
+kernel_name = click.option("--name", default=None, help="Kernel name (default: condainer-<project directory name>).")
+kernel_where = [
+    click.option("--user", is_flag=True, help="Into the user's Jupyter data directory (the default)."),
+    click.option("--prefix", default=None, metavar="DIR", help="Into DIR/share/jupyter/kernels."),
+]
+
+
+@click.group()
+def kernel() -> None:
+    """Jupyter kernels that run in the image (through bin/python)."""
+
+
+@kernel.command("install")
+@kernel_name
+@click.option("--display-name", default=None, help="The name Jupyter shows.")
+@kernel_where[0]
+@kernel_where[1]
+def kernel_install(name: str | None, display_name: str | None, user: bool, prefix: str | None) -> None:
+    """Write a kernelspec whose kernel is the image's ipykernel."""
+    from condainer.kernel import install
+
+    g = _globals()
+    prefix = _kernel_dir(user, prefix)
+    if g.dryrun:
+        print(f"dryrun: write a kernelspec for {g.directory}")
+        return
+    console.info(f"installed kernel {install(g.directory, name=name, display_name=display_name, prefix=prefix)}")
+
+
+@kernel.command("remove")
+@kernel_name
+@kernel_where[0]
+@kernel_where[1]
+def kernel_remove(name: str | None, user: bool, prefix: str | None) -> None:
+    """Remove a kernelspec written by `cnd kernel install`."""
+    from condainer.kernel import remove
+
+    g = _globals()
+    prefix = _kernel_dir(user, prefix)
+    if g.dryrun:
+        print(f"dryrun: remove the kernelspec of {g.directory}")
+        return
+    console.info(f"removed kernel {remove(g.directory, name=name, prefix=prefix)}")
+
+
+COMMANDS: list[click.Command] = [init, build, lock_cmd, exec_cmd, mount, umount, status, prereq, cache,
+                                 launchers_cmd, kernel]

@@ -37,6 +37,8 @@ HEADER = """\
 # backend: auto (native tools when present), native or python
 # virtual_packages: what the compute nodes have when it differs from this machine, e.g.
 #                   {cuda: "12.4", glibc: "2.28", archspec: x86_64_v3}; wins over CONDA_OVERRIDE_*
+# launchers: all (default), none, or a list such as [python, snakemake]: `cnd build` writes one
+#            launcher per executable into bin/ (<project>/bin/python runs the env's python)
 """
 
 
@@ -60,7 +62,7 @@ def defaults() -> dict[str, Any]:
 # Keys of upstream Condainer that we read (or knowingly ignore) beside those of defaults().
 UPSTREAM_KEYS = ("user_env_name", "non_conda_application", "multiuser_mountpoint")
 # Our keys that `cnd init` does not write: absent means empty.
-OPTIONAL_KEYS = (YML_KEY,)
+OPTIONAL_KEYS = (YML_KEY, "launchers")
 UUID_RE = re.compile(r"[0-9A-Fa-f-]+")
 
 
@@ -116,7 +118,24 @@ def _validate(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
         if not lo <= level <= hi:
             raise bad("compression_level", f"{compression} level must be {lo}..{hi}, not {level}")
     cfg[YML_KEY] = _virtual_packages(cfg.get(YML_KEY), path, bad)
+    cfg["launchers"] = _launchers(cfg.get("launchers"), bad)
     return cfg
+
+
+def _launchers(value: Any, bad) -> str | list[str]:
+    """`launchers:` as "all" (also when absent), "none", or a list of executable names of the
+    environment's bin/ (launchers.py writes one per name into <project>/bin/)."""
+    if value is None or value == "all":
+        return "all"
+    if value == "none":
+        return "none"
+    if not isinstance(value, list):
+        raise bad("launchers", f"must be all, none or a list of names of the environment's bin/, not {value!r}")
+    for name in value:
+        if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\0" in name \
+                or name != name.strip() or "\n" in name:
+            raise bad("launchers", f"{name!r} is not a file name in bin/ (e.g. [python, snakemake])")
+    return list(dict.fromkeys(value))
 
 
 def _virtual_packages(value: Any, path: Path, bad) -> dict[str, str]:

@@ -111,33 +111,14 @@ def handle_interrupting_signals() -> None:
         signal.signal(signum, _interrupt)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``cnd`` (and ``python -m condainer``)."""
-    args = sys.argv[1:] if argv is None else list(argv)
-    request = parse(args)
-    if request is None:
-        from condainer.cli import main as click_main
-
-        click_main(args)
-        return
+def run_reporting_errors(run) -> None:
+    """Call RUN() (returning an exit code) and exit with it; expected failures become one line and
+    their exit code, Ctrl-C, SIGTERM and SIGHUP "interrupted" and 130 (for `cnd` and the launchers)."""
     from condainer.errors import CondainerError
 
     handle_interrupting_signals()
-    if request.quiet:
-        from condainer import console
-
-        console.set_quiet(True)
     try:
-        from condainer import runner
-
-        if request.name == "exec":
-            code = runner.exec_command(request.directory, request.command, backend=request.backend,
-                                       dryrun=request.dryrun)
-        else:
-            path = runner.mount_project(request.directory, backend=request.backend, dryrun=request.dryrun)
-            if request.print_path:
-                print(path, flush=True)
-            code = 0
+        code = run()
     except CondainerError as exc:
         print(f"cnd: error: {exc.message}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -147,3 +128,31 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         sys.exit(141)
     sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``cnd`` (and ``python -m condainer``)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    request = parse(args)
+    if request is None:
+        from condainer.cli import main as click_main
+
+        click_main(args)
+        return
+    if request.quiet:
+        from condainer import console
+
+        console.set_quiet(True)
+
+    def run() -> int:
+        from condainer import runner
+
+        if request.name == "exec":
+            return runner.exec_command(request.directory, request.command, backend=request.backend,
+                                       dryrun=request.dryrun)
+        path = runner.mount_project(request.directory, backend=request.backend, dryrun=request.dryrun)
+        if request.print_path:
+            print(path, flush=True)
+        return 0
+
+    run_reporting_errors(run)

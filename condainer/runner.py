@@ -284,3 +284,22 @@ def exec_command(directory: os.PathLike | str, argv: list[str], *, backend: str 
         return _run_child(executable, argv, env)
     finally:
         _release(layout, sessions, pid)
+
+
+class mounted:  # noqa: N801 - used as `with mounted(dir) as layout:`, like a function
+    """Hold the project's image mounted the way one `cnd exec` does (counted, released by the last
+    user), for commands that read the image: `cnd launchers`, `cnd kernel install`."""
+
+    def __init__(self, directory: os.PathLike | str, *, backend: str | None = None) -> None:
+        self.layout = load_layout(directory)
+        self.sessions = NodeSessions(self.layout.state_dir, self.layout.uuid)
+        self.backend = backend or self.layout.backend
+
+    def __enter__(self) -> Layout:
+        with self.sessions.locked():
+            _ensure_mounted(self.layout, self.sessions, self.backend)
+            self.sessions.add(os.getpid())
+        return self.layout
+
+    def __exit__(self, *exc: object) -> None:
+        _release(self.layout, self.sessions, os.getpid())

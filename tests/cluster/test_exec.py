@@ -340,3 +340,30 @@ def test_a_step_ending_does_not_unmount_for_another_running_step(slurm, project,
     new = project.mount_log(node)[before:]
     assert len(new) == 1, f"expected 1 mount, log says {new}"
     assert_idle(project, node)
+
+
+def test_srun_of_the_python_launcher_shares_one_mount(slurm, project, backend):
+    """`srun -n 16 <project>/bin/python` works like `srun -n 16 cnd exec -- python`."""
+    import yaml
+
+    launcher = project.path / "bin" / "python"
+    assert launcher.is_file(), "cnd build must write the launchers"
+    config = project.path / "condainer.yml"
+    original = config.read_text()
+    cfg = yaml.safe_load(original)
+    cfg["backend"] = backend  # what a launcher mounts with
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    try:
+        node = slurm.nodes[slurm.default_node]
+        before = len(project.mount_log(node))
+        start = time.monotonic()
+        result = slurm.run(["srun", "-n", "16", str(launcher), "-c", SIX_PROBE], SRUN_TIMEOUT, cwd=slurm.state)
+        wall = time.monotonic() - start
+        assert result.returncode == 0, result.stderr
+        check_six_output(result.stdout, project, 16, {node.name: 16})
+        new = project.mount_log(node)[before:]
+        assert len(new) == 1, f"16 launchers: expected one mount on {node.name}, log says {new}"
+        assert_idle(project, node)
+        report(f"{backend:6s} 16 ranks of bin/python, 1 node: srun {wall:.2f} s")
+    finally:
+        config.write_text(original)

@@ -22,6 +22,9 @@ def _project(tmp_path, mount_base, extra: str):
     ("compression: gzip\ncompression_level: 10", "compression_level: gzip level must be 1..9, not 10"),
     ("compression: xz\ncompression_level: 5", "compression_level: xz takes no level"),
     (f"uuid: urn:uuid:{UUID}", "uuid: 'urn:uuid:"),
+    ("launchers: some", "launchers: must be all, none or a list of names"),
+    ("launchers: [python, ../x]", "launchers: '../x' is not a file name in bin/"),
+    ("launchers: [python, 3]", "launchers: 3 is not a file name in bin/"),
 ])
 def test_bad_values_fail_at_load_naming_the_key(tmp_path, mount_base, extra, says):
     _project(tmp_path, mount_base, extra)
