@@ -120,6 +120,8 @@ def mount_image(
         if proc.poll() is None:
             proc.terminate()
             _lazy_unmount(mountpoint)
+        if message.startswith(f"{image}: "):
+            raise ImageError(message)  # the daemon could not read the image: its one line names it
         reason = _libfuse_reason(log_path, log_start)
         raise MountError(f"{mountpoint}: {message}" + (f": {reason}" if reason else ""))
     try:
