@@ -26,20 +26,29 @@ def fuse_usable() -> bool:
     return os.access("/dev/fuse", os.R_OK | os.W_OK) and (IS_ROOT or have("fusermount3"))
 
 
-def unmount(mnt: str) -> None:
-    """Unmount, whatever state the mount is in: fusermount3 -u, umount, then lazy umount."""
+def is_mounted(mnt: os.PathLike | str) -> bool:
+    """MNT is in the mount table (also when its FUSE daemon died and stat fails, where
+    os.path.ismount says False)."""
+    from condainer.mounts import find_mount
+
+    return find_mount(mnt) is not None
+
+
+def unmount(mnt: os.PathLike | str) -> None:
+    """Unmount, whatever state the mount is in (stale included): fusermount3 -u, umount, then lazy."""
+    mnt = os.fspath(mnt)
     for cmd in (
         ["fusermount3", "-u", mnt],
         ["umount", mnt],
         ["umount", "-l", mnt],
         ["fusermount3", "-u", "-z", mnt],
     ):
-        if not os.path.ismount(mnt):
+        if not is_mounted(mnt):
             return
         if have(cmd[0]):
             subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
     for _ in range(50):
-        if not os.path.ismount(mnt):
+        if not is_mounted(mnt):
             return
         time.sleep(0.1)
 

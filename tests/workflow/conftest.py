@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -12,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from condainer import mounts
 from tests.helpers.cnd import cnd as run_cnd
+from tests.helpers.mounts import unmount
 
 from .conda_channel import build_demo_channel
 
@@ -70,12 +69,8 @@ def start_build(project: Path) -> tuple[subprocess.Popen, Path]:
 
 
 def force_unmount(path: Path) -> None:
-    for _ in range(3):
-        if mounts.find_mount(path) is None:
-            return
-        for cmd in (["fusermount3", "-u", "-z"], ["umount", "-l"]):
-            if shutil.which(cmd[0]):
-                subprocess.run([*cmd, str(path)], capture_output=True)
+    """Unmount PATH whatever state it is in (tests/helpers/mounts.py)."""
+    unmount(str(path))
 
 
 @pytest.fixture
