@@ -16,6 +16,7 @@ import re
 import shutil
 
 from condainer.errors import CondainerError
+from condainer.layout import write_atomically
 
 NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 
@@ -83,10 +84,7 @@ def install(directory: os.PathLike | str, *, name: str | None = None, display_na
                       indent=1) + "\n"
     try:
         os.makedirs(target, exist_ok=True)
-        tmp = os.path.join(target, f".kernel.json.{os.getpid()}")
-        with open(tmp, "w") as fh:
-            fh.write(data)
-        os.replace(tmp, os.path.join(target, "kernel.json"))
+        write_atomically(os.path.join(target, "kernel.json"), data.encode())
     except OSError as exc:
         raise CondainerError(f"cannot write the kernelspec into {target}: {exc.strerror}") from exc
     return target

@@ -14,6 +14,7 @@ import os
 import sys
 
 import condainer
+from condainer.layout import write_atomically
 
 MARK = "# condainer launcher"
 SHEBANG_MAX = 255  # Linux reads at most 256 bytes of the interpreter line (128 before 5.1)
@@ -97,21 +98,7 @@ def is_launcher(path: str) -> bool:
 
 def _write(path: str, data: str) -> None:
     """Write PATH atomically, mode 0755 (a reader of the directory sees the old file or the new)."""
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            os.write(fd, data.encode("utf-8", "surrogateescape"))
-            os.fchmod(fd, 0o755)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomically(path, data.encode("utf-8", "surrogateescape"), mode=0o755)
 
 
 def write(project_dir: str, names: list[str]) -> tuple[list[str], list[str]]:

@@ -20,11 +20,11 @@ import os
 import platform
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from condainer.errors import ConfigError, ImageError
+from condainer.layout import write_atomically
 
 LOCK_NAME = "condainer.lock"
 IN_IMAGE = ".condainer/condainer.lock"  # relative to the environment's prefix (the mount point)
@@ -93,18 +93,8 @@ def render(lock: dict[str, Any]) -> bytes:
 
 
 def write(path: Path, data: bytes) -> None:
-    """Write DATA to PATH atomically: a temporary file beside it renamed over it, never half a lock."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write DATA to PATH atomically and durably: never half a lock, also after a crash."""
+    write_atomically(str(path), data, durable=True)
 
 
 def parse(data: bytes, where: str) -> dict[str, Any]:
