@@ -55,7 +55,10 @@ class build_lock:  # noqa: N801 - used as `with build_lock(dir):`, like a functi
         self.fd = fd
 
     def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
+        os.close(self.fd)  # releases the build lock first: remove_if_idle skips a held one
+        sessions = NodeSessions(self.dir)
+        with sessions.locked():
+            sessions.remove_if_idle()  # a build leaves nothing in the node's /tmp either
 
 
 class _Locked:

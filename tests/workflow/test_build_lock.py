@@ -32,3 +32,4 @@ def test_second_concurrent_build_is_refused_in_one_line(tmp_path, mount_base):
     assert len(list(tmp_path.glob("*.squashfs"))) == 1
     assert not staging.exists()
     assert cnd("-q", "build", "--force", cwd=tmp_path).returncode == 0, "the lock is released"
+    assert sorted(p.name for p in mount_base.iterdir()) == [], "a build leaves nothing in the mount base"
