@@ -11,13 +11,16 @@ the right metadata block instead of scanning from the start.
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 from condainer.fs import format as fmt
 from condainer.fs.writer.metablock import MetadataWriter
 
 
-@dataclasses.dataclass(frozen=True)
-class DirEntry:
+class DirEntry(NamedTuple):
+    """One name in a listing. A tuple, not a dataclass: one is built per entry of the tree, and a
+    frozen dataclass costs several times more to construct."""
+
     name: bytes  # raw bytes, 1..256 long, no "/" or NUL
     inode_ref: int  # (inode metadata block << 16) | offset
     inode_number: int
@@ -54,11 +57,10 @@ def write_listing(mw: MetadataWriter, entries: list[DirEntry]) -> Listing:
                 + first
             )
         out = bytearray(fmt.DIR_HEADER.pack(len(run) - 1, run_block, run_base))
-        for e in run:
-            out += fmt.DIR_ENTRY.pack(
-                e.inode_ref & 0xFFFF, e.inode_number - run_base, e.basic_type, len(e.name) - 1
-            )
-            out += e.name
+        pack = fmt.DIR_ENTRY.pack
+        for name, ref, number, btype in run:
+            out += pack(ref & 0xFFFF, number - run_base, btype, len(name) - 1)
+            out += name
         mw.write(bytes(out))
 
     pos = listing_start

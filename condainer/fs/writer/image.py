@@ -41,6 +41,16 @@ def _inode_order(root: Entry) -> list[Entry]:
     return order
 
 
+def _dir_entries(children: list[Entry], links: dict[tuple[int, int], Entry]) -> list[DirEntry]:
+    """A directory's listing entries; a hard link's name points at its group's inode (Tree.owner,
+    inlined: this runs once per entry of the tree)."""
+    out = []
+    for c in children:
+        o = c if c.key is None else links.get(c.key, c)
+        out.append(DirEntry(c.name, o.ref, o.inode_number, o.itype))
+    return out
+
+
 def write_image(
     out,
     tree: Tree,
@@ -86,8 +96,9 @@ def write_image(
     inode_mw, dir_mw = MetadataWriter(codec), MetadataWriter(codec)
     ids, xattrs = IdTable(), XattrTable(codec)
     export = [0] * count
+    links = tree.links
     for entry in order:
-        owner = tree.owner(entry)
+        owner = entry if entry.key is None else links.get(entry.key, entry)  # tree.owner, inlined
         if owner.ref >= 0:
             continue  # a hard link whose inode is already written
         mtime = owner.mtime if epoch is None else min(owner.mtime, epoch)  # in range: _check_mtimes
@@ -96,10 +107,7 @@ def write_image(
         xattr = xattrs.index(owner.xattrs)
         btype = inodes.basic_type(owner.mode)
         if btype == fmt.DIR:
-            children = [
-                DirEntry(c.name, tree.owner(c).ref, tree.owner(c).inode_number, tree.owner(c).itype)
-                for c in owner.children
-            ]
+            children = _dir_entries(owner.children, links)
             listing = write_listing(dir_mw, children)
             nlink = 2 + sum(1 for c in owner.children if c.is_dir)
             # The root's "parent" is one past the last inode, as mksquashfs writes it: with 0 the

@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 
 from condainer.fs import format as fmt
 from condainer.fs.writer.data import FileData
 from condainer.fs.writer.directory import Listing
+
+# A basic file inode is the header and the file body back to back: one pack instead of two plus a
+# concatenation, for the inode most trees have most of. Both layouts are little-endian without padding.
+_FILE_RECORD = struct.Struct(fmt.INODE_HEADER.format + fmt.FILE_INODE.format.lstrip("<"))
 
 
 def basic_type(mode: int) -> int:
@@ -47,8 +52,12 @@ def regular(common: tuple, data: FileData, nlink: int, xattr: int, holey: bool =
     # mksquashfs never records the whole size as sparse; keep its convention.
     sparse = min(data.sparse, data.size - 1) if data.sparse and holey else 0
     if nlink == 1 and xattr == fmt.NO_XATTR and not sparse and data.size < 1 << 32 and data.start < 1 << 32:
-        body = fmt.FILE_INODE.pack(data.start, data.fragment, data.offset, data.size)
-        return fmt.FILE, header(fmt.FILE, *common) + body + blocks
+        mode, uid_index, gid_index, mtime, number = common
+        record = _FILE_RECORD.pack(
+            fmt.FILE, mode & 0o7777, uid_index, gid_index, mtime, number,
+            data.start, data.fragment, data.offset, data.size,
+        )
+        return fmt.FILE, record + blocks if blocks else record
     body = fmt.EXT_FILE_INODE.pack(data.start, data.size, sparse, nlink, data.fragment, data.offset, xattr)
     return fmt.EXT_FILE, header(fmt.EXT_FILE, *common) + body + blocks
 

@@ -12,10 +12,12 @@ import contextlib
 import dataclasses
 import datetime
 import errno
+import gc
 import os
 import secrets
 import stat
 import time
+from collections.abc import Iterator
 
 from condainer import console
 from condainer.errors import ImageError
@@ -76,7 +78,7 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
         except OSError as exc:
             raise ImageError(f"cannot create {shown}: {exc.strerror}") from exc
         try:
-            with open(fd, "wb", buffering=1 << 20) as out:
+            with open(fd, "wb", buffering=1 << 20) as out, _collector_paused():
                 skip = {(st.st_dev, st.st_ino) for st in [os.fstat(out.fileno()), _lstat(image_b)] if st}
                 tree = scan_tree(src_b, skip)
                 if not options.all_root and len(tree.ids) > fmt.MAX_IDS:
@@ -118,6 +120,24 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
         image_size=size,
         seconds=time.monotonic() - started,
     )
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while the tree is scanned and written.
+
+    A pack allocates a few objects per entry of the tree (Entry, FileData, their ints and bytes) that
+    all live until the end, so the collector walks an ever larger heap again and again and frees
+    nothing: about 8% of the main process on 100k small files (perf). Reference counting still frees
+    everything else at once; whatever the pack leaves in cycles is collected once it is back on.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def interrupted(image: str) -> ImageError:

@@ -9,6 +9,7 @@ is stored raw (bit 24 of its size word).
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import multiprocessing
 import os
@@ -161,6 +162,14 @@ class BlockPipeline:
         self._pending: collections.deque = collections.deque()  # (seq, result or None, entries)
         self._seq = 0
         self._workers = _Workers(processors, codec) if processors > 1 and not self._raw else None
+        # One process compressing: in a thread, so that reading and hashing the next files overlaps
+        # the compression of the last batch (the codecs release the GIL while they compress), as
+        # mksquashfs -processors 1 overlaps its reader with its one compressor thread.
+        self._thread = (
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compress")
+            if self._workers is None and not self._raw
+            else None
+        )
 
     def add(self, block: bytes, target: Placed, index: int) -> None:
         """Queue a block; ``target.placed(index, pos, word)`` runs when it is written."""
@@ -179,7 +188,12 @@ class BlockPipeline:
         if not self._batch:
             return
         blocks = [b for b, _, _ in self._batch if b is not None]
-        if self._workers is None:
+        if self._thread is not None:
+            while len(self._pending) >= IN_FLIGHT:
+                self._write_oldest()
+            future = self._thread.submit(_compress_blocks, blocks, self._compress, self._raw)
+            self._pending.append((self._seq, future, self._batch))
+        elif self._workers is None:
             self._pending.append(
                 (self._seq, _compress_blocks(blocks, self._compress, self._raw), self._batch)
             )
@@ -192,11 +206,13 @@ class BlockPipeline:
         self._seq += 1
         self._batch = []
         self._batch_bytes = 0
-        if self._workers is None:
+        if self._workers is None and self._thread is None:
             self._write_oldest()
 
     def _write_oldest(self) -> None:
         seq, result, entries = self._pending.popleft()
+        if isinstance(result, concurrent.futures.Future):
+            result = result.result()
         results = iter(result if result is not None else self._workers.receive(seq))
         for block, target, index in entries:
             if block is None:
@@ -217,6 +233,7 @@ class BlockPipeline:
         if self._workers is not None:
             self._workers.stop()
             self._workers = None
+        self._stop_thread()
         return self.position
 
     def close(self) -> None:
@@ -224,5 +241,13 @@ class BlockPipeline:
         if self._workers is not None:
             self._workers.kill()
             self._workers = None
+        self._stop_thread()
+
+    def _stop_thread(self) -> None:
+        """Let the compression thread end: queued batches are dropped, the running one (at most
+        BATCH_BYTES) finishes first."""
+        if self._thread is not None:
+            self._thread.shutdown(wait=True, cancel_futures=True)
+            self._thread = None
 
 

@@ -170,8 +170,7 @@ def scan_tree(src: bytes, skip: set[tuple[int, int]] | frozenset = frozenset()) 
             tree.dirs += 1
             with reachable(directory.path) as here:
                 directory.xattrs = _read_xattrs(here, tree)
-                with os.scandir(here) as it:
-                    names = sorted(e.name for e in it)
+                names = sorted(os.listdir(here))  # the names only: no DirEntry object per name
                 subdirs = []
                 prefix = directory.path.rstrip(b"/") + b"/"
                 local_prefix = here.rstrip(b"/") + b"/"  # the same directory, by a path short enough to use
