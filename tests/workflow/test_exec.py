@@ -86,8 +86,21 @@ def test_sigterm_is_forwarded_to_the_command(pip_project):
                              "python", "-c", script], cwd=pip_project, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 42
+    try:
+        code = proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        where = _where_it_waits(proc.pid)
+        proc.kill()
+        raise AssertionError(f"cnd exec did not end after SIGTERM; it and its children wait in:\n{where}") from None
+    assert code == 42
     assert mounts.find_mount(mountpoint_of(pip_project)) is None
+
+
+def _where_it_waits(pid: int) -> str:
+    """The state, kernel wait channel and command of PID and its children (to diagnose a hang)."""
+    out = subprocess.run(["ps", "-o", "pid,ppid,stat,wchan:32,args", "--pid", str(pid), "--ppid", str(pid)],
+                         capture_output=True, text=True)
+    return out.stdout
 
 
 def test_killed_exec_and_daemon_do_not_break_the_next_exec(pip_project):
