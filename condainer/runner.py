@@ -163,9 +163,9 @@ def _release(layout: Layout, sessions: NodeSessions, pid: int) -> None:
         step_over = sessions.step_done(step[0], step[2], step[1]) if step else True
         if sessions.active() or sessions.pinned:
             return
-        if not step_over:
-            from condainer import reaper, slurm
+        from condainer import reaper, slurm  # the last exec on the node only: Slurm's step rules
 
+        if not step_over:
             if slurm.other_step_processes(step[0]):
                 # Tasks of this job step still run here and may start an exec: keep the mount, and
                 # let a watcher unmount once the step is over on this node (they may never call cnd).
@@ -177,8 +177,6 @@ def _release(layout: Layout, sessions: NodeSessions, pid: int) -> None:
             # between two execs of its tasks: it keeps the mount; a step with no process left is over.
             if step and other == step[0]:
                 continue
-            from condainer import reaper, slurm
-
             if slurm.other_step_processes(other):
                 reaper.start(layout.directory, other)
                 return

@@ -105,6 +105,12 @@ def main() -> None:
     except Exception as exc:  # every failure becomes one line for the parent
         print(_reason(exc, req), file=sys.stderr, flush=True)
         code = 1
+    leave(code)
+
+
+def leave(code: int) -> None:
+    """End a py-rattler child: flush what it printed, then os._exit, so py-rattler's runtime threads
+    never meet the interpreter's shutdown (the detection child in virtual.py ends the same way)."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -251,9 +251,9 @@ def main() -> None:
     except Exception as exc:  # the parent reports the last line
         print(f"{type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
         code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    from condainer.environments.rattler_child import leave
+
+    leave(code)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -66,6 +67,20 @@ def start_build(project: Path) -> tuple[subprocess.Popen, Path]:
     while not (staging / "bin").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     return proc, staging
+
+
+def kill_as_slurm_does(proc: subprocess.Popen, mountpoint: Path) -> None:
+    """What Slurm does to a cancelled step: SIGKILL to the task's process group (PROC, started with
+    start_new_session) and, here, to the FUSE daemon serving MOUNTPOINT too; the mount stays behind."""
+    daemons = subprocess.run(["pgrep", "-f", str(mountpoint)], capture_output=True, text=True).stdout.split()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for pid in daemons:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    time.sleep(0.2)
 
 
 def force_unmount(path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from condainer import mounts
 
-from .conftest import BACKENDS, backend_param, cnd, mountpoint_of
+from .conftest import BACKENDS, backend_param, cnd, kill_as_slurm_does, mountpoint_of
 
 pytestmark = pytest.mark.parametrize("pip_project", [backend_param(b) for b in BACKENDS], indirect=True)
 
@@ -109,16 +109,7 @@ def test_killed_exec_and_daemon_do_not_break_the_next_exec(pip_project):
                              "python", "-c", "import time; print('up', flush=True); time.sleep(60)"],
                             cwd=pip_project, stdout=subprocess.PIPE, text=True, start_new_session=True)
     assert proc.stdout.readline().strip() == "up"
-    # What Slurm does to a cancelled step: SIGKILL to the tasks and, here, the FUSE daemon too.
-    daemons = subprocess.run(["pgrep", "-f", str(mp)], capture_output=True, text=True).stdout.split()
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    for pid in daemons:
-        try:
-            os.kill(int(pid), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    time.sleep(0.2)
+    kill_as_slurm_does(proc, mp)
     assert mounts.find_mount(mp) is not None, "the killed step must leave a mount behind for this test"
     r = cnd("exec", "--backend", backend_of(pip_project), "--", "python", "-c", "import six; print('again')",
             cwd=pip_project)

@@ -17,7 +17,7 @@ import pytest
 
 from condainer import mounts
 
-from .conftest import BACKENDS, backend_param, cnd, mountpoint_of, set_config
+from .conftest import BACKENDS, backend_param, cnd, kill_as_slurm_does, mountpoint_of, set_config
 from .test_exec import backend_of, mount_log_lines
 from .test_project import one_line_error
 
@@ -123,15 +123,7 @@ def test_killed_launcher_and_daemon_do_not_break_the_next_one(project):
     proc = subprocess.Popen([str(project / "bin" / "python"), "-c", "import time; print('up', flush=True); time.sleep(60)"],
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
     assert proc.stdout.readline().strip() == "up"
-    daemons = subprocess.run(["pgrep", "-f", str(mp)], capture_output=True, text=True).stdout.split()
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    for pid in daemons:
-        try:
-            os.kill(int(pid), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    time.sleep(0.2)
+    kill_as_slurm_does(proc, mp)
     assert mounts.find_mount(mp) is not None, "the kill must leave a mount behind for this test"
     r = launch(project / "bin" / "python", "-c", "import six; print('again')")
     assert (r.returncode, r.stdout.strip()) == (0, "again"), r.stderr
