@@ -75,6 +75,59 @@ def file_syscalls(cmd: list[str]) -> int | None:
     return int(total[-1].split()[3]) if total else None
 
 
+def traced_calls(cmd: list[str], cwd: str | None = None) -> list[tuple[int, str]] | None:
+    """Every file-system call of CMD and its children as (pid, call text), in order; None without
+    strace. The same calls `file_syscalls` counts, one per line."""
+    strace = shutil.which("strace")
+    if strace is None:
+        return None
+    out = cache_root() / "strace-full.txt"
+    subprocess.run([strace, "-f", "-e", "trace=%file", "-o", str(out), *cmd], env=_env(), cwd=cwd,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    calls = []
+    for line in out.read_text().splitlines():
+        pid, _, call = line.partition(" ")
+        call = call.lstrip()
+        if pid.isdigit() and call[:1].isalpha():  # not "<... resumed>", "+++ exited", "--- SIG"
+            calls.append((int(pid), call))
+    return calls
+
+
+def breakdown(bare: list[str], exec_cmd: list[str], floor: list[str], project: Path) -> list[list] | None:
+    """Where a mounted exec's file-system calls go, and the least any console script could make.
+
+    The exec's own work is every call of cnd's process from its first look at the project's
+    condainer.yml to its end: the lock, its record, the mount check, the activation, the PATH
+    lookup, the release. The floor already pays the interpreter, the console script, one module of
+    an installed package and a waited-for child, so floor + work is what the same guarantees would
+    cost with every per-rank line in one module.
+    """
+    traces = {name: traced_calls(cmd) for name, cmd in (("bare", bare), ("exec", exec_cmd), ("floor", floor))}
+    if any(t is None for t in traces.values()):
+        return None
+    calls = traces["exec"]
+    main = calls[0][0]
+    own = [c for pid, c in calls if pid == main]
+    yml = f'"{project}/condainer.yml"'
+    start = next(i for i, c in enumerate(own) if yml in c)
+    work = len(own) - start
+    modules = sum(1 for c in own[:start] if c.startswith("openat(") and (".pyc\"" in c or '.so"' in c))
+    bare_modules = sum(1 for pid, c in traces["bare"] if c.startswith("openat(") and (".pyc\"" in c or '.so"' in c))
+    child = len(calls) - len(own)
+    base, floor_n = len(traces["bare"]), len(traces["floor"])
+    rows = [
+        ["`python -c pass`", base, 1.0],
+        ["cnd's process up to its first look at condainer.yml (interpreter, script, "
+         f"{modules - bare_modules} more modules than `python -c pass` loads)", start, start / base],
+        ["cnd's own work: lock, record, mount check, activation, PATH lookup, release", work, work / base],
+        ["the command `true`", child, child / base],
+        ["`cnd exec -- true` in all", len(calls), len(calls) / base],
+        ["floor (console script, one module, a waited-for child)", floor_n, floor_n / base],
+        ["least with the same work: floor + cnd's own work", floor_n + work, (floor_n + work) / base],
+    ]
+    return rows
+
+
 def compare(variants: dict[str, list[str]], baseline: str, runs: int) -> dict[str, dict[str, float]]:
     """Per variant: median wall seconds and the median of its pairwise ratios to BASELINE (each
     variant is run right after the baseline, round after round)."""
@@ -109,6 +162,7 @@ def run(project: Path, backends: list[str], runs: int) -> str:
                  [python, "-I", "-S", "-c", "import os; os.execv('/usr/bin/true', ['true'])"]}
     measured = compare(plain, next(iter(plain)), runs)
     counts = {name: file_syscalls(cmd) for name, cmd in plain.items()}
+    split = None
     for backend in backends:
         progress(f"exec cost: {backend} backend")
         subprocess.run([cnd, "-q", "-d", str(project), "mount", "--backend", backend], env=_env(), check=True)
@@ -118,6 +172,8 @@ def run(project: Path, backends: list[str], runs: int) -> str:
                        f"`cnd mount`, image mounted ({backend}): what `source ./activate` runs": [
                            cnd, "-q", "-d", str(project), "mount", "--backend", backend]}
             got = compare(mounted, "base", runs)
+            if split is None:
+                split = breakdown(base, mounted[list(mounted)[1]], plain[list(plain)[2]], project)
             for name, cmd in list(mounted.items())[1:]:
                 measured[name], counts[name] = got[name], file_syscalls(cmd)
         finally:
@@ -137,4 +193,15 @@ def run(project: Path, backends: list[str], runs: int) -> str:
             f"cnd installed by pip into a venv of its own ({venv}); wall: median of {runs} interleaved runs "
             "per row and the median of its pairwise ratios to `python -c pass`; file-system calls: "
             "`strace -f -c -e trace=%file` (the child `true` included), PATH=" + JOB_PATH + ".\n\n"
-            + table(["what", "wall ms", "x python -c pass", "file syscalls", "x python -c pass"], rows) + "\n")
+            + table(["what", "wall ms", "x python -c pass", "file syscalls", "x python -c pass"], rows) + "\n"
+            + _breakdown_text(split))
+
+
+def _breakdown_text(split: list[list] | None) -> str:
+    if split is None:
+        return ""
+    rows = [[what, n, f"{ratio:.2f}"] for what, n, ratio in split]
+    return ("\n### Where a mounted exec's file-system calls go\n\n"
+            "One `strace -f -e trace=%file` of each command, split by process and by the first call that "
+            "touches the project's condainer.yml.\n\n"
+            + table(["part", "file syscalls", "x python -c pass"], rows) + "\n")

@@ -1,7 +1,5 @@
 """User-facing output: results on stdout; progress messages on stderr, silenced by -q; a tty-only progress line."""
 
-from __future__ import annotations
-
 import sys
 import time
 

@@ -12,14 +12,11 @@ def ensure_private_dir(path: os.PathLike | str, *, what: str = "directory") -> s
     Returns PATH as a string (no pathlib: `cnd exec` on every rank passes here)."""
     p = os.fspath(path)
     try:
-        os.mkdir(p, 0o700)
-    except FileExistsError:
-        pass
+        st = _lstat_or_make(p)
     except FileNotFoundError:
         raise CondainerError(f"cannot create {what} {p}: {os.path.dirname(p)} does not exist") from None
     except OSError as exc:
         raise CondainerError(f"cannot create {what} {p}: {exc.strerror}") from exc
-    st = os.lstat(p)
     if stat.S_ISLNK(st.st_mode):
         raise CondainerError(f"{what} {p} is a symlink: refusing to use it")
     if not stat.S_ISDIR(st.st_mode):
@@ -29,6 +26,21 @@ def ensure_private_dir(path: os.PathLike | str, *, what: str = "directory") -> s
     if st.st_mode & 0o022:
         raise CondainerError(f"{what} {p} is writable by others: refusing to use it")
     return p
+
+
+def _lstat_or_make(p: str) -> os.stat_result:
+    """lstat P, making it (0700) first if it is not there: one call on every rank but the first.
+    Made again if an idle clean-up removes it in between; a missing parent raises FileNotFoundError."""
+    for _ in range(3):
+        try:
+            return os.lstat(p)
+        except FileNotFoundError:
+            pass
+        try:
+            os.mkdir(p, 0o700)
+        except FileExistsError:
+            pass  # made by another process just now: checked like any other
+    return os.lstat(p)
 
 
 def remove_private_dir(path: os.PathLike | str) -> None:

@@ -84,10 +84,6 @@ class _Locked:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if os.fstat(fd).st_nlink:
                 self.fd = fd
-                try:
-                    os.mkdir(s.users, 0o700)  # under the lock: an idle clean-up may have removed it
-                except FileExistsError:
-                    pass
                 return s
             # We waited on a lock file that its holder removed with the idle directory: start over.
             os.close(fd)
@@ -112,7 +108,12 @@ class NodeSessions:
 
     def add(self, pid: int) -> None:
         start = process_start_time(pid) or ""
-        _write(os.path.join(self.users, str(pid)), start)
+        path = os.path.join(self.users, str(pid))
+        try:
+            _write(path, start)
+        except FileNotFoundError:  # the first exec here, or the last one's clean-up removed it
+            os.mkdir(self.users, 0o700)
+            _write(path, start)
 
     def remove(self, pid: int) -> None:
         _unlink(os.path.join(self.users, str(pid)))
@@ -120,7 +121,11 @@ class NodeSessions:
     def active(self) -> list[int]:
         """Pids of execs still running; entries of dead or reused pids are removed."""
         alive = []
-        for name in os.listdir(self.users):
+        try:
+            names = os.listdir(self.users)
+        except FileNotFoundError:  # made by the first add()
+            names = []
+        for name in names:
             path = os.path.join(self.users, name)
             data = read_file(path)
             if data is None or not name.isdigit():
