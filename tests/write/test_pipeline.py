@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from condainer.errors import ImageError
 from condainer.fs import format as fmt
 from condainer.fs.compression import make_codec
 from condainer.fs.writer import pipeline
@@ -56,7 +57,7 @@ def run(items, codec, processors: int) -> tuple[bytes, list, int]:
 
 
 def compress_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("compress-")]
+    return [t for t in threading.enumerate() if t.name == "compress"]
 
 
 @pytest.mark.parametrize("comp", ["zstd", "gzip", "none"])
@@ -115,6 +116,25 @@ def test_close_drops_queued_batches_and_returns_after_one_block(monkeypatch):
     pipe.close()  # what an interrupted pack does: queued work would take minutes
     assert time.monotonic() - started < 1.0
     assert compress_threads() == []
+
+
+def test_a_thread_that_cannot_start_is_a_one_line_error(monkeypatch):
+    real_start = threading.Thread.start
+    started = []
+
+    def start(self):
+        if started:
+            raise RuntimeError("can't start new thread")
+        started.append(self)
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with pytest.raises(ImageError) as info:
+        BlockPipeline(io.BytesIO(), 0, make_codec("zstd", 1, 8192), 3)
+    assert info.value.message == "cannot start compression thread 2 of 3: can't start new thread"
+    monkeypatch.undo()
+    started[0].join(timeout=5)
+    assert compress_threads() == []  # the one that did start was stopped
 
 
 def test_an_error_in_a_compression_thread_is_raised_by_the_writer(monkeypatch):

@@ -20,6 +20,7 @@ import queue
 import threading
 from collections.abc import Callable
 
+from condainer.errors import ImageError
 from condainer.fs import format as fmt
 from condainer.fs.compression import Codec
 
@@ -82,16 +83,21 @@ class BlockPipeline:
             return  # nothing to compress: batches are written as they fill
         try:
             for i in range(processors):
-                # One compressor per thread (a python-zstandard compressor is not thread-safe),
-                # built here so that a failure is the caller's. Daemon: the interpreter never
-                # waits for one at exit, even if close() was interrupted before it could join.
-                args = (codec.compressor(),)
-                thread = threading.Thread(target=self._run, args=args, name=f"compress-{i}", daemon=True)
-                thread.start()
-                self._threads.append(thread)
+                self._start_thread(codec, f"compression thread {i + 1} of {processors}")
         except BaseException:
             self.close()
             raise
+
+    def _start_thread(self, codec: Codec, what: str) -> None:
+        # One compressor per thread (a python-zstandard compressor is not thread-safe), built here
+        # so that a failure is the caller's. Daemon: the interpreter never waits for one at exit,
+        # even if close() was interrupted before it could join.
+        thread = threading.Thread(target=self._run, args=(codec.compressor(),), name="compress", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError as exc:  # "can't start new thread": out of memory, or a limit on tasks
+            raise ImageError(f"cannot start {what}: {exc}") from exc
+        self._threads.append(thread)
 
     def _run(self, compress: Callable[[bytes], bytes]) -> None:
         """A compression thread: batches off the inbox until None; after close(), skip them."""
