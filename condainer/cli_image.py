@@ -105,8 +105,8 @@ def image() -> None:
 @click.option("--level", type=int, default=None, help=LEVEL_HELP)
 @click.option("--block-size", default=str(DEFAULT_BLOCK_SIZE // 1024) + "K", show_default=True,
               help="Data block size, 4K..1M.")
-@click.option("--processors", type=int, default=None, help="Compression workers: N processes, or with 1 a thread beside the reader, as mksquashfs "
-              "-processors 1 does (default: usable CPUs).")
+@click.option("--processors", type=int, default=None, help="Compression threads, beside the one that reads the files, as mksquashfs "
+              "-processors does (default: usable CPUs).")
 @click.option("--all-root", is_flag=True, help="Store every file as owned by root.")
 @backend_option
 def pack(src_dir, image_path, compression, level, block_size, processors, all_root, backend) -> None:

@@ -62,7 +62,7 @@ def _read_quota(directory: str, name: str) -> int | None:
         return None
 
 
-# --- worker processes ------------------------------------------------------------------------
+# --- child processes -------------------------------------------------------------------------
 
 _PR_SET_PDEATHSIG = 1
 try:
@@ -71,18 +71,18 @@ except OSError:  # pragma: no cover - no C library to ask (not Linux)
     _libc = None
 
 
-def die_with_parent(parent: int | None) -> None:
+def die_with_parent(parent: int) -> None:
     """In a freshly forked child: have the kernel SIGKILL it when its parent dies; exit at once if
-    the parent PARENT is already gone (None: the parent is not known, e.g. a forkserver).
+    the parent PARENT is already gone.
 
     A parent killed by SIGKILL, the OOM killer or the end of a Slurm step runs no cleanup, so this is
-    the only way its compression workers (or mksquashfs) do not run on forever. The signal survives
+    the only way mksquashfs (or any child) does not run on forever. The signal survives
     exec. The getppid() check closes the window between fork and prctl. Usable as a preexec_fn: it
     only calls prctl and getppid, and takes no lock.
     """
     if _libc is not None:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if parent is not None and os.getppid() != parent:
+    if os.getppid() != parent:
         os._exit(1)
 
 

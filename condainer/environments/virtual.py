@@ -7,8 +7,7 @@ variables and detection. This module is the one place that knows the names, the 
 that order; the embedded builder, the conda frontends, `cnd build` and `cnd prereq` all ask it.
 
 Detection runs py-rattler in a child process (``python -m condainer.environments.virtual``), as
-conda runs its CUDA probe in one: initialising a GPU driver can hang or crash a process, and the
-parent of a build forks pack workers later.
+conda runs its CUDA probe in one: initialising a GPU driver can hang or crash a process.
 """
 
 from __future__ import annotations

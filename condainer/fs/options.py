@@ -14,13 +14,13 @@ DEFAULT_BLOCK_SIZE = 128 * 1024
 
 
 def max_processors() -> int:
-    """The most compression processes (Python writer) or threads (mksquashfs) a pack may ask for.
+    """The most compression threads (either backend) a pack may ask for.
 
-    More compressors than CPUs make nothing faster; they only cost memory (a few MB per Python worker
-    plus the batches in flight) and, past some thousands, exhaust it: ``--processors 99999`` forked
-    until the OOM killer came, and mksquashfs fails with "Failed to create thread". 4 x the CPUs
-    leaves room for oversubscription; the floor of 64 lets a project configured on a big node still
-    build on a small one, and 64 workers are harmless on any machine.
+    More compressors than CPUs make nothing faster; they only cost memory (a thread's stack and
+    compressor plus the batches in flight) and, past some thousands, exhaust it: ``--processors
+    99999`` once forked Python workers until the OOM killer came, and mksquashfs fails with "Failed
+    to create thread". 4 x the CPUs leaves room for oversubscription; the floor of 64 lets a project
+    configured on a big node still build on a small one, and 64 threads are harmless on any machine.
     """
     return max(64, 4 * (os.cpu_count() or 1))
 

@@ -1,0 +1,157 @@
+"""The ordered compression pipeline on its own: same bytes whatever the thread count, bounded
+memory, errors raised in the caller, and a prompt stop that leaves no thread behind."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import threading
+import time
+
+import pytest
+
+from condainer.errors import ImageError
+from condainer.fs import format as fmt
+from condainer.fs.compression import make_codec
+from condainer.fs.writer import pipeline
+from condainer.fs.writer.pipeline import BlockPipeline, Placed
+
+
+class Record(Placed):
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int, int]] = []
+
+    def placed(self, index: int, position: int, word: int) -> None:
+        self.calls.append((index, position, word))
+
+
+def stream(rnd: random.Random, count: int) -> list[bytes | None]:
+    """Blocks of mixed sizes, compressible and not, with marks (None) in between."""
+    items: list[bytes | None] = []
+    for _ in range(count):
+        kind = rnd.random()
+        if kind < 0.15:
+            items.append(None)
+        elif kind < 0.4:
+            items.append(rnd.randbytes(rnd.randint(1, 8192)))  # does not shrink: stored raw
+        else:
+            items.append(bytes(rnd.choice(b"ab ") for _ in range(rnd.randint(1, 8192))))
+    return items
+
+
+def run(items, codec, processors: int) -> tuple[bytes, list, int]:
+    out = io.BytesIO()
+    pipe = BlockPipeline(out, 96, codec, processors)
+    record = Record()
+    try:
+        for i, block in enumerate(items):
+            if block is None:
+                pipe.mark(record, i)
+            else:
+                pipe.add(block, record, i)
+        end = pipe.finish()
+    finally:
+        pipe.close()
+    return out.getvalue(), record.calls, end
+
+
+def compress_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "compress"]
+
+
+@pytest.mark.parametrize("comp", ["zstd", "gzip", "none"])
+def test_same_bytes_and_places_whatever_the_thread_count(comp, monkeypatch):
+    monkeypatch.setattr(pipeline, "BATCH_ITEMS", 5)  # many batches, so threads overtake each other
+    items = stream(random.Random(7), 400)
+    codec = make_codec(comp, None, 8192)
+    reference = run(items, codec, 1)
+    data, calls, end = reference
+    assert end == 96 + len(data) and [c[0] for c in calls] == list(range(len(items)))
+    raw = [c for c, b in zip(calls, items, strict=True) if b is not None and c[2] & fmt.DATA_UNCOMPRESSED]
+    assert raw and (comp == "none" or len(raw) < len(calls) - 100)
+    for processors in (2, 3, 5):
+        assert run(items, codec, processors) == reference
+    assert compress_threads() == []
+
+
+def slow_codec(monkeypatch, delay: float):
+    codec = make_codec("zstd", 1, 8192)
+    real = codec.compressor
+
+    def compressor():
+        compress = real()
+
+        def slow(block: bytes) -> bytes:
+            time.sleep(delay)  # as a codec in C would: without the GIL
+            return compress(block)
+
+        return slow
+
+    monkeypatch.setattr(type(codec), "compressor", lambda self: compressor())
+    return codec
+
+
+def test_in_flight_batches_are_bounded(monkeypatch):
+    codec = slow_codec(monkeypatch, 0.001)
+    pipe = BlockPipeline(io.BytesIO(), 0, codec, 2)
+    try:
+        most = 0
+        for i in range(3000):
+            pipe.add(os.urandom(64) * 16, Record(), i)
+            most = max(most, len(pipe._pending))
+        pipe.finish()
+    finally:
+        pipe.close()
+    assert most == pipeline.IN_FLIGHT * 2
+
+
+def test_close_drops_queued_batches_and_returns_after_one_block(monkeypatch):
+    codec = slow_codec(monkeypatch, 0.2)
+    pipe = BlockPipeline(io.BytesIO(), 0, codec, 2)
+    for i in range(2 * pipeline.IN_FLIGHT * pipeline.BATCH_ITEMS):  # fills every batch in flight
+        pipe.add(b"x" * 100, Record(), i)
+    assert len(compress_threads()) == 2
+    started = time.monotonic()
+    pipe.close()  # what an interrupted pack does: queued work would take minutes
+    assert time.monotonic() - started < 1.0
+    assert compress_threads() == []
+
+
+def test_a_thread_that_cannot_start_is_a_one_line_error(monkeypatch):
+    real_start = threading.Thread.start
+    started = []
+
+    def start(self):
+        if started:
+            raise RuntimeError("can't start new thread")
+        started.append(self)
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with pytest.raises(ImageError) as info:
+        BlockPipeline(io.BytesIO(), 0, make_codec("zstd", 1, 8192), 3)
+    assert info.value.message == "cannot start compression thread 2 of 3: can't start new thread"
+    monkeypatch.undo()
+    started[0].join(timeout=5)
+    assert compress_threads() == []  # the one that did start was stopped
+
+
+def test_an_error_in_a_compression_thread_is_raised_by_the_writer(monkeypatch):
+    codec = make_codec("zstd", 1, 8192)
+
+    def broken(self):
+        def compress(block: bytes) -> bytes:
+            raise MemoryError
+
+        return compress
+
+    monkeypatch.setattr(type(codec), "compressor", broken)
+    pipe = BlockPipeline(io.BytesIO(), 0, codec, 2)
+    try:
+        pipe.add(b"x" * 100, Record(), 0)
+        with pytest.raises(MemoryError):
+            pipe.finish()
+    finally:
+        pipe.close()
+    assert compress_threads() == []
