@@ -13,7 +13,6 @@ from condainer.errors import ImageError
 from condainer.fs import format as fmt
 from condainer.fs.compression import make_codec
 from condainer.fs.writer import inodes
-from condainer.fs.writer.data import FileData
 from condainer.fs.writer.directory import DirEntry, Listing, write_listing
 from condainer.fs.writer.metablock import MetadataWriter
 from condainer.fs.writer.tables import IdTable, XattrTable, lookup_table
@@ -211,24 +210,24 @@ def common():
     return (0o100644, 0, 0, 0, 1)
 
 
+def regular(size, nlink, xattr, start=0, nblocks=0, sparse=0, holey=True):
+    """inodes.regular for a file of ``size`` with its tail in fragment 0 at offset 0."""
+    blocks = bytes(4 * nblocks)
+    return inodes.regular(common(), size, start, blocks, 0, 0, sparse, nlink, xattr, holey)
+
+
 def test_file_inode_basic_and_extended_choices():
-    d = FileData(10, 0)
-    d.fragment, d.offset = 0, 0
-    assert inodes.regular(common(), d, 1, fmt.NO_XATTR)[0] == fmt.FILE
-    assert inodes.regular(common(), d, 2, fmt.NO_XATTR)[0] == fmt.EXT_FILE  # hard link
-    assert inodes.regular(common(), d, 1, 0)[0] == fmt.EXT_FILE  # xattrs
-    big = FileData(1 << 32, (1 << 32) // (1 << 17))
-    assert inodes.regular(common(), big, 1, fmt.NO_XATTR)[0] == fmt.EXT_FILE  # size >= 4 GiB
-    far = FileData(10, 0)
-    far.start = 1 << 32
-    t, record = inodes.regular(common(), far, 1, fmt.NO_XATTR)
+    assert regular(10, 1, fmt.NO_XATTR)[0] == fmt.FILE
+    assert regular(10, 2, fmt.NO_XATTR)[0] == fmt.EXT_FILE  # hard link
+    assert regular(10, 1, 0)[0] == fmt.EXT_FILE  # xattrs
+    huge = (1 << 32) // (1 << 17)
+    assert regular(1 << 32, 1, fmt.NO_XATTR, nblocks=huge)[0] == fmt.EXT_FILE  # size >= 4 GiB
+    t, record = regular(10, 1, fmt.NO_XATTR, start=1 << 32)
     assert t == fmt.EXT_FILE and fmt.EXT_FILE_INODE.unpack_from(record, 16)[0] == 1 << 32  # start >= 4 GiB
-    sparse = FileData(1 << 17, 1)
-    sparse.sparse = 1 << 17
-    t, record = inodes.regular(common(), sparse, 1, fmt.NO_XATTR)
+    t, record = regular(1 << 17, 1, fmt.NO_XATTR, nblocks=1, sparse=1 << 17)
     assert t == fmt.EXT_FILE and fmt.EXT_FILE_INODE.unpack_from(record, 16)[2] == (1 << 17) - 1
     # Zero blocks of a source file that had no holes: stored sparse, but not counted (mksquashfs).
-    assert inodes.regular(common(), sparse, 1, fmt.NO_XATTR, holey=False)[0] == fmt.FILE
+    assert regular(1 << 17, 1, fmt.NO_XATTR, nblocks=1, sparse=1 << 17, holey=False)[0] == fmt.FILE
 
 
 def test_directory_inode_choices():
