@@ -198,7 +198,10 @@ class DataWriter:
         return record
 
     def finish(self) -> None:
+        """Flush the last fragment block; forget the dedup index (no file comes after)."""
         self.fragments.flush()
+        self._twins = TwinIndex()
+        self._dup_sizes = set()
 
 
 class _Holes:
