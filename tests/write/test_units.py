@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import struct
@@ -16,6 +17,7 @@ from condainer.fs.writer import inodes
 from condainer.fs.writer.directory import DirEntry, Listing, write_listing
 from condainer.fs.writer.metablock import MetadataWriter
 from condainer.fs.writer.tables import IdTable, XattrTable, lookup_table
+from condainer.fs.writer.twins import TwinIndex
 
 RAW = make_codec("none", None, 1 << 17)
 
@@ -377,3 +379,18 @@ def test_lookup_tables_sit_back_to_back(tmp_path, with_fragments, with_xattrs):
         assert sb["id_table"] + 8 * id_blocks == kv_start and count == 1
     else:
         assert sb["xattr_table"] == fmt.NO_TABLE and sb["id_table"] + 8 * id_blocks == sb["bytes_used"]
+
+
+def test_twin_index_matches_size_and_whole_digest_only():
+    index = TwinIndex(expected=1)  # far too small: the table grows many times
+    digests = [hashlib.sha256(b"%d" % i).digest() for i in range(500)]
+    for record, digest in enumerate(digests):
+        assert index.find_or_add(100, digest, record) == record
+    # Same first bytes, another end: not a twin. Same digest, another size: not a twin either.
+    near = digests[7][:31] + bytes([digests[7][31] ^ 1])
+    assert index.find_or_add(100, near, 500) == 500
+    assert index.find_or_add(101, digests[7], 501) == 501
+    for record, digest in enumerate(digests):
+        assert index.find_or_add(100, digest, 9999) == record
+    assert index.find_or_add(100, near, 9999) == 500 and index.find_or_add(101, digests[7], 9999) == 501
+    assert len(index) == 502

@@ -98,7 +98,7 @@ class DataWriter:
         self.fragments = FragmentPacker(pipeline, block_size)
         counts = collections.Counter(s for s in sizes if s)
         self._dup_sizes = {s for s, n in counts.items() if n > 1}
-        self._twins = TwinIndex()
+        self._twins = TwinIndex(sum(n for n in counts.values() if n > 1))
         self._on_file = on_file
         self.duplicates = 0
         # Per data record:

@@ -114,16 +114,17 @@ def write_image(
     ref = array("q", [-1]) * len(tree)  # per entry: inode reference once written
     itype = bytearray(len(tree))  # per entry: basic inode type, for directory entries
     fragment, offset, block_lists = data.fragment, data.offset, data.blocks
+    mtimes, uids, gids, xattrs_of, holey_files = tree.mtime, tree.uid, tree.gid, tree.xattrs, tree.holey
     for entry in order:
         owner = owner_of.get(entry, entry)
         if ref[owner] >= 0:
             continue  # a hard link whose inode is already written
-        mtime = tree.mtime[owner]
+        mtime = mtimes[owner]
         if epoch is not None:
             mtime = min(mtime, epoch)  # in range: _check_mtimes
-        uid, gid = (0, 0) if all_root else (tree.uid[owner], tree.gid[owner])
+        uid, gid = (0, 0) if all_root else (uids[owner], gids[owner])
         common = (mode[owner], ids.index(uid), ids.index(gid), mtime, number[owner])
-        xattr = xattrs.index(tree.xattrs.get(owner, ()))
+        xattr = xattrs.index(xattrs_of[owner]) if owner in xattrs_of else fmt.NO_XATTR
         btype = inodes.basic_type(mode[owner])
         if btype == fmt.DIR:
             children = tree.children[owner]
@@ -140,17 +141,16 @@ def write_image(
                 start, packed, sparse = 0, b"", 0
             else:
                 start, packed, sparse = blocks.start, blocks.blocks.tobytes(), blocks.sparse
-            nlink, holey = link_count.get(owner, 1), owner in tree.holey
+            nlink, holey = link_count.get(owner, 1), owner in holey_files
             _, record = inodes.regular(
                 common, size[owner], start, packed, fragment[r], offset[r], sparse, nlink, xattr, holey
             )
         else:
             nlink, target, rdev = link_count.get(owner, 1), tree.target.get(owner), tree.rdev.get(owner, 0)
             _, record = inodes.special(btype, common, nlink, xattr, target, rdev)
-        ref[owner] = inode_mw.reference()
+        ref[owner] = export[number[owner] - 1] = inode_mw.reference()
         itype[owner] = btype
         inode_mw.write(record)
-        export[number[owner] - 1] = ref[owner]
 
     sb = fmt.Superblock(inode_count=count, block_size=codec.block_size, compressor=codec.squashfs_id)
     sb.mkfs_time = epoch if epoch is not None else int(time.time())

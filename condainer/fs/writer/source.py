@@ -31,6 +31,7 @@ class SourceFiles:
 
     def __init__(self, tree: Tree) -> None:
         self._tree = tree
+        self._names, self._name_at, self._parent = tree.names, tree.name_at, tree.parent
         self._dir = -1  # entry number of the directory held open
         self._dir_fd = -1
 
@@ -39,14 +40,12 @@ class SourceFiles:
 
         O_NONBLOCK: a FIFO put in its place must not make the pack wait forever for a writer.
         """
-        tree = self._tree
-        directory = tree.parent[entry]
+        directory = self._parent[entry]
         try:
             if directory != self._dir:
                 self._enter(directory)
-            fd = os.open(
-                tree.names[tree.name_at[entry] : tree.name_at[entry + 1]], _FILE_FLAGS, dir_fd=self._dir_fd
-            )
+            name = self._names[self._name_at[entry] : self._name_at[entry + 1]]
+            fd = os.open(name, _FILE_FLAGS, dir_fd=self._dir_fd)
         except OSError as exc:
             raise SourceError("cannot read ", f": {exc.strerror}") from exc
         if not stat.S_ISREG(os.fstat(fd).st_mode):
