@@ -126,10 +126,11 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
 def _collector_paused() -> Iterator[None]:
     """The cyclic garbage collector off while the tree is scanned and written.
 
-    A pack allocates a few objects per entry of the tree (Entry, FileData, their ints and bytes) that
-    all live until the end, so the collector walks an ever larger heap again and again and frees
-    nothing: about 8% of the main process on 100k small files (perf). Reference counting still frees
-    everything else at once; whatever the pack leaves in cycles is collected once it is back on.
+    A pack allocates many objects that live until the end (the tree is typed arrays now, but dicts of
+    rare fields, block lists and the fragment table remain), and every allocation can start a
+    collection that walks them all again and frees nothing: with an object per entry this was about
+    8% of the main process on 100k small files (perf). Reference counting still frees everything
+    else at once; whatever the pack leaves in cycles is collected once it is back on.
     """
     enabled = gc.isenabled()
     gc.disable()
