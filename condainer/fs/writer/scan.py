@@ -82,14 +82,7 @@ class Tree:
         return index
 
     def name(self, index: int) -> bytes:
-        return bytes(self.names[self.name_at[index] : self.name_at[index + 1]])  # bytes while scanning too
-
-    def is_dir(self, index: int) -> bool:
-        return index in self.children
-
-    def owner(self, index: int) -> int:
-        """The entry that owns the inode: the first name of its hard-link group, else itself."""
-        return self.owner_of.get(index, index)
+        return bytes(self.names[self.name_at[index] : self.name_at[index + 1]])  # bytes during the scan too
 
     def path(self, index: int) -> bytes:
         """The entry's full path, from its names up to the root."""
@@ -97,12 +90,9 @@ class Tree:
         while index > 0:
             parts.append(self.name(index))
             index = self.parent[index]
-        return join(self.root_path, b"/".join(reversed(parts))) if parts else self.root_path
-
-
-def join(directory: bytes, name: bytes) -> bytes:
-    """``directory/name`` with one slash (the root "/" has its own)."""
-    return directory.rstrip(b"/") + b"/" + name
+        if not parts:
+            return self.root_path
+        return self.root_path.rstrip(b"/") + b"/" + b"/".join(reversed(parts))  # the root "/" has its own
 
 
 def printable(path: bytes) -> str:
