@@ -120,12 +120,13 @@ def write_image(
         if ref[owner] >= 0:
             continue  # a hard link whose inode is already written
         mtime = mtimes[owner]
-        if epoch is not None:
-            mtime = min(mtime, epoch)  # in range: _check_mtimes
+        if epoch is not None and mtime > epoch:
+            mtime = epoch  # and never below 0: _check_mtimes
         uid, gid = (0, 0) if all_root else (uids[owner], gids[owner])
-        common = (mode[owner], ids.index(uid), ids.index(gid), mtime, number[owner])
+        owner_mode, owner_number = mode[owner], number[owner]
+        common = (owner_mode, ids.index(uid), ids.index(gid), mtime, owner_number)
         xattr = xattrs.index(xattrs_of[owner]) if owner in xattrs_of else fmt.NO_XATTR
-        btype = inodes.basic_type(mode[owner])
+        btype = inodes.basic_type(owner_mode)
         if btype == fmt.DIR:
             children = tree.children[owner]
             listing = write_listing(dir_mw, _dir_entries(tree, children, ref, number, itype))
@@ -148,7 +149,7 @@ def write_image(
         else:
             nlink, target, rdev = link_count.get(owner, 1), tree.target.get(owner), tree.rdev.get(owner, 0)
             _, record = inodes.special(btype, common, nlink, xattr, target, rdev)
-        ref[owner] = export[number[owner] - 1] = inode_mw.reference()
+        ref[owner] = export[owner_number - 1] = inode_mw.reference()
         itype[owner] = btype
         inode_mw.write(record)
 
