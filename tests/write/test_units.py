@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import struct
@@ -13,10 +14,10 @@ from condainer.errors import ImageError
 from condainer.fs import format as fmt
 from condainer.fs.compression import make_codec
 from condainer.fs.writer import inodes
-from condainer.fs.writer.data import FileData
 from condainer.fs.writer.directory import DirEntry, Listing, write_listing
 from condainer.fs.writer.metablock import MetadataWriter
 from condainer.fs.writer.tables import IdTable, XattrTable, lookup_table
+from condainer.fs.writer.twins import TwinIndex
 
 RAW = make_codec("none", None, 1 << 17)
 
@@ -211,24 +212,24 @@ def common():
     return (0o100644, 0, 0, 0, 1)
 
 
+def regular(size, nlink, xattr, start=0, nblocks=0, sparse=0, holey=True):
+    """inodes.regular for a file of ``size`` with its tail in fragment 0 at offset 0."""
+    blocks = bytes(4 * nblocks)
+    return inodes.regular(common(), size, start, blocks, 0, 0, sparse, nlink, xattr, holey)
+
+
 def test_file_inode_basic_and_extended_choices():
-    d = FileData(10, 0)
-    d.fragment, d.offset = 0, 0
-    assert inodes.regular(common(), d, 1, fmt.NO_XATTR)[0] == fmt.FILE
-    assert inodes.regular(common(), d, 2, fmt.NO_XATTR)[0] == fmt.EXT_FILE  # hard link
-    assert inodes.regular(common(), d, 1, 0)[0] == fmt.EXT_FILE  # xattrs
-    big = FileData(1 << 32, (1 << 32) // (1 << 17))
-    assert inodes.regular(common(), big, 1, fmt.NO_XATTR)[0] == fmt.EXT_FILE  # size >= 4 GiB
-    far = FileData(10, 0)
-    far.start = 1 << 32
-    t, record = inodes.regular(common(), far, 1, fmt.NO_XATTR)
+    assert regular(10, 1, fmt.NO_XATTR)[0] == fmt.FILE
+    assert regular(10, 2, fmt.NO_XATTR)[0] == fmt.EXT_FILE  # hard link
+    assert regular(10, 1, 0)[0] == fmt.EXT_FILE  # xattrs
+    huge = (1 << 32) // (1 << 17)
+    assert regular(1 << 32, 1, fmt.NO_XATTR, nblocks=huge)[0] == fmt.EXT_FILE  # size >= 4 GiB
+    t, record = regular(10, 1, fmt.NO_XATTR, start=1 << 32)
     assert t == fmt.EXT_FILE and fmt.EXT_FILE_INODE.unpack_from(record, 16)[0] == 1 << 32  # start >= 4 GiB
-    sparse = FileData(1 << 17, 1)
-    sparse.sparse = 1 << 17
-    t, record = inodes.regular(common(), sparse, 1, fmt.NO_XATTR)
+    t, record = regular(1 << 17, 1, fmt.NO_XATTR, nblocks=1, sparse=1 << 17)
     assert t == fmt.EXT_FILE and fmt.EXT_FILE_INODE.unpack_from(record, 16)[2] == (1 << 17) - 1
     # Zero blocks of a source file that had no holes: stored sparse, but not counted (mksquashfs).
-    assert inodes.regular(common(), sparse, 1, fmt.NO_XATTR, holey=False)[0] == fmt.FILE
+    assert regular(1 << 17, 1, fmt.NO_XATTR, nblocks=1, sparse=1 << 17, holey=False)[0] == fmt.FILE
 
 
 def test_directory_inode_choices():
@@ -378,3 +379,18 @@ def test_lookup_tables_sit_back_to_back(tmp_path, with_fragments, with_xattrs):
         assert sb["id_table"] + 8 * id_blocks == kv_start and count == 1
     else:
         assert sb["xattr_table"] == fmt.NO_TABLE and sb["id_table"] + 8 * id_blocks == sb["bytes_used"]
+
+
+def test_twin_index_matches_size_and_whole_digest_only():
+    index = TwinIndex(expected=1)  # far too small: the table grows many times
+    digests = [hashlib.sha256(b"%d" % i).digest() for i in range(500)]
+    for record, digest in enumerate(digests):
+        assert index.find_or_add(100, digest, record) == record
+    # Same first bytes, another end: not a twin. Same digest, another size: not a twin either.
+    near = digests[7][:31] + bytes([digests[7][31] ^ 1])
+    assert index.find_or_add(100, near, 500) == 500
+    assert index.find_or_add(101, digests[7], 501) == 501
+    for record, digest in enumerate(digests):
+        assert index.find_or_add(100, digest, 9999) == record
+    assert index.find_or_add(100, near, 9999) == 500 and index.find_or_add(101, digests[7], 9999) == 501
+    assert len(index) == 502

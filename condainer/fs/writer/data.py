@@ -7,6 +7,10 @@ Space savers, as mksquashfs does them: identical files are stored once (files sh
 hashed first, SHA-256), all-zero blocks become sparse holes (size 0, nothing written; blocks in
 holes of the source file are not even read), and small files and the tails of large ones are packed
 together into fragment blocks.
+
+Where a file's data went is a data record, numbered in order: its fragment and offset in typed
+arrays (8 bytes a file), and for the few files with full blocks a BlockList object. Twins share
+one record.
 """
 
 from __future__ import annotations
@@ -15,35 +19,30 @@ import collections
 import errno
 import hashlib
 import os
-import stat
 from array import array
 from collections.abc import Callable, Iterable
 
 from condainer.errors import ImageError
 from condainer.fs import format as fmt
 from condainer.fs.writer.pipeline import BlockPipeline, Placed
-from condainer.fs.writer.scan import SHORT_PATH, printable, reachable
+from condainer.fs.writer.scan import printable
+from condainer.fs.writer.source import SourceError, SourceFiles
+from condainer.fs.writer.twins import TwinIndex
 
 SMALL_FILE_BLOCKS = 8  # files up to this many blocks are read in one go
 
 # --- files and fragments ----------------------------------------------------------------------
 
 
-_NO_BLOCKS = array("I")  # shared by every file without full blocks (never written to)
+class BlockList(Placed):
+    """Where the full blocks of a file of at least one block went: what its inode lists."""
 
+    __slots__ = ("start", "blocks", "sparse")
 
-class FileData(Placed):
-    """Where a regular file's data went: what its inode records."""
-
-    __slots__ = ("size", "start", "blocks", "fragment", "offset", "sparse")
-
-    def __init__(self, size: int, nblocks: int) -> None:
-        self.size = size
+    def __init__(self, nblocks: int) -> None:
         self.start = 0
-        self.blocks = array("I", bytes(4 * nblocks)) if nblocks else _NO_BLOCKS  # size words; 0 = hole
-        self.fragment = fmt.NO_FRAGMENT
-        self.offset = 0
-        self.sparse = 0
+        self.blocks = array("I", bytes(4 * nblocks))  # size words; 0 = hole
+        self.sparse = 0  # bytes of all-zero blocks, stored as holes
 
     def placed(self, index: int, position: int, word: int) -> None:
         if index < 0:
@@ -81,71 +80,87 @@ class FragmentPacker(Placed):
 
 
 class DataWriter:
-    """Turns regular files into FileData records, streaming their blocks through the pipeline."""
+    """Stores regular files as data records, streaming their blocks through the pipeline."""
 
     def __init__(
         self,
         pipeline: BlockPipeline,
         block_size: int,
         sizes: Iterable[int],
+        files: SourceFiles,
         on_file: Callable[[int], None] | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._bs = block_size
         self._zero = bytes(block_size)
         self._zero_digest = hashlib.sha256(self._zero).digest()
+        self._files = files
         self.fragments = FragmentPacker(pipeline, block_size)
         counts = collections.Counter(s for s in sizes if s)
         self._dup_sizes = {s for s, n in counts.items() if n > 1}
-        self._by_hash: dict[tuple[int, bytes], FileData] = {}
+        self._twins = TwinIndex(sum(n for n in counts.values() if n > 1))
         self._on_file = on_file
         self.duplicates = 0
+        # Per data record:
+        self.fragment = array("I")  # fragment block index, or fmt.NO_FRAGMENT
+        self.offset = array("I")  # offset of the tail in that fragment block
+        self.blocks: dict[int, BlockList] = {}  # records with full blocks
 
-    def add_file(self, path: bytes, size: int) -> FileData:
-        """Store one file's data (or find its twin) and return where it lives."""
-        if size == 0:
-            record = FileData(0, 0)  # nothing to read: no blocks, no fragment
-        elif size < self._bs:
-            record = self._store_tail(path, size)
-        else:
-            fd = _open_regular(path)
-            # Only reads are reported as "cannot read": the pipeline may write the image from in
-            # here, and its errors (a full disk) belong to the image.
-            try:
-                record = self._store(fd, path, size)
-            finally:
-                os.close(fd)
+    def add_file(self, entry: int, size: int) -> int:
+        """Store one file's data (or find its twin); returns its data record number."""
+        try:
+            if size == 0:
+                record = self._new_record()  # nothing to read: no blocks, no fragment
+            elif size < self._bs:
+                record = self._store_tail(entry, size)
+            else:
+                fd = self._files.open(entry)
+                # Only reads are reported as "cannot read": the pipeline may write the image from
+                # in here, and its errors (a full disk) belong to the image.
+                try:
+                    record = self._store(fd, size)
+                finally:
+                    os.close(fd)
+        except SourceError as exc:
+            raise ImageError(exc.before + printable(self._files.path(entry)) + exc.after) from exc
         if self._on_file:
             self._on_file(size)
         return record
 
-    def _store_tail(self, path: bytes, size: int) -> FileData:
+    def _new_record(self) -> int:
+        self.fragment.append(fmt.NO_FRAGMENT)
+        self.offset.append(0)
+        return len(self.fragment) - 1
+
+    def _store_tail(self, entry: int, size: int) -> int:
         """A file smaller than one block: the common case, so one read and no block loop.
 
         Same result as _store (the tail goes to the fragment packer, twins share one record), with
         the fewest Python calls per file: on trees of small files this is the writer's hot path.
         """
-        data = _read_file(path, size)
-        key = None
+        fd = self._files.open(entry)
+        try:
+            data = _read(fd, size, 0)
+        finally:
+            os.close(fd)
+        record = len(self.fragment)
         if size in self._dup_sizes:
-            key = (size, hashlib.sha256(data).digest())
-            twin = self._by_hash.get(key)
-            if twin is not None:
+            twin = self._twins.find_or_add(size, hashlib.sha256(data).digest(), record)
+            if twin != record:
                 self.duplicates += 1
                 return twin
-        record = FileData(size, 0)
-        record.fragment, record.offset = self.fragments.add(data)
-        if key is not None:
-            self._by_hash[key] = record
+        fragment, offset = self.fragments.add(data)
+        self.fragment.append(fragment)
+        self.offset.append(offset)
         return record
 
-    def _store(self, fd: int, path: bytes, size: int) -> FileData:
+    def _store(self, fd: int, size: int) -> int:
         # Files up to a few blocks are read once into memory (hashing and storing share the read);
         # larger duplicate candidates are hashed block by block, then read again. Blocks of larger
         # files that lie in holes of the source are not read at all: they are zeros.
         bs = self._bs
-        whole = _read(fd, path, size, 0) if size <= SMALL_FILE_BLOCKS * bs else None
-        key = None
+        whole = _read(fd, size, 0) if size <= SMALL_FILE_BLOCKS * bs else None
+        record = len(self.fragment)
         if size in self._dup_sizes:
             digest = hashlib.sha256()
             if whole is not None:
@@ -158,64 +173,35 @@ class DataWriter:
                     if n == bs and holes.covers(done, n):
                         digest.update(self._zero_digest)
                     else:
-                        digest.update(hashlib.sha256(_read(fd, path, n, done)).digest())
-            key = (size, digest.digest())
-            twin = self._by_hash.get(key)
-            if twin is not None:
+                        digest.update(hashlib.sha256(_read(fd, n, done)).digest())
+            twin = self._twins.find_or_add(size, digest.digest(), record)
+            if twin != record:
                 self.duplicates += 1
                 return twin
+        self._new_record()
         full, tail = divmod(size, bs)
-        record = FileData(size, full)
-        if full:
-            self._pipeline.mark(record, -1)
+        blocks = self.blocks[record] = BlockList(full)
+        self._pipeline.mark(blocks, -1)
         holes = _Holes(fd, size) if whole is None else None
         for i in range(full):
             if holes is not None and holes.covers(i * bs, bs):
-                record.sparse += bs
+                blocks.sparse += bs
                 continue
-            block = whole[i * bs : (i + 1) * bs] if whole is not None else _read(fd, path, bs, i * bs)
+            block = whole[i * bs : (i + 1) * bs] if whole is not None else _read(fd, bs, i * bs)
             if block == self._zero:
-                record.sparse += bs
+                blocks.sparse += bs
             else:
-                self._pipeline.add(block, record, i)
+                self._pipeline.add(block, blocks, i)
         if tail:
-            data = whole[full * bs :] if whole is not None else _read(fd, path, tail, full * bs)
-            record.fragment, record.offset = self.fragments.add(data)
-        if key is not None:
-            self._by_hash[key] = record
+            data = whole[full * bs :] if whole is not None else _read(fd, tail, full * bs)
+            self.fragment[record], self.offset[record] = self.fragments.add(data)
         return record
 
     def finish(self) -> None:
+        """Flush the last fragment block; forget the dedup index (no file comes after)."""
         self.fragments.flush()
-
-
-def _open_regular(path: bytes) -> int:
-    """Open a file the scan saw as regular; fail if it is something else by now.
-
-    O_NONBLOCK: a FIFO put in its place must not make the pack wait forever for a writer.
-    """
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        if len(path) <= SHORT_PATH:  # nearly always: spare the context manager, once per file
-            fd = os.open(path, flags)
-        else:
-            with reachable(path) as short:
-                fd = os.open(short, flags)
-    except OSError as exc:
-        raise ImageError(f"cannot read {printable(path)}: {exc.strerror}") from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise ImageError(f"{printable(path)}: not a regular file any more (changed while being packed)")
-    return fd
-
-
-def _read_file(path: bytes, size: int) -> bytes:
-    """The whole of a small regular file: open, check, read, close in one call (see _open_regular)."""
-    fd = _open_regular(path)
-    try:
-        return _read(fd, path, size, 0)
-    finally:
-        os.close(fd)
+        self._twins = TwinIndex()
+        self._dup_sizes = set()
 
 
 class _Holes:
@@ -242,8 +228,8 @@ class _Holes:
         return offset + length <= self._data
 
 
-def _read(fd: int, path: bytes, size: int, offset: int) -> bytes:
-    """Exactly ``size`` bytes at ``offset``; a read error or an early end is a one-line ImageError."""
+def _read(fd: int, size: int, offset: int) -> bytes:
+    """Exactly ``size`` bytes at ``offset``; a read error or an early end is a SourceError."""
     try:
         data = os.pread(fd, size, offset)
         while len(data) < size:
@@ -252,7 +238,7 @@ def _read(fd: int, path: bytes, size: int, offset: int) -> bytes:
                 break
             data += more
     except OSError as exc:
-        raise ImageError(f"cannot read {printable(path)}: {exc.strerror}") from exc
+        raise SourceError("cannot read ", f": {exc.strerror}") from exc
     if len(data) != size:
-        raise ImageError(f"{printable(path)}: file shrank while it was being packed")
+        raise SourceError("", ": file shrank while it was being packed")
     return data

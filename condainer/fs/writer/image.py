@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import stat
 import time
+from array import array
 
 from condainer import console
 from condainer.fs import format as fmt
@@ -18,36 +19,38 @@ from condainer.fs.writer.data import DataWriter
 from condainer.fs.writer.directory import DirEntry, write_listing
 from condainer.fs.writer.metablock import MetadataWriter
 from condainer.fs.writer.pipeline import BlockPipeline
-from condainer.fs.writer.scan import Entry, Tree
+from condainer.fs.writer.scan import Tree
+from condainer.fs.writer.source import SourceFiles
 from condainer.fs.writer.tables import IdTable, XattrTable, export_entries, fragment_entries, lookup_table
 
 
-def _inode_order(root: Entry) -> list[Entry]:
-    """Every entry, children before their directory (subdirectories first, then the rest).
+def _inode_order(tree: Tree) -> array:
+    """Every entry number, children before their directory (subdirectories first, then the rest).
 
     A directory's inode records where its listing is, and the listing records its children's
     inodes, so children are written first; inode numbers follow this order.
     """
-    order: list[Entry] = []
-    stack: list[tuple[Entry, bool]] = [(root, False)]
+    children = tree.children
+    order = array("I")
+    stack: list[tuple[int, bool]] = [(0, False)]
     while stack:
-        entry, expanded = stack.pop()
+        directory, expanded = stack.pop()
         if expanded:
-            order.extend(c for c in entry.children if not c.is_dir)
-            order.append(entry)
+            order.extend(c for c in children[directory] if c not in children)
+            order.append(directory)
             continue
-        stack.append((entry, True))
-        stack.extend((c, False) for c in reversed(entry.children) if c.is_dir)
+        stack.append((directory, True))
+        stack.extend((c, False) for c in reversed(children[directory]) if c in children)
     return order
 
 
-def _dir_entries(children: list[Entry], links: dict[tuple[int, int], Entry]) -> list[DirEntry]:
-    """A directory's listing entries; a hard link's name points at its group's inode (Tree.owner,
-    inlined: this runs once per entry of the tree)."""
+def _dir_entries(tree: Tree, children: range, ref: array, number: array, itype: bytearray) -> list[DirEntry]:
+    """A directory's listing entries; a hard link's name points at its group's inode."""
+    names, name_at, owner_of = tree.names, tree.name_at, tree.owner_of
     out = []
     for c in children:
-        o = c if c.key is None else links.get(c.key, c)
-        out.append(DirEntry(c.name, o.ref, o.inode_number, o.itype))
+        o = owner_of.get(c, c)
+        out.append(DirEntry(names[name_at[c] : name_at[c + 1]], ref[o], number[o], itype[o]))
     return out
 
 
@@ -69,64 +72,90 @@ def write_image(
         out.write(fmt.U16.pack(len(options) | fmt.METADATA_UNCOMPRESSED) + options)
 
     # 2. Inode numbers: one per inode (hard links share), in write order.
-    order = _inode_order(tree.root)
+    order = _inode_order(tree)
+    owner_of, link_count = tree.owner_of, tree.link_count
+    number = array("I", bytes(4 * len(tree)))  # per entry; 0 until its inode is numbered
     count = 0
     for entry in order:
-        owner = tree.owner(entry)
-        if owner.inode_number == 0:
+        owner = owner_of.get(entry, entry)
+        if number[owner] == 0:
             count += 1
-            owner.inode_number = count
+            number[owner] = count
 
     # 3. File data and fragment blocks, streamed through the worker pool in a fixed order.
+    mode, size = tree.mode, tree.size
+    data_of = array("I", bytes(4 * len(tree)))  # regular inode owner -> its data record
     pipeline = BlockPipeline(out, out.tell(), codec, processors)
+    files = SourceFiles(tree)
     try:
         on_file = (lambda n: progress.update(1, n)) if progress else None
-        sizes = (e.size for e in order if stat.S_ISREG(e.mode) and tree.owner(e) is e)
-        data = DataWriter(pipeline, codec.block_size, sizes, on_file)
+        sizes = (size[e] for e in order if stat.S_ISREG(mode[e]) and e not in owner_of)
+        data = DataWriter(pipeline, codec.block_size, sizes, files, on_file)
+        stored: set[int] = set()  # owners of several names whose data is stored
         for entry in order:
-            owner = tree.owner(entry)
-            if stat.S_ISREG(owner.mode) and owner.data is None:
-                owner.data = data.add_file(owner.path, owner.size)
+            owner = owner_of.get(entry, entry)
+            if not stat.S_ISREG(mode[owner]):
+                continue
+            if owner in link_count:
+                if owner in stored:
+                    continue
+                stored.add(owner)
+            data_of[owner] = data.add_file(owner, size[owner])
         data.finish()
         position = pipeline.finish()
     finally:
+        files.close()
         pipeline.close()
 
     # 4. Inodes and directory listings, children before parents.
     inode_mw, dir_mw = MetadataWriter(codec), MetadataWriter(codec)
     ids, xattrs = IdTable(), XattrTable(codec)
-    export = [0] * count
-    links = tree.links
+    export = array("Q", bytes(8 * count))
+    ref = array("q", [-1]) * len(tree)  # per entry: inode reference once written
+    itype = bytearray(len(tree))  # per entry: basic inode type, for directory entries
+    fragment, offset, block_lists = data.fragment, data.offset, data.blocks
+    mtimes, uids, gids, xattrs_of, holey_files = tree.mtime, tree.uid, tree.gid, tree.xattrs, tree.holey
     for entry in order:
-        owner = entry if entry.key is None else links.get(entry.key, entry)  # tree.owner, inlined
-        if owner.ref >= 0:
+        owner = owner_of.get(entry, entry)
+        if ref[owner] >= 0:
             continue  # a hard link whose inode is already written
-        mtime = owner.mtime if epoch is None else min(owner.mtime, epoch)  # in range: _check_mtimes
-        uid, gid = (0, 0) if all_root else (owner.uid, owner.gid)
-        common = (owner.mode, ids.index(uid), ids.index(gid), mtime, owner.inode_number)
-        xattr = xattrs.index(owner.xattrs)
-        btype = inodes.basic_type(owner.mode)
+        mtime = mtimes[owner]
+        if epoch is not None and mtime > epoch:
+            mtime = epoch  # and never below 0: _check_mtimes
+        uid, gid = (0, 0) if all_root else (uids[owner], gids[owner])
+        owner_mode, owner_number = mode[owner], number[owner]
+        common = (owner_mode, ids.index(uid), ids.index(gid), mtime, owner_number)
+        xattr = xattrs.index(xattrs_of[owner]) if owner in xattrs_of else fmt.NO_XATTR
+        btype = inodes.basic_type(owner_mode)
         if btype == fmt.DIR:
-            children = _dir_entries(owner.children, links)
-            listing = write_listing(dir_mw, children)
-            nlink = 2 + sum(1 for c in owner.children if c.is_dir)
+            children = tree.children[owner]
+            listing = write_listing(dir_mw, _dir_entries(tree, children, ref, number, itype))
+            nlink = 2 + sum(1 for c in children if c in tree.children)
             # The root's "parent" is one past the last inode, as mksquashfs writes it: with 0 the
             # kernel lists ".." in the root with inode number 0, which glibc's readdir skips.
-            parent = owner.parent.inode_number if owner.parent is not None else count + 1
+            parent = number[tree.parent[owner]] if owner else count + 1
             _, record = inodes.directory(common, listing, nlink, parent, xattr, len(children))
         elif btype == fmt.FILE:
-            _, record = inodes.regular(common, owner.data, owner.nlink, xattr, owner.holey)
+            r = data_of[owner]
+            blocks = block_lists.get(r)
+            if blocks is None:
+                start, packed, sparse = 0, b"", 0
+            else:
+                start, packed, sparse = blocks.start, blocks.blocks.tobytes(), blocks.sparse
+            nlink, holey = link_count.get(owner, 1), owner in holey_files
+            _, record = inodes.regular(
+                common, size[owner], start, packed, fragment[r], offset[r], sparse, nlink, xattr, holey
+            )
         else:
-            _, record = inodes.special(btype, common, owner.nlink, xattr, owner.target, owner.rdev)
-        owner.ref = inode_mw.reference()
-        owner.itype = btype
+            nlink, target, rdev = link_count.get(owner, 1), tree.target.get(owner), tree.rdev.get(owner, 0)
+            _, record = inodes.special(btype, common, nlink, xattr, target, rdev)
+        ref[owner] = export[owner_number - 1] = inode_mw.reference()
+        itype[owner] = btype
         inode_mw.write(record)
-        export[owner.inode_number - 1] = owner.ref
-        owner.data = None  # block lists are in the inode now; let them go
 
     sb = fmt.Superblock(inode_count=count, block_size=codec.block_size, compressor=codec.squashfs_id)
     sb.mkfs_time = epoch if epoch is not None else int(time.time())
-    sb.root_inode = tree.root.ref
+    sb.root_inode = ref[0]
 
     # 5. Inode table, then directory table.
     sb.inode_table = position

@@ -12,7 +12,6 @@ import stat
 import struct
 
 from condainer.fs import format as fmt
-from condainer.fs.writer.data import FileData
 from condainer.fs.writer.directory import Listing
 
 # A basic file inode is the header and the file body back to back: one pack instead of two plus a
@@ -42,23 +41,34 @@ def directory(
     return fmt.EXT_DIR, header(fmt.EXT_DIR, *common) + body + b"".join(listing.index)
 
 
-def regular(common: tuple, data: FileData, nlink: int, xattr: int, holey: bool = True) -> tuple[int, bytes]:
-    """(type, record) for a regular file; ``holey``: the source file has holes (st_blocks < size).
+def regular(
+    common: tuple,
+    size: int,
+    start: int,
+    blocks: bytes,
+    fragment: int,
+    offset: int,
+    sparse: int,
+    nlink: int,
+    xattr: int,
+    holey: bool = True,
+) -> tuple[int, bytes]:
+    """(type, record) for a regular file: where its data went (data.py), ``blocks`` being the packed
+    size words of its full blocks, ``sparse`` the bytes of its all-zero blocks. ``holey``: the source
+    file has holes (st_blocks < size).
 
     All-zero blocks are stored as holes either way, but as mksquashfs does, the inode counts them
     as sparse (which lowers st_blocks on a mount) only when the source file was sparse too.
     """
-    blocks = data.blocks.tobytes()
     # mksquashfs never records the whole size as sparse; keep its convention.
-    sparse = min(data.sparse, data.size - 1) if data.sparse and holey else 0
-    if nlink == 1 and xattr == fmt.NO_XATTR and not sparse and data.size < 1 << 32 and data.start < 1 << 32:
+    sparse = min(sparse, size - 1) if sparse and holey else 0
+    if nlink == 1 and xattr == fmt.NO_XATTR and not sparse and size < 1 << 32 and start < 1 << 32:
         mode, uid_index, gid_index, mtime, number = common
         record = _FILE_RECORD.pack(
-            fmt.FILE, mode & 0o7777, uid_index, gid_index, mtime, number,
-            data.start, data.fragment, data.offset, data.size,
+            fmt.FILE, mode & 0o7777, uid_index, gid_index, mtime, number, start, fragment, offset, size
         )
         return fmt.FILE, record + blocks if blocks else record
-    body = fmt.EXT_FILE_INODE.pack(data.start, data.size, sparse, nlink, data.fragment, data.offset, xattr)
+    body = fmt.EXT_FILE_INODE.pack(start, size, sparse, nlink, fragment, offset, xattr)
     return fmt.EXT_FILE, header(fmt.EXT_FILE, *common) + body + blocks
 
 

@@ -126,10 +126,11 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
 def _collector_paused() -> Iterator[None]:
     """The cyclic garbage collector off while the tree is scanned and written.
 
-    A pack allocates a few objects per entry of the tree (Entry, FileData, their ints and bytes) that
-    all live until the end, so the collector walks an ever larger heap again and again and frees
-    nothing: about 8% of the main process on 100k small files (perf). Reference counting still frees
-    everything else at once; whatever the pack leaves in cycles is collected once it is back on.
+    A pack allocates many objects that live until the end (the tree is typed arrays now, but dicts of
+    rare fields, block lists and the fragment table remain), and every allocation can start a
+    collection that walks them all again and frees nothing: with an object per entry this was about
+    8% of the main process on 100k small files (perf). Reference counting still frees everything
+    else at once; whatever the pack leaves in cycles is collected once it is back on.
     """
     enabled = gc.isenabled()
     gc.disable()
@@ -176,12 +177,12 @@ def _check_mtimes(tree: Tree, epoch: int | None) -> None:
     mksquashfs 4.5.1 silently wraps them modulo 2^32 (1969 becomes 2106, 2200 becomes 2063);
     clamping would be silent too, so the user gets one line naming the file instead.
     """
-    bad = [e for e in tree.odd_mtimes if e.mtime < 0 or epoch is None]
+    bad = [e for e in tree.odd_mtimes if tree.mtime[e] < 0 or epoch is None]
     if not bad:
         return
     more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
     raise ImageError(
-        f"{printable(bad[0].path)}{more}: mtime {_utc(bad[0].mtime)} is outside what squashfs stores"
+        f"{printable(tree.path(bad[0]))}{more}: mtime {_utc(tree.mtime[bad[0]])} is outside what squashfs stores"
         " (1970-01-01 to 2106-02-07 UTC); set it with touch, or SOURCE_DATE_EPOCH to clamp later ones"
     )
 

@@ -1,8 +1,8 @@
 """Walk a source tree into sorted entries: lstat, link counts within the tree, xattrs.
 
-Paths are bytes throughout (``os.scandir(bytes)``) so names that are not UTF-8 survive. Symlinks are
-stored, never followed. Only metadata is held in memory (a few hundred bytes per entry); file data is
-read later, one file at a time, by data.py.
+Paths are bytes throughout so names that are not UTF-8 survive. Symlinks are stored, never followed.
+Only metadata is held in memory, and little of it per entry (see Tree): file data is read later,
+one file at a time, by data.py.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import contextlib
 import errno
 import os
 import stat
+from array import array
 from collections.abc import Iterator
 
 from condainer.errors import ImageError
@@ -20,74 +21,78 @@ SHORT_PATH = 3800  # PATH_MAX is 4096: leaves room for one more name (at most 25
 MAX_MTIME = (1 << 32) - 1  # inodes store mtime as u32 seconds: 1970-01-01 to 2106-02-07 06:28:15 UTC
 
 
-class Entry:
-    """One directory entry with what the image stores about its inode."""
-
-    __slots__ = (
-        "path",
-        "name",
-        "mode",
-        "uid",
-        "gid",
-        "mtime",
-        "size",
-        "rdev",
-        "key",
-        "nlink",
-        "xattrs",
-        "children",
-        "target",
-        "parent",
-        "inode_number",
-        "data",
-        "ref",
-        "itype",
-        "holey",
-    )
-
-    def __init__(self, path: bytes, name: bytes, st: os.stat_result, parent: Entry | None) -> None:
-        self.path = path
-        self.name = name
-        self.mode = st.st_mode
-        self.uid = st.st_uid
-        self.gid = st.st_gid
-        self.mtime = st.st_mtime_ns // 1_000_000_000
-        self.size = st.st_size if stat.S_ISREG(st.st_mode) else 0
-        self.holey = st.st_blocks * 512 < self.size  # a sparse file (or one the file system compressed)
-        self.rdev = st.st_rdev
-        # Non-directories with several links may be hard links of each other inside the tree.
-        self.key = (st.st_dev, st.st_ino) if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode) else None
-        self.nlink = 1
-        self.xattrs: tuple[tuple[bytes, bytes], ...] = ()
-        self.children: list[Entry] | None = [] if stat.S_ISDIR(st.st_mode) else None
-        self.target: bytes | None = None
-        self.parent = parent
-        self.inode_number = 0
-        self.data = None  # data.FileData once the file's blocks are written
-        self.ref = -1  # inode reference once the inode is written
-        self.itype = 0  # basic inode type, for directory entries
-
-    @property
-    def is_dir(self) -> bool:
-        return self.children is not None
-
-
 class Tree:
-    """The scanned tree: root entry plus the counts the writer and progress bar need."""
+    """The scanned tree, one column per field, indexed by entry number (the root is entry 0).
 
-    def __init__(self, root: Entry) -> None:
-        self.root = root
+    A million entries as Python objects cost about a kilobyte each (the object, its ints, its path);
+    typed arrays store the same fields in 50-odd bytes. Entries are numbered in scan order, and a
+    directory's children are listed together, so they are a contiguous, name-sorted range of numbers.
+    Full paths are not stored: ``path()`` rebuilds one from the names (for messages and reading).
+    Fields that few entries have live in dicts keyed by entry number.
+    """
+
+    def __init__(self, root: bytes) -> None:
+        self.root_path = root
+        # Every name back to back (bytes once scanned): entry i's is names[name_at[i] : name_at[i + 1]].
+        self.names: bytes | bytearray = bytearray()
+        self.name_at = array("Q", [0])
+        self.mode = array("I")
+        self.uid = array("I")
+        self.gid = array("I")
+        self.mtime = array("q")  # seconds; may lie outside u32 until _check_mtimes has seen it
+        self.size = array("Q")  # regular files only, else 0
+        self.parent = array("i")  # -1 for the root
+        self.children: dict[int, range] = {}  # directory -> its entries
+        self.xattrs: dict[int, tuple[tuple[bytes, bytes], ...]] = {}
+        self.target: dict[int, bytes] = {}  # symlink -> target
+        self.rdev: dict[int, int] = {}  # character and block devices
+        self.holey: set[int] = set()  # regular files with holes (st_blocks < size)
+        self.owner_of: dict[int, int] = {}  # a hard link -> the first name of its group (inode owner)
+        self.link_count: dict[int, int] = {}  # inode owner -> names inside the tree, where more than 1
         self.files = 0
         self.dirs = 0
         self.bytes_in = 0
         self.skipped_xattrs: set[bytes] = set()
         self.ids: set[int] = set()  # every uid and gid, so too many fail before any data is written
-        self.odd_mtimes: list[Entry] = []  # mtimes outside squashfs's u32 seconds (before 1970, after 2106)
-        self.links: dict[tuple[int, int], Entry] = {}  # (dev, ino) -> first name of a hard-link group
+        self.odd_mtimes: list[int] = []  # mtimes outside squashfs's u32 seconds (before 1970, after 2106)
 
-    def owner(self, entry: Entry) -> Entry:
-        """The entry that owns the inode: the first name of its hard-link group, else itself."""
-        return self.links.get(entry.key, entry) if entry.key is not None else entry
+    def __len__(self) -> int:
+        return len(self.mode)
+
+    def add(self, name: bytes, st: os.stat_result, parent: int) -> int:
+        """Append one entry; returns its number."""
+        index = len(self.mode)
+        self.names += name
+        self.name_at.append(len(self.names))
+        mode = st.st_mode
+        self.mode.append(mode)
+        self.uid.append(st.st_uid)
+        self.gid.append(st.st_gid)
+        mtime = st.st_mtime_ns // 1_000_000_000
+        self.mtime.append(mtime)
+        if not 0 <= mtime <= MAX_MTIME:
+            self.odd_mtimes.append(index)
+        size = st.st_size if stat.S_ISREG(mode) else 0
+        self.size.append(size)
+        if st.st_blocks * 512 < size:
+            self.holey.add(index)  # a sparse file (or one the file system compressed)
+        self.parent.append(parent)
+        self.ids.add(st.st_uid)
+        self.ids.add(st.st_gid)
+        return index
+
+    def name(self, index: int) -> bytes:
+        return bytes(self.names[self.name_at[index] : self.name_at[index + 1]])  # bytes during the scan too
+
+    def path(self, index: int) -> bytes:
+        """The entry's full path, from its names up to the root."""
+        parts = []
+        while index > 0:
+            parts.append(self.name(index))
+            index = self.parent[index]
+        if not parts:
+            return self.root_path
+        return self.root_path.rstrip(b"/") + b"/" + b"/".join(reversed(parts))  # the root "/" has its own
 
 
 def printable(path: bytes) -> str:
@@ -155,67 +160,63 @@ def scan_tree(src: bytes, skip: set[tuple[int, int]] | frozenset = frozenset()) 
         raise ImageError(f"cannot read {printable(src)}: {exc.strerror}") from exc
     if not stat.S_ISDIR(st.st_mode):
         raise ImageError(f"{printable(src)}: not a directory")
-    root = Entry(src, b"", st, None)
-    tree = Tree(root)
-    tree.ids.update((st.st_uid, st.st_gid))
-    if not 0 <= root.mtime <= MAX_MTIME:
-        tree.odd_mtimes.append(root)
-    links = tree.links
-    stack = [root]
+    tree = Tree(src)
+    tree.add(b"", st, -1)
+    first_name: dict[tuple[int, int], int] = {}  # (dev, ino) -> first name of a hard-link group
+    stack = [(0, src)]  # directories still to list, with their paths (held only until listed)
     current = src
     try:
         while stack:
-            directory = stack.pop()
-            current = directory.path
+            directory, dir_path = stack.pop()
+            current = dir_path
             tree.dirs += 1
-            with reachable(directory.path) as here:
-                directory.xattrs = _read_xattrs(here, tree)
+            with reachable(dir_path) as here:
+                xattrs = _read_xattrs(here, tree)
+                if xattrs:
+                    tree.xattrs[directory] = xattrs
                 names = sorted(os.listdir(here))  # the names only: no DirEntry object per name
                 subdirs = []
-                prefix = directory.path.rstrip(b"/") + b"/"
+                prefix = dir_path.rstrip(b"/") + b"/"
                 local_prefix = here.rstrip(b"/") + b"/"  # the same directory, by a path short enough to use
+                first = len(tree)
                 for name in names:
-                    path = prefix + name
                     local = local_prefix + name
-                    current = path
+                    current = prefix + name
                     est = os.lstat(local)
                     if (est.st_dev, est.st_ino) in skip:
                         continue
-                    entry = Entry(path, name, est, directory)
-                    directory.children.append(entry)
-                    tree.ids.update((est.st_uid, est.st_gid))
-                    if not 0 <= entry.mtime <= MAX_MTIME:
-                        tree.odd_mtimes.append(entry)
-                    if entry.is_dir:
-                        subdirs.append(entry)
+                    index = tree.add(name, est, directory)
+                    mode = est.st_mode
+                    if stat.S_ISDIR(mode):
+                        subdirs.append((index, current))
                         continue
-                    if entry.key is not None:
-                        first = links.get(entry.key)
-                        if first is not None:
-                            first.nlink += 1  # count only links that are inside the tree
-                            entry.nlink = 0  # marks "same inode as links[key]"
+                    if est.st_nlink > 1:  # may be hard links of each other inside the tree
+                        key = (est.st_dev, est.st_ino)
+                        owner = first_name.get(key)
+                        if owner is not None:
+                            tree.link_count[owner] += 1  # count only links that are inside the tree
+                            tree.owner_of[index] = owner
                             continue
-                        links[entry.key] = entry
-                    entry.xattrs = _read_xattrs(local, tree)
-                    if stat.S_ISLNK(est.st_mode):
-                        entry.target = os.readlink(local)
-                    elif stat.S_ISREG(est.st_mode):
+                        first_name[key] = index
+                        tree.link_count[index] = 1
+                    xattrs = _read_xattrs(local, tree)
+                    if xattrs:
+                        tree.xattrs[index] = xattrs
+                    if stat.S_ISLNK(mode):
+                        tree.target[index] = os.readlink(local)
+                    elif stat.S_ISREG(mode):
                         tree.files += 1
-                        tree.bytes_in += entry.size
+                        tree.bytes_in += est.st_size
+                    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                        tree.rdev[index] = est.st_rdev
+                tree.children[directory] = range(first, len(tree))
+                for index, _ in subdirs:
+                    tree.children[index] = range(0)  # known to be a directory before it is listed
             stack.extend(reversed(subdirs))
     except OSError as exc:
         raise ImageError(f"cannot read {printable(current)}: {exc.strerror}") from exc
-    # Link counts are known only after the whole walk; share them with the other names.
-    for entry in _walk(root):
-        if entry.nlink == 0:
-            entry.nlink = links[entry.key].nlink
+    tree.names = bytes(tree.names)  # slices of bytes are bytes, as names must be
+    # A group found once has no other name in the tree: an ordinary inode after all.
+    for owner in [o for o, n in tree.link_count.items() if n == 1]:
+        del tree.link_count[owner]
     return tree
-
-
-def _walk(root: Entry):
-    stack = [root]
-    while stack:
-        entry = stack.pop()
-        yield entry
-        if entry.children:
-            stack.extend(entry.children)

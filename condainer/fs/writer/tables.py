@@ -9,6 +9,8 @@ will be written at and returns bytes to write there with nothing in between.
 
 from __future__ import annotations
 
+import sys
+from array import array
 from collections.abc import Iterable
 
 from condainer.errors import ImageError
@@ -51,8 +53,13 @@ def fragment_entries(fragments: Iterable[tuple[int, int]]) -> bytes:
     return b"".join(fmt.FRAGMENT_ENTRY.pack(start, word, 0) for start, word in fragments)
 
 
-def export_entries(refs: Iterable[int]) -> bytes:
-    return b"".join(fmt.U64.pack(ref) for ref in refs)
+def export_entries(refs: array) -> bytes:
+    """The u64 inode references, little-endian, straight from the array: joining one packed bytes
+    object per inode held about 140 bytes per inode at once, the largest peak of a pack."""
+    if sys.byteorder == "big":
+        refs = array(refs.typecode, refs)
+        refs.byteswap()
+    return refs.tobytes()
 
 
 class XattrTable:

@@ -1,0 +1,73 @@
+"""Opening the scanned tree's regular files for reading: by directory descriptor and name.
+
+The tree keeps names, not paths (scan.Tree). Files are read directory by directory, so each
+directory is opened once (O_PATH) and its files relative to it: no path is built per file, and the
+kernel walks one name instead of the whole path. A directory deeper than PATH_MAX is opened through
+scan.reachable.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from condainer.fs.writer.scan import SHORT_PATH, Tree, reachable
+
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+class SourceError(Exception):
+    """Reading a source file failed; the caller names the file: ``before + path + after``."""
+
+    def __init__(self, before: str, after: str) -> None:
+        super().__init__(before, after)
+        self.before = before
+        self.after = after
+
+
+class SourceFiles:
+    """Opens entries of ``tree``; holds one directory descriptor at a time (close() releases it)."""
+
+    def __init__(self, tree: Tree) -> None:
+        self._tree = tree
+        self._names, self._name_at, self._parent = tree.names, tree.name_at, tree.parent
+        self._dir = -1  # entry number of the directory held open
+        self._dir_fd = -1
+
+    def open(self, entry: int) -> int:
+        """A descriptor of regular file ``entry``; SourceError if it is gone or no longer regular.
+
+        O_NONBLOCK: a FIFO put in its place must not make the pack wait forever for a writer.
+        """
+        directory = self._parent[entry]
+        try:
+            if directory != self._dir:
+                self._enter(directory)
+            name = self._names[self._name_at[entry] : self._name_at[entry + 1]]
+            fd = os.open(name, _FILE_FLAGS, dir_fd=self._dir_fd)
+        except OSError as exc:
+            raise SourceError("cannot read ", f": {exc.strerror}") from exc
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise SourceError("", ": not a regular file any more (changed while being packed)")
+        return fd
+
+    def path(self, entry: int) -> bytes:
+        """The entry's full path, for messages."""
+        return self._tree.path(entry)
+
+    def _enter(self, directory: int) -> None:
+        self.close()
+        path = self._tree.path(directory)
+        if len(path) <= SHORT_PATH:
+            self._dir_fd = os.open(path, _DIR_FLAGS)
+        else:
+            with reachable(path) as short:
+                self._dir_fd = os.open(short, _DIR_FLAGS)
+        self._dir = directory
+
+    def close(self) -> None:
+        if self._dir_fd >= 0:
+            os.close(self._dir_fd)
+        self._dir, self._dir_fd = -1, -1
