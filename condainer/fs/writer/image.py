@@ -82,7 +82,7 @@ def write_image(
             count += 1
             number[owner] = count
 
-    # 3. File data and fragment blocks, streamed through the worker pool in a fixed order.
+    # 3. File data and fragment blocks, streamed through the compression threads in a fixed order.
     mode, size = tree.mode, tree.size
     data_of = array("I", bytes(4 * len(tree)))  # regular inode owner -> its data record
     pipeline = BlockPipeline(out, out.tell(), codec, processors)
