@@ -195,45 +195,6 @@ def warm_page_cache(src) -> None:
                    check=True, executable="/bin/bash")
 
 
-def scaling(quick: bool, repeats: int) -> str:
-    """How cost grows with the tree: 10k, 100k, 1M small files at the default level, both packers."""
-    from benchmarks import plots
-    from condainer.fs.compression import default_level
-
-    counts = [1_000, 4_000] if quick else [10_000, 100_000, 1_000_000]
-    s = Settings(level=default_level("zstd"))
-    images = cache_root() / "pack-images"
-    images.mkdir(exist_ok=True)
-    points = []
-    for count in counts:
-        src = corpus.small_files(count)
-        warm_page_cache(src)  # else the first packer pays for reading a tree evicted by earlier corpora
-        runs = 1 if count >= 1_000_000 else repeats
-        res = {"python": [], "native": []}
-        for run_no in range(runs):
-            for who in ("python", "native") if run_no % 2 == 0 else ("native", "python"):
-                res[who].append(pack_once(who, src, images / f"scale-{count}-{who}.sqfs", s))
-        t_py, t_nat = median([r[0] for r in res["python"]]), median([r[0] for r in res["native"]])
-        rss_py, rss_nat = max(r[1] for r in res["python"]), max(r[1] for r in res["native"])
-        progress(f"scaling {count} files: python {t_py:.1f} s, mksquashfs {t_nat:.1f} s")
-        points.append({"files": count, "python_s": t_py, "native_s": t_nat, "python_rss_mib": rss_py / 2**20,
-                       "native_rss_mib": rss_nat / 2**20, "runs": runs})
-    png = plots.pack_scaling(points)
-    rows = [[f"{p['files']:,}", f"{p['python_s']:.1f}", f"{p['native_s']:.1f}", f"{p['python_s'] / p['native_s']:.2f}",
-             f"{p['python_rss_mib']:.0f}", f"{p['native_rss_mib']:.0f}", p["runs"]] for p in points]
-    return "\n".join([
-        "## pack scaling: trees of small files (0-6 KiB)",
-        "",
-        f"zstd {s.level} (condainer's default), block 128 KiB, {s.processors} processors; median of the runs "
-        "given (1M files: one run).",
-        "",
-        table(["files", "python s", "mksquashfs s", "time ratio", "python RSS MiB", "mksquashfs RSS MiB", "runs"], rows),
-        "",
-        f"![pack time against tree size]({png.name})",
-        "",
-    ])
-
-
 def variants(quick: bool, repeats: int) -> str:
     """The venv corpus with gzip, and with zstd on one processor."""
     src = corpus.python_env(quick)
@@ -263,13 +224,14 @@ def variants(quick: bool, repeats: int) -> str:
 
 
 def run(quick: bool, repeats: int, backends: list[str]) -> str:
-    """Entry point of `python -m benchmarks pack`: headline table, variants, scaling."""
+    """Entry point of `python -m benchmarks pack`: headline table and variants (trees of small files at
+    the default level: `python -m benchmarks default`)."""
     if "python" not in backends:
         return "## pack\n\nPython writer not available.\n"
     corpora = build_corpora(["venv", "small", "large"], quick)
     parts = [measure(corpora, Settings(level=3 if quick else 15), repeats)]
     if os.environ.get("CONDAINER_BENCH_PACK_HEADLINE_ONLY") != "1":
-        parts += [variants(quick, 1 if repeats > 1 else repeats), scaling(quick, repeats)]
+        parts.append(variants(quick, 1 if repeats > 1 else repeats))
     return "\n".join(parts)
 
 
