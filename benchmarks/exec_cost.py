@@ -3,7 +3,7 @@
 cnd is installed as a user installs it: `pip install <this checkout>` (not editable) into a venv of its
 own, whose console script `cnd` is what is timed. Each command runs with a plain job PATH
 (/usr/local/bin:/usr/bin:/bin). Wall time: medians of interleaved runs (A B A B ...), and the median
-of the pairwise ratios. File-system calls: `strace -f -c -e trace=%file`, the command's own child
+of the pairwise ratios. File-system calls: `strace -f -e trace=%file` (one line per call), the command's own child
 included (they are the same on every run). Rows:
 
 - `python -c pass` and `python -I -S -c pass`: the interpreter alone, with and without site.
@@ -63,26 +63,14 @@ def wall(cmd: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def file_syscalls(cmd: list[str]) -> int | None:
-    """File-system calls of CMD and its children (strace -f -c -e trace=%file), None without strace."""
+def traced_calls(cmd: list[str]) -> list[tuple[int, str]] | None:
+    """Every file-system call of CMD and its children (`strace -f -e trace=%file`) as (pid, call
+    text), in order; None without strace."""
     strace = shutil.which("strace")
     if strace is None:
         return None
     out = cache_root() / "strace.txt"
-    subprocess.run([strace, "-f", "-c", "-e", "trace=%file", "-o", str(out), *cmd], env=_env(),
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-    total = [line for line in out.read_text().splitlines() if line.rstrip().endswith("total")]
-    return int(total[-1].split()[3]) if total else None
-
-
-def traced_calls(cmd: list[str], cwd: str | None = None) -> list[tuple[int, str]] | None:
-    """Every file-system call of CMD and its children as (pid, call text), in order; None without
-    strace. The same calls `file_syscalls` counts, one per line."""
-    strace = shutil.which("strace")
-    if strace is None:
-        return None
-    out = cache_root() / "strace-full.txt"
-    subprocess.run([strace, "-f", "-e", "trace=%file", "-o", str(out), *cmd], env=_env(), cwd=cwd,
+    subprocess.run([strace, "-f", "-e", "trace=%file", "-o", str(out), *cmd], env=_env(),
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     calls = []
     for line in out.read_text().splitlines():
@@ -91,6 +79,17 @@ def traced_calls(cmd: list[str], cwd: str | None = None) -> list[tuple[int, str]
         if pid.isdigit() and call[:1].isalpha():  # not "<... resumed>", "+++ exited", "--- SIG"
             calls.append((int(pid), call))
     return calls
+
+
+def file_syscalls(cmd: list[str]) -> int | None:
+    """How many file-system calls CMD and its children make; None without strace."""
+    calls = traced_calls(cmd)
+    return None if calls is None else len(calls)
+
+
+def _loads_module(call: str) -> bool:
+    """An openat of a compiled module (.pyc) or an extension (.so)."""
+    return call.startswith("openat(") and ('.pyc"' in call or '.so"' in call)
 
 
 def breakdown(bare: list[str], exec_cmd: list[str], floor: list[str], project: Path) -> list[list] | None:
@@ -111,8 +110,8 @@ def breakdown(bare: list[str], exec_cmd: list[str], floor: list[str], project: P
     yml = f'"{project}/condainer.yml"'
     start = next(i for i, c in enumerate(own) if yml in c)
     work = len(own) - start
-    modules = sum(1 for c in own[:start] if c.startswith("openat(") and (".pyc\"" in c or '.so"' in c))
-    bare_modules = sum(1 for pid, c in traces["bare"] if c.startswith("openat(") and (".pyc\"" in c or '.so"' in c))
+    modules = sum(1 for c in own[:start] if _loads_module(c))
+    bare_modules = sum(1 for _, c in traces["bare"] if _loads_module(c))
     child = len(calls) - len(own)
     base, floor_n = len(traces["bare"]), len(traces["floor"])
     rows = [
@@ -192,7 +191,7 @@ def run(project: Path, backends: list[str], runs: int) -> str:
     return ("## exec: what one `cnd exec` costs a rank\n\n"
             f"cnd installed by pip into a venv of its own ({venv}); wall: median of {runs} interleaved runs "
             "per row and the median of its pairwise ratios to `python -c pass`; file-system calls: "
-            "`strace -f -c -e trace=%file` (the child `true` included), PATH=" + JOB_PATH + ".\n\n"
+            "`strace -f -e trace=%file`, one line per call (the child `true` included), PATH=" + JOB_PATH + ".\n\n"
             + table(["what", "wall ms", "x python -c pass", "file syscalls", "x python -c pass"], rows) + "\n"
             + _breakdown_text(split))
 

@@ -99,6 +99,16 @@ def pack_once(who: str, src: Path, image: Path, s: Settings) -> tuple[float, int
     return seconds, rss, bytes_used(image)
 
 
+def pack_both(src: Path, stem: Path, s: Settings, repeats: int) -> dict[str, list[tuple[float, int, int]]]:
+    """REPEATS runs of each packer on SRC, interleaved (python first, then native first, ...): per
+    packer its (seconds, peak RSS, bytes used) runs. Images go to STEM-python.sqfs, STEM-native.sqfs."""
+    res: dict[str, list[tuple[float, int, int]]] = {"python": [], "native": []}
+    for run_no in range(repeats):
+        for who in ("python", "native") if run_no % 2 == 0 else ("native", "python"):
+            res[who].append(pack_once(who, src, stem.with_name(f"{stem.name}-{who}.sqfs"), s))
+    return res
+
+
 def tree_stats(path: Path) -> tuple[int, int]:
     files = size = 0
     for root, _, names in os.walk(path):
@@ -205,10 +215,7 @@ def variants(quick: bool, repeats: int) -> str:
     level = 3 if quick else 15
     for label, st in (("gzip 9, all processors", Settings("gzip", 9)),
                       (f"zstd {level}, 1 processor", Settings("zstd", level, processors=1))):
-        res = {"python": [], "native": []}
-        for run_no in range(repeats):
-            for who in ("python", "native") if run_no % 2 == 0 else ("native", "python"):
-                res[who].append(pack_once(who, src, images / f"variant-{who}.sqfs", st))
+        res = pack_both(src, images / "variant", st, repeats)
         t_py, t_nat = median([r[0] for r in res["python"]]), median([r[0] for r in res["native"]])
         progress(f"variant {label}: python {t_py:.1f} s, mksquashfs {t_nat:.1f} s")
         rows.append([label, f"{t_py:.1f}", f"{t_nat:.1f}", f"{t_py / t_nat:.2f}",

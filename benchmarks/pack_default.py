@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from benchmarks import corpus
 from benchmarks.common import cache_root, median, progress, table
-from benchmarks.pack import Settings, pack_once, warm_page_cache
+from benchmarks.pack import Settings, pack_both, warm_page_cache
 
 
 def _rows(quick: bool) -> list[tuple[str, str, object, Settings]]:
@@ -44,10 +44,7 @@ def run(quick: bool, repeats: int, backends: list[str]) -> str:
     for label, kind, arg, s in _rows(quick):
         src = corpus.small_files(arg) if kind == "small" else corpus.python_env(arg)
         warm_page_cache(src)  # else the first packer pays for reading a tree evicted by earlier corpora
-        res: dict[str, list[tuple[float, int, int]]] = {"python": [], "native": []}
-        for run_no in range(repeats):
-            for who in ("python", "native") if run_no % 2 == 0 else ("native", "python"):
-                res[who].append(pack_once(who, src, images / f"default-{who}.sqfs", s))
+        res = pack_both(src, images / "default", s, repeats)
         t_py, t_nat = median([r[0] for r in res["python"]]), median([r[0] for r in res["native"]])
         rss_py, rss_nat = (max(r[1] for r in res[who]) / 2**20 for who in ("python", "native"))
         size = res["python"][-1][2] / res["native"][-1][2]

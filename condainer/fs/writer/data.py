@@ -100,7 +100,6 @@ class DataWriter:
         self._dup_sizes = {s for s, n in counts.items() if n > 1}
         self._twins = TwinIndex(sum(n for n in counts.values() if n > 1))
         self._on_file = on_file
-        self.duplicates = 0
         # Per data record:
         self.fragment = array("I")  # fragment block index, or fmt.NO_FRAGMENT
         self.offset = array("I")  # offset of the tail in that fragment block
@@ -147,7 +146,6 @@ class DataWriter:
         if size in self._dup_sizes:
             twin = self._twins.find_or_add(size, hashlib.sha256(data).digest(), record)
             if twin != record:
-                self.duplicates += 1
                 return twin
         fragment, offset = self.fragments.add(data)
         self.fragment.append(fragment)
@@ -176,7 +174,6 @@ class DataWriter:
                         digest.update(hashlib.sha256(_read(fd, n, done)).digest())
             twin = self._twins.find_or_add(size, digest.digest(), record)
             if twin != record:
-                self.duplicates += 1
                 return twin
         self._new_record()
         full, tail = divmod(size, bs)

@@ -81,9 +81,10 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
             with open(fd, "wb", buffering=1 << 20) as out, _collector_paused():
                 skip = {(st.st_dev, st.st_ino) for st in [os.fstat(out.fileno()), _lstat(image_b)] if st}
                 tree = scan_tree(src_b, skip)
-                if not options.all_root and len(tree.ids) > fmt.MAX_IDS:
+                ids = 0 if options.all_root else len(tree.ids())
+                if ids > fmt.MAX_IDS:
                     raise ImageError(
-                        f"{len(tree.ids)} distinct uids and gids in {printable(src_b)}: squashfs stores"
+                        f"{ids} distinct uids and gids in {printable(src_b)}: squashfs stores"
                         f" at most {fmt.MAX_IDS} (--all-root stores every file as root's)"
                     )
                 _check_mtimes(tree, epoch)

@@ -53,7 +53,6 @@ class Tree:
         self.dirs = 0
         self.bytes_in = 0
         self.skipped_xattrs: set[bytes] = set()
-        self.ids: set[int] = set()  # every uid and gid, so too many fail before any data is written
         self.odd_mtimes: list[int] = []  # mtimes outside squashfs's u32 seconds (before 1970, after 2106)
 
     def __len__(self) -> int:
@@ -77,9 +76,11 @@ class Tree:
         if st.st_blocks * 512 < size:
             self.holey.add(index)  # a sparse file (or one the file system compressed)
         self.parent.append(parent)
-        self.ids.add(st.st_uid)
-        self.ids.add(st.st_gid)
         return index
+
+    def ids(self) -> set[int]:
+        """Every uid and gid in the tree, so that too many fail before any data is written."""
+        return set(self.uid).union(self.gid)
 
     def name(self, index: int) -> bytes:
         return bytes(self.names[self.name_at[index] : self.name_at[index + 1]])  # bytes during the scan too
@@ -164,11 +165,11 @@ def scan_tree(src: bytes, skip: set[tuple[int, int]] | frozenset = frozenset()) 
     tree.add(b"", st, -1)
     first_name: dict[tuple[int, int], int] = {}  # (dev, ino) -> first name of a hard-link group
     stack = [(0, src)]  # directories still to list, with their paths (held only until listed)
-    current = src
+    dir_path, name = src, b""  # what is being read, for the one-line error (no path built per entry)
     try:
         while stack:
             directory, dir_path = stack.pop()
-            current = dir_path
+            name = b""
             tree.dirs += 1
             with reachable(dir_path) as here:
                 xattrs = _read_xattrs(here, tree)
@@ -181,14 +182,13 @@ def scan_tree(src: bytes, skip: set[tuple[int, int]] | frozenset = frozenset()) 
                 first = len(tree)
                 for name in names:
                     local = local_prefix + name
-                    current = prefix + name
                     est = os.lstat(local)
                     if (est.st_dev, est.st_ino) in skip:
                         continue
                     index = tree.add(name, est, directory)
                     mode = est.st_mode
                     if stat.S_ISDIR(mode):
-                        subdirs.append((index, current))
+                        subdirs.append((index, prefix + name))
                         continue
                     if est.st_nlink > 1:  # may be hard links of each other inside the tree
                         key = (est.st_dev, est.st_ino)
@@ -214,6 +214,7 @@ def scan_tree(src: bytes, skip: set[tuple[int, int]] | frozenset = frozenset()) 
                     tree.children[index] = range(0)  # known to be a directory before it is listed
             stack.extend(reversed(subdirs))
     except OSError as exc:
+        current = dir_path.rstrip(b"/") + b"/" + name if name else dir_path
         raise ImageError(f"cannot read {printable(current)}: {exc.strerror}") from exc
     tree.names = bytes(tree.names)  # slices of bytes are bytes, as names must be
     # A group found once has no other name in the tree: an ordinary inode after all.
