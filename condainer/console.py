@@ -71,7 +71,9 @@ class Progress:
         sys.stderr.flush()
 
     def close(self) -> None:
+        """Draw the final state and end the line; a second close does nothing."""
         if self._enabled:
             self._draw(time.monotonic())
             sys.stderr.write("\n")
             sys.stderr.flush()
+            self._enabled = False

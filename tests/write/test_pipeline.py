@@ -155,3 +155,26 @@ def test_an_error_in_a_compression_thread_is_raised_by_the_writer(monkeypatch):
     finally:
         pipe.close()
     assert compress_threads() == []
+
+
+def test_compression_threads_are_nicer_than_the_thread_that_feeds_them(monkeypatch):
+    """Else, with as many compression threads as CPUs, the feeding thread gets a CPU share like any
+    of them and every thread waits for it."""
+    codec = make_codec("zstd", 3, 4096)
+    real = type(codec).compressor
+    seen: set[int] = set()
+
+    def compressor(self):
+        compress = real(self)
+
+        def recording(block: bytes) -> bytes:
+            seen.add(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            return compress(block)
+
+        return recording
+
+    monkeypatch.setattr(type(codec), "compressor", compressor)
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    run(stream(random.Random(3), 200), codec, 2)
+    assert seen == {min(mine + pipeline.COMPRESSION_NICENESS, 19)}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine  # the caller is unchanged

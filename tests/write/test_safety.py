@@ -14,7 +14,7 @@ import time
 import pytest
 
 from condainer.errors import ImageError
-from condainer.fs.writer import pack as writer
+from condainer.fs.writer import scan
 from tests.helpers import snapshots
 from tests.helpers.images import pack, unsquashfs
 from tests.helpers.mounts import IS_ROOT, kernel_mount
@@ -183,15 +183,61 @@ def test_unreadable_file(tmp_path):
 def test_file_removed_between_scan_and_read(tmp_path, monkeypatch):
     src = tmp_path / "src"
     small_tree(src, big=1)
-    real_scan = writer.scan_tree
+    real_list = scan.Scanner.list
 
-    def scan_then_remove(*args, **kw):
-        tree = real_scan(*args, **kw)
-        os.unlink(src / "big0")
-        return tree
+    def list_then_remove(self, directory):
+        subdirs = real_list(self, directory)
+        if directory == 0:  # the root, where big0 is, has just been listed
+            os.unlink(src / "big0")
+        return subdirs
 
-    monkeypatch.setattr(writer, "scan_tree", scan_then_remove)
+    monkeypatch.setattr(scan.Scanner, "list", list_then_remove)
     with pytest.raises(ImageError, match="cannot read .*big0: No such file"):
+        pack(src, tmp_path / "img.sqfs", processors=2)
+    assert_nothing_left(tmp_path, ["src"])
+
+
+def _first_of_size_tree(src) -> None:
+    """a/x and c/y are twins; b/z has their size, not their content. Data goes a, b, c (inode order),
+    so x is stored before anyone knows its size comes again, and is read again and hashed for z."""
+    rnd = random.Random(5)
+    twin = rnd.randbytes(3000)
+    for directory, name, content in (("a", "x", twin), ("b", "z", rnd.randbytes(3000)), ("c", "y", twin)):
+        os.makedirs(src / directory)
+        (src / directory / name).write_bytes(content)
+
+
+def test_twins_whose_size_first_came_unhashed_share_their_data(tmp_path):
+    from condainer.fs.reader.image import SquashfsReader
+
+    src = tmp_path / "src"
+    _first_of_size_tree(src)
+    image = tmp_path / "img.sqfs"
+    pack(src, image, processors=2)
+    with SquashfsReader(image) as r:
+        x, y, z = (r.resolve(p) for p in ("/a/x", "/c/y", "/b/z"))
+        assert (x.fragment, x.frag_offset) == (y.fragment, y.frag_offset)
+        assert (z.fragment, z.frag_offset) != (x.fragment, x.frag_offset)
+    out = unsquashfs(image, tmp_path)
+    for rel in ("a/x", "b/z", "c/y"):
+        assert open(os.path.join(out, rel), "rb").read() == (src / rel).read_bytes()
+
+
+def test_file_changed_after_it_was_stored_is_an_error_not_a_wrong_twin(tmp_path, monkeypatch):
+    """x is read again to be hashed when z (same size) comes; if x changed since it was stored, the
+    digest is no longer that of what the image holds, so the pack stops rather than merge on it."""
+    src = tmp_path / "src"
+    _first_of_size_tree(src)
+    real_list = scan.Scanner.list
+
+    def list_then_change(self, directory):
+        if self.tree.name(directory) == b"b":  # a's files are stored; b's come next
+            time.sleep(0.05)  # past the clock tick of x's ctime
+            (src / "a" / "x").write_bytes((src / "b" / "z").read_bytes())  # same size: z's twin now
+        return real_list(self, directory)
+
+    monkeypatch.setattr(scan.Scanner, "list", list_then_change)
+    with pytest.raises(ImageError, match=r"/a/x: changed while it was being packed$"):
         pack(src, tmp_path / "img.sqfs", processors=2)
     assert_nothing_left(tmp_path, ["src"])
 

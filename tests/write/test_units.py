@@ -17,7 +17,7 @@ from condainer.fs.writer import inodes
 from condainer.fs.writer.directory import DirEntry, Listing, write_listing
 from condainer.fs.writer.metablock import MetadataWriter
 from condainer.fs.writer.tables import IdTable, XattrTable, lookup_table
-from condainer.fs.writer.twins import TwinIndex
+from condainer.fs.writer.twins import HASHED, FirstOfSize, TwinIndex
 
 RAW = make_codec("none", None, 1 << 17)
 
@@ -394,3 +394,15 @@ def test_twin_index_matches_size_and_whole_digest_only():
         assert index.find_or_add(100, digest, 9999) == record
     assert index.find_or_add(100, near, 9999) == 500 and index.find_or_add(101, digests[7], 9999) == 501
     assert len(index) == 502
+
+
+def test_first_of_size_remembers_one_file_per_size_until_the_size_comes_again():
+    sizes = FirstOfSize()  # starts with 8 slots: grows many times below
+    for size in range(1000):
+        assert sizes.first(size * 4096, record=size, entry=size + 1, ctime_ns=size + 2) is None
+    for size in range(0, 1000, 3):
+        assert sizes.first(size * 4096, record=9999, entry=9999, ctime_ns=9999) == (size, size + 1, size + 2)
+    for size in range(0, 1000, 3):  # the first file is handed back once only: hashed from then on
+        assert sizes.first(size * 4096, record=9999, entry=9999, ctime_ns=9999) == (HASHED, size + 1, size + 2)
+    assert sizes.first(1, record=7, entry=8, ctime_ns=9) is None  # a size never seen
+    assert sizes.first(4096, record=9999, entry=9999, ctime_ns=9999) == (1, 2, 3)  # 1 * 4096: not yet hashed

@@ -363,18 +363,19 @@ def test_sparse_file_over_4_gib_through_unsquashfs(huge, tmp_path):
 SWAP_SCRIPT = """
 import os, sys
 from condainer.errors import CondainerError
-from condainer.fs.writer import pack as writer
+from condainer.fs.writer import pack as writer, scan
 from condainer.fs.options import PackOptions
 src, image, victim = sys.argv[1:]
-real_scan = writer.scan_tree
+real_list = scan.Scanner.list
 
-def scan_then_swap(*args, **kw):
-    tree = real_scan(*args, **kw)
-    os.unlink(victim)
-    os.mkfifo(victim)  # nobody ever writes to it: opening it for reading would wait forever
-    return tree
+def list_then_swap(self, directory):
+    subdirs = real_list(self, directory)
+    if directory == 0:  # the root, where the victim is, has just been listed
+        os.unlink(victim)
+        os.mkfifo(victim)  # nobody ever writes to it: opening it for reading would wait forever
+    return subdirs
 
-writer.scan_tree = scan_then_swap
+scan.Scanner.list = list_then_swap
 try:
     writer.pack_tree(src, image, PackOptions(progress=False, processors=1))
 except CondainerError as exc:

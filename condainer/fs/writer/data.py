@@ -4,7 +4,7 @@ Streaming by design: files are read one block at a time and handed to the ordere
 (pipeline.py), which compresses them in parallel and writes them in order.
 
 Space savers, as mksquashfs does them: identical files are stored once (files sharing a size are
-hashed first, SHA-256), all-zero blocks become sparse holes (size 0, nothing written; blocks in
+hashed, SHA-256; twins.py), all-zero blocks become sparse holes (size 0, nothing written; blocks in
 holes of the source file are not even read), and small files and the tails of large ones are packed
 together into fragment blocks.
 
@@ -15,19 +15,18 @@ one record.
 
 from __future__ import annotations
 
-import collections
 import errno
 import hashlib
 import os
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from condainer.errors import ImageError
 from condainer.fs import format as fmt
 from condainer.fs.writer.pipeline import BlockPipeline, Placed
-from condainer.fs.writer.scan import printable
+from condainer.fs.writer.scan import Tree, printable
 from condainer.fs.writer.source import SourceError, SourceFiles
-from condainer.fs.writer.twins import TwinIndex
+from condainer.fs.writer.twins import HASHED, FirstOfSize, TwinIndex
 
 SMALL_FILE_BLOCKS = 8  # files up to this many blocks are read in one go
 
@@ -86,20 +85,21 @@ class DataWriter:
         self,
         pipeline: BlockPipeline,
         block_size: int,
-        sizes: Iterable[int],
-        files: SourceFiles,
+        tree: Tree,
         on_file: Callable[[int], None] | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._bs = block_size
         self._zero = bytes(block_size)
         self._zero_digest = hashlib.sha256(self._zero).digest()
-        self._files = files
+        self._tree = tree
+        self._files = SourceFiles(tree)
+        self._earlier = SourceFiles(tree)  # reads a file stored earlier again, in its own directory
         self.fragments = FragmentPacker(pipeline, block_size)
-        counts = collections.Counter(s for s in sizes if s)
-        self._dup_sizes = {s for s, n in counts.items() if n > 1}
-        self._twins = TwinIndex(sum(n for n in counts.values() if n > 1))
+        self._first_of_size = FirstOfSize()
+        self._twins = TwinIndex()
         self._on_file = on_file
+        self.record_of = array("I")  # per entry (a regular inode's owner): its data record
         # Per data record:
         self.fragment = array("I")  # fragment block index, or fmt.NO_FRAGMENT
         self.offset = array("I")  # offset of the tail in that fragment block
@@ -113,15 +113,19 @@ class DataWriter:
             elif size < self._bs:
                 record = self._store_tail(entry, size)
             else:
-                fd = self._files.open(entry)
+                fd, ctime = self._files.open(entry)
                 # Only reads are reported as "cannot read": the pipeline may write the image from
                 # in here, and its errors (a full disk) belong to the image.
                 try:
-                    record = self._store(fd, size)
+                    record = self._store(entry, fd, ctime, size)
                 finally:
                     os.close(fd)
         except SourceError as exc:
-            raise ImageError(exc.before + printable(self._files.path(entry)) + exc.after) from exc
+            raise ImageError(exc.before + printable(self._tree.path(entry)) + exc.after) from exc
+        record_of = self.record_of
+        if entry >= len(record_of):
+            record_of.frombytes(bytes(4 * (len(self._tree) - len(record_of))))  # the tree grew
+        record_of[entry] = record
         if self._on_file:
             self._on_file(size)
         return record
@@ -131,20 +135,63 @@ class DataWriter:
         self.offset.append(0)
         return len(self.fragment) - 1
 
+    def _twin(self, first: tuple[int, int, int], size: int, digest: bytes, record: int) -> int:
+        """The record of an earlier file of the same size and digest, else ``record`` (remembered).
+
+        ``first``: what FirstOfSize said of the first file of this size; if it was not hashed yet,
+        it is read again and hashed now, so the index sees it before this file, as it came.
+        """
+        first_record, first_entry, first_ctime = first
+        if first_record != HASHED:
+            self._twins.find_or_add(size, self._digest_again(first_entry, size, first_ctime), first_record)
+        return self._twins.find_or_add(size, digest, record)
+
+    def _digest_again(self, entry: int, size: int, ctime: int) -> bytes:
+        """The digest of a file stored earlier, read again: it must be what was stored (same ctime)."""
+        try:
+            fd, now = self._earlier.open(entry)
+            try:
+                if now != ctime:
+                    raise SourceError("", ": changed while it was being packed")
+                return self._digest(fd, size, None)
+            finally:
+                os.close(fd)
+        except SourceError as exc:
+            raise ImageError(exc.before + printable(self._tree.path(entry)) + exc.after) from exc
+
+    def _digest(self, fd: int, size: int, whole: bytes | None) -> bytes:
+        """SHA-256 of the content; above SMALL_FILE_BLOCKS blocks, of its block digests, so a hole's
+        block costs a precomputed digest, not a read. ``whole``: the content, if already read."""
+        bs = self._bs
+        if whole is None and size <= SMALL_FILE_BLOCKS * bs:
+            whole = _read(fd, size, 0)
+        if whole is not None:
+            return hashlib.sha256(whole).digest()
+        digest = hashlib.sha256()
+        holes = _Holes(fd, size)
+        for done in range(0, size, bs):
+            n = min(bs, size - done)
+            if n == bs and holes.covers(done, n):
+                digest.update(self._zero_digest)
+            else:
+                digest.update(hashlib.sha256(_read(fd, n, done)).digest())
+        return digest.digest()
+
     def _store_tail(self, entry: int, size: int) -> int:
         """A file smaller than one block: the common case, so one read and no block loop.
 
         Same result as _store (the tail goes to the fragment packer, twins share one record), with
         the fewest Python calls per file: on trees of small files this is the writer's hot path.
         """
-        fd = self._files.open(entry)
+        fd, ctime = self._files.open(entry)
         try:
             data = _read(fd, size, 0)
         finally:
             os.close(fd)
         record = len(self.fragment)
-        if size in self._dup_sizes:
-            twin = self._twins.find_or_add(size, hashlib.sha256(data).digest(), record)
+        first = self._first_of_size.first(size, record, entry, ctime)
+        if first is not None:  # a size seen before: hashed, and maybe a twin
+            twin = self._twin(first, size, hashlib.sha256(data).digest(), record)
             if twin != record:
                 return twin
         fragment, offset = self.fragments.add(data)
@@ -152,27 +199,16 @@ class DataWriter:
         self.offset.append(offset)
         return record
 
-    def _store(self, fd: int, size: int) -> int:
+    def _store(self, entry: int, fd: int, ctime: int, size: int) -> int:
         # Files up to a few blocks are read once into memory (hashing and storing share the read);
         # larger duplicate candidates are hashed block by block, then read again. Blocks of larger
         # files that lie in holes of the source are not read at all: they are zeros.
         bs = self._bs
         whole = _read(fd, size, 0) if size <= SMALL_FILE_BLOCKS * bs else None
         record = len(self.fragment)
-        if size in self._dup_sizes:
-            digest = hashlib.sha256()
-            if whole is not None:
-                digest.update(whole)
-            else:
-                # A hash of block hashes, so a hole's block costs a precomputed digest, not a read.
-                holes = _Holes(fd, size)
-                for done in range(0, size, bs):
-                    n = min(bs, size - done)
-                    if n == bs and holes.covers(done, n):
-                        digest.update(self._zero_digest)
-                    else:
-                        digest.update(hashlib.sha256(_read(fd, n, done)).digest())
-            twin = self._twins.find_or_add(size, digest.digest(), record)
+        first = self._first_of_size.first(size, record, entry, ctime)
+        if first is not None:  # a size seen before: hashed, and maybe a twin
+            twin = self._twin(first, size, self._digest(fd, size, whole), record)
             if twin != record:
                 return twin
         self._new_record()
@@ -195,10 +231,15 @@ class DataWriter:
         return record
 
     def finish(self) -> None:
-        """Flush the last fragment block; forget the dedup index (no file comes after)."""
+        """Flush the last fragment block; forget the dedup indexes (no file comes after)."""
         self.fragments.flush()
         self._twins = TwinIndex()
-        self._dup_sizes = set()
+        self._first_of_size = FirstOfSize()
+
+    def close(self) -> None:
+        """Release the directory descriptors (also after an error)."""
+        self._files.close()
+        self._earlier.close()
 
 
 class _Holes:

@@ -11,6 +11,7 @@ the right metadata block instead of scanning from the start.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from condainer.fs import format as fmt
@@ -37,52 +38,54 @@ class Listing:
     index: list[bytes]  # packed directory index entries (extended inodes only)
 
 
-def write_listing(mw: MetadataWriter, entries: list[DirEntry]) -> Listing:
-    """Write one directory's sorted entries into the directory table stream."""
+def write_listing(mw: MetadataWriter, entries: Iterable[DirEntry]) -> Listing:
+    """Write one directory's sorted entries into the directory table stream.
+
+    Plain tuples in DirEntry's order will do (image.py passes those). Each entry is packed as it
+    comes, since its run's base is fixed when the run starts; the run's header goes in front of
+    them when the run ends.
+    """
     start_block, start_offset = mw.position()
-    listing_start = mw.uncompressed_size
+    listing_start = pos = mw.uncompressed_size
+    pack = fmt.DIR_ENTRY.pack
     index: list[bytes] = []
-    run: list[DirEntry] = []
-    run_block = run_base = 0
-    run_meta = 0  # directory metadata block number (uncompressed count) holding the header
-    run_crossed = False
+    run = bytearray()  # the current run's entries, packed
+    count = run_block = run_base = 0
+    run_meta = 0  # directory metadata block number (uncompressed count) holding the run's header
+    run_crossed = False  # the run starts in a later metadata block than the one before: indexed
+    run_first = b""  # the run's first name, for its index entry
 
     def flush() -> None:
-        if not run:
-            return
         if run_crossed:
-            first = run[0].name
             index.append(
-                fmt.DIR_INDEX.pack(mw.uncompressed_size - listing_start, mw.position()[0], len(first) - 1)
-                + first
+                fmt.DIR_INDEX.pack(mw.uncompressed_size - listing_start, mw.position()[0], len(run_first) - 1)
+                + run_first
             )
-        out = bytearray(fmt.DIR_HEADER.pack(len(run) - 1, run_block, run_base))
-        pack = fmt.DIR_ENTRY.pack
-        for name, ref, number, btype in run:
-            out += pack(ref & 0xFFFF, number - run_base, btype, len(name) - 1)
-            out += name
-        mw.write(bytes(out))
+        mw.write(fmt.DIR_HEADER.pack(count - 1, run_block, run_base) + run)
 
-    pos = listing_start
-    for e in entries:
-        if not 1 <= len(e.name) <= fmt.MAX_NAME:
-            raise ValueError(f"bad name length {len(e.name)}")
-        block = e.inode_ref >> 16
-        crossed = bool(run) and pos // fmt.METADATA_SIZE != run_meta
+    for name, ref, number, btype in entries:
+        if not 1 <= len(name) <= fmt.MAX_NAME:
+            raise ValueError(f"bad name length {len(name)}")
+        block = ref >> 16
+        crossed = count > 0 and pos // fmt.METADATA_SIZE != run_meta
         if (
-            not run
-            or len(run) == fmt.DIR_MAX_RUN
+            not count
+            or count == fmt.DIR_MAX_RUN
             or block != run_block
-            or not -32768 <= e.inode_number - run_base <= 32767
+            or not -32768 <= number - run_base <= 32767
             or crossed
         ):
-            flush()
-            run = []
-            run_block, run_base = block, e.inode_number
+            if count:
+                flush()
+            run = bytearray()
+            count, run_block, run_base, run_first = 0, block, number, name
             run_meta = pos // fmt.METADATA_SIZE
             run_crossed = crossed
             pos += fmt.DIR_HEADER.size
-        run.append(e)
-        pos += fmt.DIR_ENTRY.size + len(e.name)
-    flush()
+        run += pack(ref & 0xFFFF, number - run_base, btype, len(name) - 1)
+        run += name
+        count += 1
+        pos += fmt.DIR_ENTRY.size + len(name)
+    if count:
+        flush()
     return Listing(start_block, start_offset, mw.uncompressed_size - listing_start, index)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import stat
 import time
 from array import array
+from collections.abc import Callable, Iterator
 
 from condainer import console
 from condainer.fs import format as fmt
@@ -19,51 +20,97 @@ from condainer.fs.writer.data import DataWriter
 from condainer.fs.writer.directory import DirEntry, write_listing
 from condainer.fs.writer.metablock import MetadataWriter
 from condainer.fs.writer.pipeline import BlockPipeline
-from condainer.fs.writer.scan import Tree
-from condainer.fs.writer.source import SourceFiles
+from condainer.fs.writer.scan import Scanner, Tree
 from condainer.fs.writer.tables import IdTable, XattrTable, export_entries, fragment_entries, lookup_table
 
 
-def _inode_order(tree: Tree) -> array:
+def _inode_order(scanner: Scanner) -> Iterator[int]:
     """Every entry number, children before their directory (subdirectories first, then the rest).
 
     A directory's inode records where its listing is, and the listing records its children's
-    inodes, so children are written first; inode numbers follow this order.
+    inodes, so children are written first; inode numbers follow this order. Each directory is listed
+    when the walk first reaches it, so file data flows while the rest of the tree is still unlisted.
     """
-    children = tree.children
-    order = array("I")
+    children = scanner.tree.children
     stack: list[tuple[int, bool]] = [(0, False)]
     while stack:
         directory, expanded = stack.pop()
         if expanded:
-            order.extend(c for c in children[directory] if c not in children)
-            order.append(directory)
+            yield from (c for c in children[directory] if c not in children)
+            yield directory
             continue
+        subdirs = scanner.list(directory)
         stack.append((directory, True))
-        stack.extend((c, False) for c in reversed(children[directory]) if c in children)
-    return order
+        stack.extend((c, False) for c in reversed(subdirs))
 
 
 def _dir_entries(tree: Tree, children: range, ref: array, number: array, itype: bytearray) -> list[DirEntry]:
-    """A directory's listing entries; a hard link's name points at its group's inode."""
+    """A directory's listing entries; a hard link's name points at its group's inode.
+
+    Plain tuples in DirEntry's field order: building a NamedTuple costs several times more, once
+    per entry of the tree."""
     names, name_at, owner_of = tree.names, tree.name_at, tree.owner_of
     out = []
     for c in children:
         o = owner_of.get(c, c)
-        out.append(DirEntry(names[name_at[c] : name_at[c + 1]], ref[o], number[o], itype[o]))
+        out.append((names[name_at[c] : name_at[c + 1]], ref[o], number[o], itype[o]))
     return out
+
+
+def _write_data(
+    out, scanner: Scanner, codec: Codec, processors: int, progress: console.Progress | None
+) -> tuple[array, DataWriter, int]:
+    """Every regular file's data, in inode order, through the compression threads; each directory
+    is listed when the walk reaches it, so compression starts with the first files, not after the
+    whole tree is listed. Returns (the inode order, where each file's data went, the end position).
+    """
+    tree = scanner.tree
+    mode, size, owner_of, link_count = tree.mode, tree.size, tree.owner_of, tree.link_count
+    order = array("I")
+    on_file = None
+    if progress:
+
+        def on_file(nbytes: int) -> None:
+            progress.total_items, progress.total_bytes = tree.files, tree.bytes_in  # found so far
+            progress.update(1, nbytes)
+
+    pipeline = BlockPipeline(out, out.tell(), codec, processors)
+    data = DataWriter(pipeline, codec.block_size, tree, on_file)
+    try:
+        stored: set[int] = set()  # owners of several names whose data is stored
+        for entry in _inode_order(scanner):
+            order.append(entry)
+            owner = owner_of.get(entry, entry)
+            if not stat.S_ISREG(mode[owner]):
+                continue
+            if owner in link_count:
+                if owner in stored:
+                    continue
+                stored.add(owner)
+            data.add_file(owner, size[owner])
+        data.finish()
+        position = pipeline.finish()
+    finally:
+        data.close()
+        pipeline.close()
+    return order, data, position
 
 
 def write_image(
     out,
-    tree: Tree,
+    scanner: Scanner,
     codec: Codec,
     processors: int,
     all_root: bool,
     epoch: int | None,
     progress: console.Progress | None,
+    scanned: Callable[[Tree], None],
 ) -> int:
-    """Write the image body in format order; returns the inode count."""
+    """Write the image body in format order; returns the inode count.
+
+    ``scanned(tree)`` runs once the whole tree is listed, before any metadata is written: it may
+    refuse the tree (too many ids, mtimes squashfs cannot store).
+    """
     # 1. Superblock placeholder (rewritten last) and the compressor options block, as an
     #    uncompressed metadata block, only where mksquashfs writes one.
     out.write(bytes(fmt.SUPERBLOCK_SIZE))
@@ -71,9 +118,13 @@ def write_image(
     if options:
         out.write(fmt.U16.pack(len(options) | fmt.METADATA_UNCOMPRESSED) + options)
 
-    # 2. Inode numbers: one per inode (hard links share), in write order.
-    order = _inode_order(tree)
-    owner_of, link_count = tree.owner_of, tree.link_count
+    # 2. File data and fragment blocks, while the tree is listed (_write_data).
+    order, data, position = _write_data(out, scanner, codec, processors, progress)
+    tree = scanner.finish()
+    scanned(tree)
+
+    # 3. Inode numbers: one per inode (hard links share), in write order.
+    owner_of, link_count, mode, size = tree.owner_of, tree.link_count, tree.mode, tree.size
     number = array("I", bytes(4 * len(tree)))  # per entry; 0 until its inode is numbered
     count = 0
     for entry in order:
@@ -82,38 +133,13 @@ def write_image(
             count += 1
             number[owner] = count
 
-    # 3. File data and fragment blocks, streamed through the compression threads in a fixed order.
-    mode, size = tree.mode, tree.size
-    data_of = array("I", bytes(4 * len(tree)))  # regular inode owner -> its data record
-    pipeline = BlockPipeline(out, out.tell(), codec, processors)
-    files = SourceFiles(tree)
-    try:
-        on_file = (lambda n: progress.update(1, n)) if progress else None
-        sizes = (size[e] for e in order if stat.S_ISREG(mode[e]) and e not in owner_of)
-        data = DataWriter(pipeline, codec.block_size, sizes, files, on_file)
-        stored: set[int] = set()  # owners of several names whose data is stored
-        for entry in order:
-            owner = owner_of.get(entry, entry)
-            if not stat.S_ISREG(mode[owner]):
-                continue
-            if owner in link_count:
-                if owner in stored:
-                    continue
-                stored.add(owner)
-            data_of[owner] = data.add_file(owner, size[owner])
-        data.finish()
-        position = pipeline.finish()
-    finally:
-        files.close()
-        pipeline.close()
-
     # 4. Inodes and directory listings, children before parents.
     inode_mw, dir_mw = MetadataWriter(codec), MetadataWriter(codec)
     ids, xattrs = IdTable(), XattrTable(codec)
     export = array("Q", bytes(8 * count))
     ref = array("q", [-1]) * len(tree)  # per entry: inode reference once written
     itype = bytearray(len(tree))  # per entry: basic inode type, for directory entries
-    fragment, offset, block_lists = data.fragment, data.offset, data.blocks
+    record_of, fragment, offset, block_lists = data.record_of, data.fragment, data.offset, data.blocks
     mtimes, uids, gids, xattrs_of, holey_files = tree.mtime, tree.uid, tree.gid, tree.xattrs, tree.holey
     for entry in order:
         owner = owner_of.get(entry, entry)
@@ -136,7 +162,7 @@ def write_image(
             parent = number[tree.parent[owner]] if owner else count + 1
             _, record = inodes.directory(common, listing, nlink, parent, xattr, len(children))
         elif btype == fmt.FILE:
-            r = data_of[owner]
+            r = record_of[owner]
             blocks = block_lists.get(r)
             if blocks is None:
                 start, packed, sparse = 0, b"", 0

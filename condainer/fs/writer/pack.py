@@ -1,9 +1,10 @@
 """pack_tree: a directory -> a squashfs 4.0 image file, safely.
 
-What squashfs cannot store is refused before any data is written (too many ids, mtimes out of
-range, a target that is not a regular file); the image goes to a temporary file beside IMAGE and is
-renamed over it only when complete, so a failure, Ctrl-C or SIGTERM never leaves a partial image
-behind.  The bytes themselves are image.py's.
+What squashfs cannot store is refused before the image is complete: a target that is not a regular
+file at once, too many ids or mtimes out of range once the tree is listed (it is listed while its
+data is written). The image goes to a temporary file beside IMAGE and is renamed over it only when
+complete, so a failure, Ctrl-C or SIGTERM never leaves a partial image behind. The bytes themselves
+are image.py's.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from condainer.fs import format as fmt
 from condainer.fs.compression import make_codec
 from condainer.fs.options import PackOptions
 from condainer.fs.writer.image import write_image
-from condainer.fs.writer.scan import Tree, printable, scan_tree
+from condainer.fs.writer.scan import Scanner, Tree, printable
 from condainer.sysinfo import signals_interrupt, usable_cpus
 
 
@@ -80,23 +81,20 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
         try:
             with open(fd, "wb", buffering=1 << 20) as out, _collector_paused():
                 skip = {(st.st_dev, st.st_ino) for st in [os.fstat(out.fileno()), _lstat(image_b)] if st}
-                tree = scan_tree(src_b, skip)
-                ids = 0 if options.all_root else len(tree.ids())
-                if ids > fmt.MAX_IDS:
-                    raise ImageError(
-                        f"{ids} distinct uids and gids in {printable(src_b)}: squashfs stores"
-                        f" at most {fmt.MAX_IDS} (--all-root stores every file as root's)"
-                    )
-                _check_mtimes(tree, epoch)
-                if tree.skipped_xattrs:
-                    names = b", ".join(sorted(tree.skipped_xattrs)).decode(errors="replace")
-                    console.info(f"pack: xattrs squashfs cannot store were left out: {names}")
-                progress = console.Progress("pack", tree.files, tree.bytes_in) if options.progress else None
+                scanner = Scanner(src_b, skip)
+                progress = console.Progress("pack") if options.progress else None
+
+                def scanned(tree: Tree) -> None:
+                    if progress:
+                        progress.close()  # the data is written: end its line before any message
+                    _check_tree(tree, src_b, options.all_root, epoch)
+
                 try:
-                    counts = write_image(out, tree, codec, processors, options.all_root, epoch, progress)
+                    counts = write_image(out, scanner, codec, processors, options.all_root, epoch, progress, scanned)
                 finally:
                     if progress:
                         progress.close()
+                tree = scanner.tree
                 out.flush()
                 os.fsync(out.fileno())
                 size = out.tell()
@@ -170,6 +168,20 @@ def check_target(image: os.PathLike | str | bytes) -> None:
     if st is not None and not stat.S_ISREG(st.st_mode):
         kind = _KINDS.get(stat.S_IFMT(st.st_mode), "special file")
         raise ImageError(f"{printable(path)} exists and is a {kind}, not an image: refusing to replace it")
+
+
+def _check_tree(tree: Tree, src: bytes, all_root: bool, epoch: int | None) -> None:
+    """Refuse what squashfs cannot store (too many ids, mtimes out of range); name what it leaves out."""
+    ids = 0 if all_root else len(tree.ids())
+    if ids > fmt.MAX_IDS:
+        raise ImageError(
+            f"{ids} distinct uids and gids in {printable(src)}: squashfs stores"
+            f" at most {fmt.MAX_IDS} (--all-root stores every file as root's)"
+        )
+    _check_mtimes(tree, epoch)
+    if tree.skipped_xattrs:
+        names = b", ".join(sorted(tree.skipped_xattrs)).decode(errors="replace")
+        console.info(f"pack: xattrs squashfs cannot store were left out: {names}")
 
 
 def _check_mtimes(tree: Tree, epoch: int | None) -> None:

@@ -16,6 +16,8 @@ quarter of its own CPU time in pipe reads and writes on 100k small files
 from __future__ import annotations
 
 import collections
+import contextlib
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -27,6 +29,13 @@ from condainer.fs.compression import Codec
 BATCH_BYTES = 256 * 1024  # bytes of blocks handed to a thread at once
 BATCH_ITEMS = 64  # blocks and marks per batch (small blocks, or many files' start marks)
 IN_FLIGHT = 4  # batches per thread queued, being compressed, or waiting to be written
+# Compression threads run this much nicer than the thread that feeds them. With as many compression
+# threads as CPUs, the feeding thread (it lists the tree, reads and hashes the files and packs the
+# fragments) would get a fair share of a CPU like any of them, and everything waits for it: on 100k
+# small files it is the slowest stage. Nicer threads still use every CPU left idle. Where the kernel
+# shares CPUs between sessions (autogroup) or cgroups, the nice value only orders them against other
+# tasks of the same group, such as the user's own other work (benchmarks/results/writer-profile.md).
+COMPRESSION_NICENESS = 10
 
 
 class Placed:
@@ -101,6 +110,8 @@ class BlockPipeline:
 
     def _run(self, compress: Callable[[bytes], bytes]) -> None:
         """A compression thread: batches off the inbox until None; after close(), skip them."""
+        with contextlib.suppress(OSError):
+            os.nice(COMPRESSION_NICENESS)  # this thread only: on Linux the nice value is per thread
         while (batch := self._inbox.get()) is not None:
             if not self._stop.is_set():
                 try:

@@ -1,5 +1,8 @@
 """Walk a source tree into sorted entries: lstat, link counts within the tree, xattrs.
 
+The tree is listed one directory at a time (Scanner.list), in the order the image writer reaches
+them, so file data starts flowing at once instead of after the whole tree is listed.
+
 Paths are bytes throughout so names that are not UTF-8 survive. Symlinks are stored, never followed.
 Only metadata is held in memory, and little of it per entry (see Tree): file data is read later,
 one file at a time, by data.py.
@@ -138,6 +141,8 @@ def _read_xattrs(path: bytes, tree: Tree) -> tuple[tuple[bytes, bytes], ...]:
         if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
             return ()
         raise
+    if not names:
+        return ()  # nearly every entry: no list, sort or tuple for it
     pairs = []
     for name in names:
         raw = os.fsencode(name)
@@ -148,29 +153,36 @@ def _read_xattrs(path: bytes, tree: Tree) -> tuple[tuple[bytes, bytes], ...]:
     return tuple(sorted(pairs))
 
 
-def scan_tree(src: bytes, skip: set[tuple[int, int]] | frozenset = frozenset()) -> Tree:
-    """Scan ``src`` (a directory) into a Tree; ``skip`` holds (dev, ino) pairs to leave out.
+class Scanner:
+    """Lists a tree one directory at a time, in the order the caller asks (image.py: as it writes).
 
-    Children are sorted by raw name bytes: the order directory listings must have.
-    Raises ImageError for anything that cannot be read.
+    Entries are numbered in listing order; a directory's children are listed together, name-sorted,
+    so they are a contiguous range. A subdirectory is known (``tree.children`` holds an empty range
+    for it) before it is listed. ``finish()`` once every directory is listed.
     """
-    src = os.path.realpath(src)  # the source itself may be reached through a symlink; nothing below it
-    try:
-        st = os.lstat(src)
-    except OSError as exc:
-        raise ImageError(f"cannot read {printable(src)}: {exc.strerror}") from exc
-    if not stat.S_ISDIR(st.st_mode):
-        raise ImageError(f"{printable(src)}: not a directory")
-    tree = Tree(src)
-    tree.add(b"", st, -1)
-    first_name: dict[tuple[int, int], int] = {}  # (dev, ino) -> first name of a hard-link group
-    stack = [(0, src)]  # directories still to list, with their paths (held only until listed)
-    dir_path, name = src, b""  # what is being read, for the one-line error (no path built per entry)
-    try:
-        while stack:
-            directory, dir_path = stack.pop()
-            name = b""
-            tree.dirs += 1
+
+    def __init__(self, src: bytes, skip: set[tuple[int, int]] | frozenset = frozenset()) -> None:
+        src = os.path.realpath(src)  # the source itself may be reached through a symlink; nothing below it
+        try:
+            st = os.lstat(src)
+        except OSError as exc:
+            raise ImageError(f"cannot read {printable(src)}: {exc.strerror}") from exc
+        if not stat.S_ISDIR(st.st_mode):
+            raise ImageError(f"{printable(src)}: not a directory")
+        self.tree = Tree(src)
+        self.tree.add(b"", st, -1)
+        self.tree.children[0] = range(0)
+        self._skip = skip
+        self._first_name: dict[tuple[int, int], int] = {}  # (dev, ino) -> first name of a hard-link group
+        self._paths = {0: src}  # directories known but not listed yet -> their paths
+
+    def list(self, directory: int) -> list[int]:
+        """List ``directory`` into the tree; returns its subdirectories, in name order."""
+        tree, skip, first_name = self.tree, self._skip, self._first_name
+        dir_path = self._paths.pop(directory)
+        name = b""  # what is being read, for the one-line error (no path built per entry)
+        tree.dirs += 1
+        try:
             with reachable(dir_path) as here:
                 xattrs = _read_xattrs(here, tree)
                 if xattrs:
@@ -180,44 +192,54 @@ def scan_tree(src: bytes, skip: set[tuple[int, int]] | frozenset = frozenset()) 
                 prefix = dir_path.rstrip(b"/") + b"/"
                 local_prefix = here.rstrip(b"/") + b"/"  # the same directory, by a path short enough to use
                 first = len(tree)
-                for name in names:
-                    local = local_prefix + name
-                    est = os.lstat(local)
-                    if (est.st_dev, est.st_ino) in skip:
-                        continue
-                    index = tree.add(name, est, directory)
-                    mode = est.st_mode
-                    if stat.S_ISDIR(mode):
-                        subdirs.append((index, prefix + name))
-                        continue
-                    if est.st_nlink > 1:  # may be hard links of each other inside the tree
-                        key = (est.st_dev, est.st_ino)
-                        owner = first_name.get(key)
-                        if owner is not None:
-                            tree.link_count[owner] += 1  # count only links that are inside the tree
-                            tree.owner_of[index] = owner
+                # lstat and readlink by name in the open directory: the kernel walks one name, not the
+                # whole path (listxattr has no such form: it takes the path).
+                dir_fd = os.open(here, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    for name in names:
+                        est = os.lstat(name, dir_fd=dir_fd)
+                        if (est.st_dev, est.st_ino) in skip:
                             continue
-                        first_name[key] = index
-                        tree.link_count[index] = 1
-                    xattrs = _read_xattrs(local, tree)
-                    if xattrs:
-                        tree.xattrs[index] = xattrs
-                    if stat.S_ISLNK(mode):
-                        tree.target[index] = os.readlink(local)
-                    elif stat.S_ISREG(mode):
-                        tree.files += 1
-                        tree.bytes_in += est.st_size
-                    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-                        tree.rdev[index] = est.st_rdev
-                tree.children[directory] = range(first, len(tree))
-                for index, _ in subdirs:
-                    tree.children[index] = range(0)  # known to be a directory before it is listed
-            stack.extend(reversed(subdirs))
-    except OSError as exc:
-        current = dir_path.rstrip(b"/") + b"/" + name if name else dir_path
-        raise ImageError(f"cannot read {printable(current)}: {exc.strerror}") from exc
-    tree.names = bytes(tree.names)  # slices of bytes are bytes, as names must be
-    # A group found once has no other name in the tree: an ordinary inode after all.
-    for owner in [o for o, n in tree.link_count.items() if n == 1]:
-        del tree.link_count[owner]
-    return tree
+                        index = tree.add(name, est, directory)
+                        mode = est.st_mode
+                        if stat.S_ISDIR(mode):
+                            subdirs.append(index)
+                            self._paths[index] = prefix + name
+                            continue
+                        if est.st_nlink > 1:  # may be hard links of each other inside the tree
+                            key = (est.st_dev, est.st_ino)
+                            owner = first_name.get(key)
+                            if owner is not None:
+                                tree.link_count[owner] += 1  # count only links that are inside the tree
+                                tree.owner_of[index] = owner
+                                continue
+                            first_name[key] = index
+                            tree.link_count[index] = 1
+                        xattrs = _read_xattrs(local_prefix + name, tree)
+                        if xattrs:
+                            tree.xattrs[index] = xattrs
+                        if stat.S_ISLNK(mode):
+                            tree.target[index] = os.readlink(name, dir_fd=dir_fd)
+                        elif stat.S_ISREG(mode):
+                            tree.files += 1
+                            tree.bytes_in += est.st_size
+                        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                            tree.rdev[index] = est.st_rdev
+                finally:
+                    os.close(dir_fd)
+        except OSError as exc:
+            current = dir_path.rstrip(b"/") + b"/" + name if name else dir_path
+            raise ImageError(f"cannot read {printable(current)}: {exc.strerror}") from exc
+        tree.children[directory] = range(first, len(tree))
+        for index in subdirs:
+            tree.children[index] = range(0)  # known to be a directory before it is listed
+        return subdirs
+
+    def finish(self) -> Tree:
+        """The complete tree, once every directory is listed."""
+        tree = self.tree
+        tree.names = bytes(tree.names)  # slices of bytes are bytes, as names must be
+        # A group found once has no other name in the tree: an ordinary inode after all.
+        for owner in [o for o, n in tree.link_count.items() if n == 1]:
+            del tree.link_count[owner]
+        return tree

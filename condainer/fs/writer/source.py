@@ -35,8 +35,9 @@ class SourceFiles:
         self._dir = -1  # entry number of the directory held open
         self._dir_fd = -1
 
-    def open(self, entry: int) -> int:
-        """A descriptor of regular file ``entry``; SourceError if it is gone or no longer regular.
+    def open(self, entry: int) -> tuple[int, int]:
+        """A descriptor of regular file ``entry`` and its st_ctime_ns (data.py checks that a file read
+        twice did not change in between); SourceError if it is gone or no longer regular.
 
         O_NONBLOCK: a FIFO put in its place must not make the pack wait forever for a writer.
         """
@@ -44,18 +45,15 @@ class SourceFiles:
         try:
             if directory != self._dir:
                 self._enter(directory)
-            name = self._names[self._name_at[entry] : self._name_at[entry + 1]]
+            name = bytes(self._names[self._name_at[entry] : self._name_at[entry + 1]])
             fd = os.open(name, _FILE_FLAGS, dir_fd=self._dir_fd)
         except OSError as exc:
             raise SourceError("cannot read ", f": {exc.strerror}") from exc
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise SourceError("", ": not a regular file any more (changed while being packed)")
-        return fd
-
-    def path(self, entry: int) -> bytes:
-        """The entry's full path, for messages."""
-        return self._tree.path(entry)
+        return fd, st.st_ctime_ns
 
     def _enter(self, directory: int) -> None:
         self.close()
