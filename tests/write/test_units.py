@@ -33,9 +33,15 @@ def test_metablock_raw_chunks_and_references():
     assert mw.position() == (8194, 0)
     mw.write(b"b" * 5)
     assert mw.reference() == (8194 << 16) | 5
+    assert mw.append(b"c" * 8190) == (8194 << 16) | 5  # where it starts; it spans two chunks
+    assert mw.reference() == (2 * 8194 << 16) | 3
     out = mw.finish()
-    assert out == struct.pack("<H", 0x8000 | 8192) + b"a" * 8192 + struct.pack("<H", 0x8000 | 5) + b"b" * 5
-    assert mw.chunk_starts() == [0, 8194]
+    assert out == (
+        struct.pack("<H", 0x8000 | 8192) + b"a" * 8192
+        + struct.pack("<H", 0x8000 | 8192) + b"b" * 5 + b"c" * 8187
+        + struct.pack("<H", 0x8000 | 3) + b"c" * 3
+    )
+    assert mw.chunk_starts() == [0, 8194, 2 * 8194]
 
 
 def test_metablock_compressed_and_incompressible_chunks():

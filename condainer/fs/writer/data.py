@@ -25,7 +25,7 @@ from condainer.errors import ImageError
 from condainer.fs import format as fmt
 from condainer.fs.writer.pipeline import BlockPipeline, Placed
 from condainer.fs.writer.scan import Tree, printable
-from condainer.fs.writer.source import SourceError, SourceFiles
+from condainer.fs.writer.source import SourceError, SourceFiles, read_exactly
 from condainer.fs.writer.twins import HASHED, FirstOfSize, TwinIndex
 
 SMALL_FILE_BLOCKS = 8  # files up to this many blocks are read in one go
@@ -164,7 +164,7 @@ class DataWriter:
         block costs a precomputed digest, not a read. ``whole``: the content, if already read."""
         bs = self._bs
         if whole is None and size <= SMALL_FILE_BLOCKS * bs:
-            whole = _read(fd, size, 0)
+            whole = read_exactly(fd, size, 0)
         if whole is not None:
             return hashlib.sha256(whole).digest()
         digest = hashlib.sha256()
@@ -174,7 +174,7 @@ class DataWriter:
             if n == bs and holes.covers(done, n):
                 digest.update(self._zero_digest)
             else:
-                digest.update(hashlib.sha256(_read(fd, n, done)).digest())
+                digest.update(hashlib.sha256(read_exactly(fd, n, done)).digest())
         return digest.digest()
 
     def _store_tail(self, entry: int, size: int) -> int:
@@ -183,11 +183,7 @@ class DataWriter:
         Same result as _store (the tail goes to the fragment packer, twins share one record), with
         the fewest Python calls per file: on trees of small files this is the writer's hot path.
         """
-        fd, ctime = self._files.open(entry)
-        try:
-            data = _read(fd, size, 0)
-        finally:
-            os.close(fd)
+        data, ctime = self._files.read_whole(entry, size)
         record = len(self.fragment)
         first = self._first_of_size.first(size, record, entry, ctime)
         if first is not None:  # a size seen before: hashed, and maybe a twin
@@ -204,7 +200,7 @@ class DataWriter:
         # larger duplicate candidates are hashed block by block, then read again. Blocks of larger
         # files that lie in holes of the source are not read at all: they are zeros.
         bs = self._bs
-        whole = _read(fd, size, 0) if size <= SMALL_FILE_BLOCKS * bs else None
+        whole = read_exactly(fd, size, 0) if size <= SMALL_FILE_BLOCKS * bs else None
         record = len(self.fragment)
         first = self._first_of_size.first(size, record, entry, ctime)
         if first is not None:  # a size seen before: hashed, and maybe a twin
@@ -220,13 +216,13 @@ class DataWriter:
             if holes is not None and holes.covers(i * bs, bs):
                 blocks.sparse += bs
                 continue
-            block = whole[i * bs : (i + 1) * bs] if whole is not None else _read(fd, bs, i * bs)
+            block = whole[i * bs : (i + 1) * bs] if whole is not None else read_exactly(fd, bs, i * bs)
             if block == self._zero:
                 blocks.sparse += bs
             else:
                 self._pipeline.add(block, blocks, i)
         if tail:
-            data = whole[full * bs :] if whole is not None else _read(fd, tail, full * bs)
+            data = whole[full * bs :] if whole is not None else read_exactly(fd, tail, full * bs)
             self.fragment[record], self.offset[record] = self.fragments.add(data)
         return record
 
@@ -264,19 +260,3 @@ class _Holes:
                 self._data = self._size if exc.errno == errno.ENXIO else offset
                 self._data_end = self._size
         return offset + length <= self._data
-
-
-def _read(fd: int, size: int, offset: int) -> bytes:
-    """Exactly ``size`` bytes at ``offset``; a read error or an early end is a SourceError."""
-    try:
-        data = os.pread(fd, size, offset)
-        while len(data) < size:
-            more = os.pread(fd, size - len(data), offset + len(data))
-            if not more:
-                break
-            data += more
-    except OSError as exc:
-        raise SourceError("cannot read ", f": {exc.strerror}") from exc
-    if len(data) != size:
-        raise SourceError("", ": file shrank while it was being packed")
-    return data

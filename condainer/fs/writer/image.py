@@ -175,9 +175,8 @@ def write_image(
         else:
             nlink, target, rdev = link_count.get(owner, 1), tree.target.get(owner), tree.rdev.get(owner, 0)
             _, record = inodes.special(btype, common, nlink, xattr, target, rdev)
-        ref[owner] = export[owner_number - 1] = inode_mw.reference()
+        ref[owner] = export[owner_number - 1] = inode_mw.append(record)
         itype[owner] = btype
-        inode_mw.write(record)
 
     sb = fmt.Superblock(inode_count=count, block_size=codec.block_size, compressor=codec.squashfs_id)
     sb.mkfs_time = epoch if epoch is not None else int(time.time())

@@ -40,6 +40,12 @@ class MetadataWriter:
         """Bytes written so far, as if the chunks were laid out uncompressed."""
         return len(self._chunks) * fmt.METADATA_SIZE + len(self._pending)
 
+    def append(self, record: bytes) -> int:
+        """Write one record; returns its reference (what reference() gave just before)."""
+        ref = (self._written << 16) | len(self._pending)
+        self.write(record)
+        return ref
+
     def write(self, data: bytes) -> None:
         if self._closed:
             raise RuntimeError("metadata stream already finished")
