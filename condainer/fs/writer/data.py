@@ -121,7 +121,7 @@ class DataWriter:
                 finally:
                     os.close(fd)
         except SourceError as exc:
-            raise ImageError(exc.before + printable(self._tree.path(entry)) + exc.after) from exc
+            raise self._named(exc, entry) from exc
         record_of = self.record_of
         if entry >= len(record_of):
             record_of.frombytes(bytes(4 * (len(self._tree) - len(record_of))))  # the tree grew
@@ -157,7 +157,11 @@ class DataWriter:
             finally:
                 os.close(fd)
         except SourceError as exc:
-            raise ImageError(exc.before + printable(self._tree.path(entry)) + exc.after) from exc
+            raise self._named(exc, entry) from exc
+
+    def _named(self, exc: SourceError, entry: int) -> ImageError:
+        """The one-line error for a failed read, naming the file it was about."""
+        return ImageError(exc.before + printable(self._tree.path(entry)) + exc.after)
 
     def _digest(self, fd: int, size: int, whole: bytes | None) -> bytes:
         """SHA-256 of the content; above SMALL_FILE_BLOCKS blocks, of its block digests, so a hole's

@@ -82,7 +82,7 @@ class Tree:
         return index
 
     def ids(self) -> set[int]:
-        """Every uid and gid in the tree, so that too many fail before any data is written."""
+        """Every uid and gid in the tree, so that too many fail before the inodes are written."""
         return set(self.uid).union(self.gid)
 
     def name(self, index: int) -> bytes:

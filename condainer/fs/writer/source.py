@@ -60,14 +60,9 @@ class SourceFiles:
         call, for the files most trees have most of."""
         fd, ctime = self.open(entry)
         try:
-            data = os.pread(fd, size, 0)
-            if len(data) != size:
-                data = read_exactly(fd, size, 0)
-        except OSError as exc:
-            raise SourceError("cannot read ", f": {exc.strerror}") from exc
+            return read_exactly(fd, size, 0), ctime
         finally:
             os.close(fd)
-        return data, ctime
 
     def _enter(self, directory: int) -> None:
         self.close()

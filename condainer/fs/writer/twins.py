@@ -5,6 +5,7 @@ object, the size int, the dict slot), and on trees of small files nearly every f
 This index keeps the same key in typed arrays instead: per candidate its size (8 bytes), its digest
 (32 bytes, all of it, so only identical digests of identical sizes match, exactly as the dict did),
 its data record (4 bytes), and a slot in an open-addressing table (4 bytes, at most half full).
+The table starts small and doubles: which sizes recur is only known as the tree is listed.
 """
 
 from __future__ import annotations
@@ -14,27 +15,48 @@ from array import array
 DIGEST = 32  # sha256
 
 
-class TwinIndex:
-    """(size, digest) -> data record number of the first file seen with them.
+class _OpenTable:
+    """Open addressing over rows kept in typed arrays by a subclass: a slot holds row + 1 (0 is
+    empty), and the table is kept at most half full. Subclasses search it (a few lines, on the hot
+    path) and say where a row hashes to (``_row_hash``, used only when the table grows)."""
 
-    ``expected``: how many files will be looked up at most; the table is sized for them at once, so
-    it never has to grow while files are read.
-    """
-
-    def __init__(self, expected: int = 0) -> None:
-        slots = 8
-        while slots < 2 * expected:
-            slots *= 2
-        self._slots = array("I", bytes(4 * slots))  # row + 1, 0 = empty
-        self._mask = slots - 1
-        self._limit = slots // 2  # rows that fit before the table grows
+    def __init__(self) -> None:
+        self._slots = array("I", bytes(4 * 8))
+        self._mask = 7
         self._rows = 0
-        self._sizes = array("Q")
-        self._digests = bytearray()
-        self._records = array("I")
 
     def __len__(self) -> int:
         return self._rows
+
+    def _row_hash(self, row: int) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _taken(self, slot: int) -> None:
+        """The row just appended goes into ``slot`` (empty, found by the search)."""
+        self._rows += 1
+        self._slots[slot] = self._rows
+        if 2 * self._rows > len(self._slots):
+            self._grow()
+
+    def _grow(self) -> None:
+        """Twice as many slots, every row placed again."""
+        self._slots = slots = array("I", bytes(8 * len(self._slots)))
+        self._mask = mask = len(slots) - 1
+        for row in range(self._rows):
+            slot = self._row_hash(row) & mask
+            while slots[slot]:
+                slot = (slot + 1) & mask
+            slots[slot] = row + 1
+
+
+class TwinIndex(_OpenTable):
+    """(size, digest) -> data record number of the first file seen with them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sizes = array("Q")
+        self._digests = bytearray()
+        self._records = array("I")
 
     def find_or_add(self, size: int, digest: bytes, record: int) -> int:
         """The record of an earlier file with this size and digest; else remember ``record`` as the
@@ -50,28 +72,17 @@ class TwinIndex:
         self._sizes.append(size)
         self._digests += digest
         self._records.append(record)
-        self._rows += 1
-        slots[slot] = self._rows
-        if self._rows > self._limit:
-            self._grow()
+        self._taken(slot)
         return record
 
-    def _grow(self) -> None:
-        """Twice as many slots, every row placed again (only when more files came than expected)."""
-        self._slots = slots = array("I", bytes(8 * len(self._slots)))
-        self._mask = mask = len(slots) - 1
-        self._limit = len(slots) // 2
-        for row, size in enumerate(self._sizes):
-            slot = (hash(bytes(self._digests[row * DIGEST : (row + 1) * DIGEST])) ^ size) & mask
-            while slots[slot]:
-                slot = (slot + 1) & mask
-            slots[slot] = row + 1
+    def _row_hash(self, row: int) -> int:
+        return hash(bytes(self._digests[row * DIGEST : (row + 1) * DIGEST])) ^ self._sizes[row]
 
 
 HASHED = -1  # FirstOfSize: every file of this size so far is in the TwinIndex
 
 
-class FirstOfSize:
+class FirstOfSize(_OpenTable):
     """size -> the first file seen with it, until a second one comes: only then are files hashed.
 
     The tree is written while it is still being listed, so which sizes recur is not known in advance.
@@ -79,12 +90,11 @@ class FirstOfSize:
     ctime); when a second file of that size arrives, the first is read again and hashed, and from then
     on that size is HASHED. The twin index thus sees the same files in the same order as if every
     repeated size had been known from the start, so the same files are merged. About 32 bytes per
-    distinct size, in arrays (see TwinIndex).
+    distinct size.
     """
 
     def __init__(self) -> None:
-        self._slots = array("I", bytes(4 * 8))  # row + 1, 0 = empty
-        self._mask = 7
+        super().__init__()
         self._sizes = array("Q")
         self._records = array("q")  # data record of the first file, or HASHED
         self._entries = array("I")  # its tree entry, to read it again
@@ -107,17 +117,8 @@ class FirstOfSize:
         self._records.append(record)
         self._entries.append(entry)
         self._ctimes.append(ctime_ns)
-        slots[slot] = len(sizes)
-        if 2 * len(sizes) > len(slots):
-            self._grow()
+        self._taken(slot)
         return None
 
-    def _grow(self) -> None:
-        """Twice as many slots, every size placed again."""
-        self._slots = slots = array("I", bytes(8 * len(self._slots)))
-        self._mask = mask = len(slots) - 1
-        for row, size in enumerate(self._sizes):
-            slot = hash(size) & mask
-            while slots[slot]:
-                slot = (slot + 1) & mask
-            slots[slot] = row + 1
+    def _row_hash(self, row: int) -> int:
+        return hash(self._sizes[row])
