@@ -92,18 +92,75 @@ def slow_codec(monkeypatch, delay: float):
     return codec
 
 
-def test_in_flight_batches_are_bounded(monkeypatch):
-    codec = slow_codec(monkeypatch, 0.001)
-    pipe = BlockPipeline(io.BytesIO(), 0, codec, 2)
+def most_queued(pipe: BlockPipeline, blocks) -> tuple[int, int]:
+    """Feed ``blocks``; the most batches and block bytes that were ever queued at once."""
+    most = most_bytes = 0
     try:
-        most = 0
-        for i in range(3000):
-            pipe.add(os.urandom(64) * 16, Record(), i)
+        for i, block in enumerate(blocks):
+            pipe.add(block, Record(), i)
             most = max(most, len(pipe._pending))
+            most_bytes = max(most_bytes, sum(b.nbytes for b in pipe._pending))
         pipe.finish()
     finally:
         pipe.close()
-    assert most == pipeline.IN_FLIGHT * 2
+    return most, most_bytes
+
+
+def test_the_backlog_is_bounded_in_batches(monkeypatch):
+    monkeypatch.setattr(pipeline, "BACKLOG_BYTES", 16 * pipeline.BATCH_BYTES)
+    codec = slow_codec(monkeypatch, 0.001)
+    most, most_bytes = most_queued(
+        BlockPipeline(io.BytesIO(), 0, codec, 2), (os.urandom(64) * 16 for _ in range(3000))
+    )
+    assert most == 16  # small blocks: the batch count is the bound
+    assert most_bytes == 16 * pipeline.BATCH_ITEMS * 1024
+
+
+def test_the_backlog_is_bounded_in_bytes(monkeypatch):
+    monkeypatch.setattr(pipeline, "BACKLOG_BYTES", 16 * pipeline.BATCH_BYTES)
+    codec = slow_codec(monkeypatch, 0.001)
+    big = os.urandom(1024) * 200  # two to a batch: 400 KiB
+    most, most_bytes = most_queued(BlockPipeline(io.BytesIO(), 0, codec, 2), (big for _ in range(200)))
+    assert most_bytes == 11 * 2 * len(big)  # the first count at or above BACKLOG_BYTES
+    assert most == 11
+
+
+def test_each_thread_always_has_batches_in_flight(monkeypatch):
+    monkeypatch.setattr(pipeline, "BACKLOG_BYTES", pipeline.BATCH_BYTES)  # less than that floor
+    codec = slow_codec(monkeypatch, 0.001)
+    most, _ = most_queued(
+        BlockPipeline(io.BytesIO(), 0, codec, 3), (os.urandom(64) * 16 for _ in range(3000))
+    )
+    assert most == pipeline.IN_FLIGHT * 3
+
+
+def test_write_until_writes_in_order_up_to_what_is_asked(monkeypatch):
+    monkeypatch.setattr(pipeline, "BATCH_ITEMS", 5)
+    items = stream(random.Random(11), 300)
+    codec = make_codec("zstd", None, 8192)
+    reference = run(items, codec, 1)
+    out = io.BytesIO()
+    pipe = BlockPipeline(out, 96, codec, 2)
+    record = Record()
+    try:
+        for i, block in enumerate(items):
+            if block is None:
+                pipe.mark(record, i)
+            else:
+                pipe.add(block, record, i)
+            if i == 200:
+                pipe.write_until(lambda: len(record.calls) > 123)
+                assert [c[0] for c in record.calls] == list(range(len(record.calls)))  # in order
+                assert len(record.calls) < 130  # up to the batch holding the one asked for
+                assert out.getvalue() == reference[0][: len(out.getvalue())]
+        pipe.write_until(lambda: len(record.calls) == len(items))  # the last one, not yet in a batch
+        with pytest.raises(RuntimeError, match="nothing queued"):
+            pipe.write_until(lambda: False)
+        end = pipe.finish()
+    finally:
+        pipe.close()
+    assert (out.getvalue(), record.calls, end) == reference
+    assert compress_threads() == []
 
 
 def test_close_drops_queued_batches_and_returns_after_one_block(monkeypatch):

@@ -248,6 +248,31 @@ def test_file_changed_after_it_was_stored_is_an_error_not_a_wrong_twin(tmp_path,
     assert_nothing_left(tmp_path, ["src"])
 
 
+def test_inodes_built_while_blocks_are_queued_list_every_block(tmp_path, monkeypatch):
+    """The inode table is built while the last blocks are still being compressed (pipeline
+    BACKLOG_BYTES); a file with full blocks at the end of the tree must wait for its own, or its
+    inode would list sizes of blocks not written yet."""
+    from condainer.fs.writer import pipeline
+
+    src = tmp_path / "src"
+    small_tree(src, big=0)
+    rnd = random.Random(5)
+    (src / "zz-last").write_bytes(rnd.randbytes(5 * 131072 + 77))  # last in inode order, 5 blocks
+    waits = []
+    real = pipeline.BlockPipeline.write_until
+
+    def write_until(self, done):
+        waits.append(done())
+        real(self, done)
+
+    monkeypatch.setattr(pipeline.BlockPipeline, "write_until", write_until)
+    pack(src, tmp_path / "img.sqfs", processors=2)
+    assert waits and not any(waits)  # files whose blocks were still queued when their inode came
+    snapshots.assert_same(
+        snapshots.snapshot(src), snapshots.snapshot(unsquashfs(tmp_path / "img.sqfs", tmp_path))
+    )
+
+
 @pytest.fixture
 def tiny_fs():
     if not IS_ROOT:
@@ -313,8 +338,13 @@ def test_signal_mid_pack(tmp_path, signum, code, via):
         cmd = [*CLI, str(src), image]
     # A shell that started us in the background leaves SIGINT ignored, and Python then keeps it so:
     # the packer under test must start with the default disposition, as it has in a terminal.
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        cmd,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + 60
         while not os.listdir(out) and time.monotonic() < deadline and proc.poll() is None:

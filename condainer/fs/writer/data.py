@@ -36,18 +36,20 @@ SMALL_FILE_BLOCKS = 8  # files up to this many blocks are read in one go
 class BlockList(Placed):
     """Where the full blocks of a file of at least one block went: what its inode lists."""
 
-    __slots__ = ("start", "blocks", "sparse")
+    __slots__ = ("start", "blocks", "sparse", "unplaced")
 
     def __init__(self, nblocks: int) -> None:
         self.start = 0
         self.blocks = array("I", bytes(4 * nblocks))  # size words; 0 = hole
         self.sparse = 0  # bytes of all-zero blocks, stored as holes
+        self.unplaced = 0  # start mark and blocks queued but not written yet: the list is final at 0
 
     def placed(self, index: int, position: int, word: int) -> None:
         if index < 0:
             self.start = position
         else:
             self.blocks[index] = word
+        self.unplaced -= 1
 
 
 class FragmentPacker(Placed):
@@ -93,8 +95,8 @@ class DataWriter:
         self._zero = bytes(block_size)
         self._zero_digest = hashlib.sha256(self._zero).digest()
         self._tree = tree
-        self._files = SourceFiles(tree)
-        self._earlier = SourceFiles(tree)  # reads a file stored earlier again, in its own directory
+        self._files = SourceFiles(tree, xattrs=True)
+        self._earlier = SourceFiles(tree, xattrs=False)  # reads a file stored earlier again, in its own directory
         self.fragments = FragmentPacker(pipeline, block_size)
         self._first_of_size = FirstOfSize()
         self._twins = TwinIndex()
@@ -214,6 +216,7 @@ class DataWriter:
         self._new_record()
         full, tail = divmod(size, bs)
         blocks = self.blocks[record] = BlockList(full)
+        blocks.unplaced += 1
         self._pipeline.mark(blocks, -1)
         holes = _Holes(fd, size) if whole is None else None
         for i in range(full):
@@ -224,6 +227,7 @@ class DataWriter:
             if block == self._zero:
                 blocks.sparse += bs
             else:
+                blocks.unplaced += 1
                 self._pipeline.add(block, blocks, i)
         if tail:
             data = whole[full * bs :] if whole is not None else read_exactly(fd, tail, full * bs)

@@ -11,6 +11,7 @@ import stat
 import time
 from array import array
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 from condainer import console
 from condainer.fs import format as fmt
@@ -58,11 +59,12 @@ def _dir_entries(tree: Tree, children: range, ref: array, number: array, itype: 
 
 
 def _write_data(
-    out, scanner: Scanner, codec: Codec, processors: int, progress: console.Progress | None
-) -> tuple[array, DataWriter, int]:
-    """Every regular file's data, in inode order, through the compression threads; each directory
-    is listed when the walk reaches it, so compression starts with the first files, not after the
-    whole tree is listed. Returns (the inode order, where each file's data went, the end position).
+    pipeline: BlockPipeline, scanner: Scanner, block_size: int, progress: console.Progress | None
+) -> tuple[array, DataWriter]:
+    """Every regular file's data, in inode order, into the pipeline; each directory is listed when
+    the walk reaches it, so compression starts with the first files, not after the whole tree is
+    listed. Returns (the inode order, where each file's data went). The last blocks may still be
+    queued: the caller finishes the pipeline.
     """
     tree = scanner.tree
     mode, size, owner_of, link_count = tree.mode, tree.size, tree.owner_of, tree.link_count
@@ -74,8 +76,7 @@ def _write_data(
             progress.total_items, progress.total_bytes = tree.files, tree.bytes_in  # found so far
             progress.update(1, nbytes)
 
-    pipeline = BlockPipeline(out, out.tell(), codec, processors)
-    data = DataWriter(pipeline, codec.block_size, tree, on_file)
+    data = DataWriter(pipeline, block_size, tree, on_file)
     try:
         stored: set[int] = set()  # owners of several names whose data is stored
         for entry in _inode_order(scanner):
@@ -89,41 +90,37 @@ def _write_data(
                 stored.add(owner)
             data.add_file(owner, size[owner])
         data.finish()
-        position = pipeline.finish()
     finally:
         data.close()
-        pipeline.close()
-    return order, data, position
+    return order, data
 
 
-def write_image(
-    out,
-    scanner: Scanner,
+class _Metadata(NamedTuple):
+    """The inode and directory tables as built by _write_inodes, and what the other tables need."""
+
+    inodes: MetadataWriter
+    directories: MetadataWriter
+    ids: IdTable
+    xattrs: XattrTable
+    export: array  # inode reference per inode number - 1
+    root: int  # the root directory's inode reference
+
+
+def _write_inodes(
+    tree: Tree,
+    order: array,
+    data: DataWriter,
+    pipeline: BlockPipeline,
     codec: Codec,
-    processors: int,
     all_root: bool,
     epoch: int | None,
-    progress: console.Progress | None,
-    scanned: Callable[[Tree], None],
-) -> int:
-    """Write the image body in format order; returns the inode count.
+) -> _Metadata:
+    """Number the inodes and write them and the directory listings, children before parents.
 
-    ``scanned(tree)`` runs once the whole tree is listed, before any metadata is written: it may
-    refuse the tree (too many ids, mtimes squashfs cannot store).
+    Runs while the pipeline still compresses the last blocks. Only a file with full blocks needs
+    them written (its inode lists their sizes): it waits for its own.
     """
-    # 1. Superblock placeholder (rewritten last) and the compressor options block, as an
-    #    uncompressed metadata block, only where mksquashfs writes one.
-    out.write(bytes(fmt.SUPERBLOCK_SIZE))
-    options = codec.options_block()
-    if options:
-        out.write(fmt.U16.pack(len(options) | fmt.METADATA_UNCOMPRESSED) + options)
-
-    # 2. File data and fragment blocks, while the tree is listed (_write_data).
-    order, data, position = _write_data(out, scanner, codec, processors, progress)
-    tree = scanner.finish()
-    scanned(tree)
-
-    # 3. Inode numbers: one per inode (hard links share), in write order.
+    # Inode numbers: one per inode (hard links share), in write order.
     owner_of, link_count, mode, size = tree.owner_of, tree.link_count, tree.mode, tree.size
     number = array("I", bytes(4 * len(tree)))  # per entry; 0 until its inode is numbered
     count = 0
@@ -133,7 +130,6 @@ def write_image(
             count += 1
             number[owner] = count
 
-    # 4. Inodes and directory listings, children before parents.
     inode_mw, dir_mw = MetadataWriter(codec), MetadataWriter(codec)
     ids, xattrs = IdTable(), XattrTable(codec)
     export = array("Q", bytes(8 * count))
@@ -167,6 +163,8 @@ def write_image(
             if blocks is None:
                 start, packed, sparse = 0, b"", 0
             else:
+                if blocks.unplaced:  # some of its blocks are still queued
+                    pipeline.write_until(lambda b=blocks: not b.unplaced)
                 start, packed, sparse = blocks.start, blocks.blocks.tobytes(), blocks.sparse
             nlink, holey = link_count.get(owner, 1), owner in holey_files
             _, record = inodes.regular(
@@ -177,18 +175,56 @@ def write_image(
             _, record = inodes.special(btype, common, nlink, xattr, target, rdev)
         ref[owner] = export[owner_number - 1] = inode_mw.append(record)
         itype[owner] = btype
+    return _Metadata(inode_mw, dir_mw, ids, xattrs, export, ref[0])
+
+
+def write_image(
+    out,
+    scanner: Scanner,
+    codec: Codec,
+    processors: int,
+    all_root: bool,
+    epoch: int | None,
+    progress: console.Progress | None,
+    scanned: Callable[[Tree], None],
+) -> int:
+    """Write the image body in format order; returns the inode count.
+
+    ``scanned(tree)`` runs once the whole tree is listed, before any metadata is written: it may
+    refuse the tree (too many ids, mtimes squashfs cannot store).
+    """
+    # 1. Superblock placeholder (rewritten last) and the compressor options block, as an
+    #    uncompressed metadata block, only where mksquashfs writes one.
+    out.write(bytes(fmt.SUPERBLOCK_SIZE))
+    options = codec.options_block()
+    if options:
+        out.write(fmt.U16.pack(len(options) | fmt.METADATA_UNCOMPRESSED) + options)
+
+    # 2. File data and fragment blocks, while the tree is listed (_write_data); then
+    # 3. and 4. inode numbers, inodes and directory listings (_write_inodes), while the compression
+    #    threads finish the last blocks (pipeline.BACKLOG_BYTES); the data ends where they end.
+    pipeline = BlockPipeline(out, out.tell(), codec, processors)
+    try:
+        order, data = _write_data(pipeline, scanner, codec.block_size, progress)
+        tree = scanner.finish()
+        scanned(tree)
+        meta = _write_inodes(tree, order, data, pipeline, codec, all_root, epoch)
+        position = pipeline.finish()
+    finally:
+        pipeline.close()
+    count = len(meta.export)
 
     sb = fmt.Superblock(inode_count=count, block_size=codec.block_size, compressor=codec.squashfs_id)
     sb.mkfs_time = epoch if epoch is not None else int(time.time())
-    sb.root_inode = ref[0]
+    sb.root_inode = meta.root
 
     # 5. Inode table, then directory table.
     sb.inode_table = position
-    inode_bytes = inode_mw.finish()
+    inode_bytes = meta.inodes.finish()
     out.write(inode_bytes)
     position += len(inode_bytes)
     sb.directory_table = position
-    dir_bytes = dir_mw.finish()
+    dir_bytes = meta.directories.finish()
     out.write(dir_bytes)
     position += len(dir_bytes)
 
@@ -198,16 +234,16 @@ def write_image(
     sb.fragment_count = len(fragments)
     for field, entries in (
         ("fragment_table", fragment_entries(fragments)),
-        ("export_table", export_entries(export)),
-        ("id_table", ids.entries()),
+        ("export_table", export_entries(meta.export)),
+        ("id_table", meta.ids.entries()),
     ):
         blob, index = lookup_table(entries, position, codec)
         setattr(sb, field, index)
         out.write(blob)
         position += len(blob)
-    sb.id_count = len(ids)
-    if len(xattrs):
-        blob, sb.xattr_table = xattrs.write(position)
+    sb.id_count = len(meta.ids)
+    if len(meta.xattrs):
+        blob, sb.xattr_table = meta.xattrs.write(position)
         out.write(blob)
         position += len(blob)
 
@@ -219,7 +255,7 @@ def write_image(
         | fmt.FLAG_ALWAYS_FRAGMENTS
         | codec.uncompressed_flags
         | (fmt.FLAG_COMPRESSOR_OPTIONS if options else 0)
-        | (0 if len(xattrs) else fmt.FLAG_NO_XATTRS)
+        | (0 if len(meta.xattrs) else fmt.FLAG_NO_XATTRS)
     )
     out.write(bytes(-position % fmt.DEVICE_BLOCK))
     out.flush()

@@ -2,9 +2,12 @@
 
 N threads (N = processors) compress blocks in small batches; the calling thread, which reads the
 files, writes the results strictly in submission order (a FIFO of pending batches), so the image
-does not depend on how many threads ran or how they were scheduled, and at most IN_FLIGHT batches
-per thread are held, so memory stays flat however large the tree is.  A block that does not shrink
-is stored raw (bit 24 of its size word).
+does not depend on how many threads ran or how they were scheduled. The FIFO holds at most
+BACKLOG_BYTES of blocks (and always IN_FLIGHT batches per thread), so memory stays flat however
+large the tree is. A block that does not shrink is stored raw (bit 24 of its size word).
+
+The backlog lets the caller go on to other work while the threads finish: the image writer builds
+the inode table while the last BACKLOG_BYTES are compressed, instead of leaving CPUs idle.
 
 Threads, not processes: every codec the writer has releases the GIL while it compresses
 (compression.py, measured by benchmarks/gil.py), so N threads compress N blocks at once, and no
@@ -28,7 +31,11 @@ from condainer.fs.compression import Codec
 
 BATCH_BYTES = 256 * 1024  # bytes of blocks handed to a thread at once
 BATCH_ITEMS = 64  # blocks and marks per batch (small blocks, or many files' start marks)
-IN_FLIGHT = 4  # batches per thread queued, being compressed, or waiting to be written
+IN_FLIGHT = 4  # batches per thread that may always be queued, being compressed, or waiting to be written
+# Beyond that, blocks up to this many bytes may wait. When the feeding thread runs ahead of the
+# compression threads, this is the compression left to do once it is done: at zstd 6 about a quarter
+# of a second per thread here, which is what the inode table takes to build (image.py, step 4).
+BACKLOG_BYTES = 32 << 20
 # Compression threads run this much nicer than the thread that feeds them. With as many compression
 # threads as CPUs, the feeding thread (it lists the tree, reads and hashes the files and packs the
 # fragments) would get a fair share of a CPU like any of them, and everything waits for it: on 100k
@@ -48,10 +55,11 @@ class Placed:
 class _Batch:
     """Blocks and marks in submission order; ``done`` is released once ``results`` are in."""
 
-    __slots__ = ("entries", "results", "error", "done")
+    __slots__ = ("entries", "nbytes", "results", "error", "done")
 
-    def __init__(self, entries: list[tuple[bytes | None, Placed, int]]) -> None:
+    def __init__(self, entries: list[tuple[bytes | None, Placed, int]], nbytes: int) -> None:
         self.entries = entries  # (block, or None for a mark; target; index)
+        self.nbytes = nbytes  # of the blocks
         self.results: list[tuple[bytes | None, int]] = []  # per entry: (bytes to write, size word)
         self.error: BaseException | None = None
         self.done = threading.Lock()
@@ -84,7 +92,9 @@ class BlockPipeline:
         self._batch: list[tuple[bytes | None, Placed, int]] = []
         self._batch_bytes = 0
         self._pending: collections.deque[_Batch] = collections.deque()
-        self._limit = IN_FLIGHT * processors
+        self._pending_bytes = 0
+        self._min_batches = IN_FLIGHT * processors
+        self._max_batches = max(self._min_batches, BACKLOG_BYTES // BATCH_BYTES)
         self._inbox: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -136,20 +146,28 @@ class BlockPipeline:
     def _flush_batch(self) -> None:
         if not self._batch:
             return
-        batch = _Batch(self._batch)
+        batch = _Batch(self._batch, self._batch_bytes)
         self._batch = []
         self._batch_bytes = 0
         if not self._threads:
             _compress(batch, None, self._stop)
             self._write(batch)
             return
-        while len(self._pending) >= self._limit:
+        while self._backlog_full():
             self._write_oldest()
         self._pending.append(batch)
+        self._pending_bytes += batch.nbytes
         self._inbox.put(batch)
+
+    def _backlog_full(self) -> bool:
+        pending = len(self._pending)
+        return pending >= self._max_batches or (
+            pending >= self._min_batches and self._pending_bytes >= BACKLOG_BYTES
+        )
 
     def _write_oldest(self) -> None:
         batch = self._pending.popleft()
+        self._pending_bytes -= batch.nbytes
         batch.done.acquire()  # a signal still interrupts the wait (KeyboardInterrupt)
         if batch.error is not None:
             raise batch.error
@@ -163,6 +181,15 @@ class BlockPipeline:
                 write(data)
                 position += len(data)
         self.position = position
+
+    def write_until(self, done: Callable[[], bool]) -> None:
+        """Write queued blocks, oldest first, until ``done()`` holds: e.g. until the last block of
+        a file has been placed. The threads go on compressing the rest."""
+        self._flush_batch()
+        while not done():
+            if not self._pending:
+                raise RuntimeError("write_until: nothing queued can make it true")
+            self._write_oldest()
 
     def finish(self) -> int:
         """Write everything still queued, stop the threads; return the end position."""
@@ -182,3 +209,4 @@ class BlockPipeline:
             thread.join()
         self._threads = []
         self._pending.clear()
+        self._pending_bytes = 0

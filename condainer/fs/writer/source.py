@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat
 
-from condainer.fs.writer.scan import SHORT_PATH, Tree, reachable
+from condainer.fs.writer.scan import SHORT_PATH, Tree, reachable, read_xattrs
 
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
@@ -27,10 +27,15 @@ class SourceError(Exception):
 
 
 class SourceFiles:
-    """Opens entries of ``tree``; holds one directory descriptor at a time (close() releases it)."""
+    """Opens entries of ``tree``; holds one directory descriptor at a time (close() releases it).
 
-    def __init__(self, tree: Tree) -> None:
+    ``xattrs``: read each file's extended attributes into the tree when it is opened; the scan
+    leaves them to this for every non-empty regular file (scan.read_xattrs says why).
+    """
+
+    def __init__(self, tree: Tree, xattrs: bool) -> None:
         self._tree = tree
+        self._xattrs = xattrs
         self._names, self._name_at, self._parent = tree.names, tree.name_at, tree.parent
         self._dir = -1  # entry number of the directory held open
         self._dir_fd = -1
@@ -53,6 +58,14 @@ class SourceFiles:
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise SourceError("", ": not a regular file any more (changed while being packed)")
+        if self._xattrs:
+            try:
+                xattrs = read_xattrs(fd, self._tree)
+            except OSError as exc:
+                os.close(fd)
+                raise SourceError("cannot read ", f": {exc.strerror}") from exc
+            if xattrs:
+                self._tree.xattrs[entry] = xattrs
         return fd, st.st_ctime_ns
 
     def read_whole(self, entry: int, size: int) -> tuple[bytes, int]:
