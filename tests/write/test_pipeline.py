@@ -40,7 +40,8 @@ def stream(rnd: random.Random, count: int) -> list[bytes | None]:
     return items
 
 
-def run(items, codec, processors: int) -> tuple[bytes, list, int]:
+def run(items, codec, processors: int, after_item=None) -> tuple[bytes, list, int]:
+    """Feed ``items`` (None: a mark); ``after_item(i, pipe, record, out)`` runs after each one."""
     out = io.BytesIO()
     pipe = BlockPipeline(out, 96, codec, processors)
     record = Record()
@@ -50,6 +51,8 @@ def run(items, codec, processors: int) -> tuple[bytes, list, int]:
                 pipe.mark(record, i)
             else:
                 pipe.add(block, record, i)
+            if after_item:
+                after_item(i, pipe, record, out)
         end = pipe.finish()
     finally:
         pipe.close()
@@ -139,27 +142,19 @@ def test_write_until_writes_in_order_up_to_what_is_asked(monkeypatch):
     items = stream(random.Random(11), 300)
     codec = make_codec("zstd", None, 8192)
     reference = run(items, codec, 1)
-    out = io.BytesIO()
-    pipe = BlockPipeline(out, 96, codec, 2)
-    record = Record()
-    try:
-        for i, block in enumerate(items):
-            if block is None:
-                pipe.mark(record, i)
-            else:
-                pipe.add(block, record, i)
-            if i == 200:
-                pipe.write_until(lambda: len(record.calls) > 123)
-                assert [c[0] for c in record.calls] == list(range(len(record.calls)))  # in order
-                assert len(record.calls) < 130  # up to the batch holding the one asked for
-                assert out.getvalue() == reference[0][: len(out.getvalue())]
-        pipe.write_until(lambda: len(record.calls) == len(items))  # the last one, not yet in a batch
-        with pytest.raises(RuntimeError, match="nothing queued"):
-            pipe.write_until(lambda: False)
-        end = pipe.finish()
-    finally:
-        pipe.close()
-    assert (out.getvalue(), record.calls, end) == reference
+
+    def write_until(i, pipe, record, out):
+        if i == 200:
+            pipe.write_until(lambda: len(record.calls) > 123)
+            assert [c[0] for c in record.calls] == list(range(len(record.calls)))  # in order
+            assert len(record.calls) < 130  # up to the batch holding the one asked for
+            assert out.getvalue() == reference[0][: len(out.getvalue())]
+        elif i == len(items) - 1:
+            pipe.write_until(lambda: len(record.calls) == len(items))  # the last one, not yet in a batch
+            with pytest.raises(RuntimeError, match="nothing queued"):
+                pipe.write_until(lambda: False)
+
+    assert run(items, codec, 2, write_until) == reference
     assert compress_threads() == []
 
 
