@@ -95,8 +95,11 @@ def slow_codec(monkeypatch, delay: float):
     return codec
 
 
-def most_queued(pipe: BlockPipeline, blocks) -> tuple[int, int]:
-    """Feed ``blocks``; the most batches and block bytes that were ever queued at once."""
+def most_queued(monkeypatch, backlog: int, processors: int, blocks) -> tuple[int, int]:
+    """Feed ``blocks`` to slow threads under BACKLOG_BYTES = ``backlog``; the most batches and
+    block bytes that were ever queued at once."""
+    monkeypatch.setattr(pipeline, "BACKLOG_BYTES", backlog)
+    pipe = BlockPipeline(io.BytesIO(), 0, slow_codec(monkeypatch, 0.001), processors)
     most = most_bytes = 0
     try:
         for i, block in enumerate(blocks):
@@ -109,31 +112,25 @@ def most_queued(pipe: BlockPipeline, blocks) -> tuple[int, int]:
     return most, most_bytes
 
 
+def small_blocks():
+    return (os.urandom(64) * 16 for _ in range(3000))  # 1 KiB: a batch is BATCH_ITEMS of them
+
+
 def test_the_backlog_is_bounded_in_batches(monkeypatch):
-    monkeypatch.setattr(pipeline, "BACKLOG_BYTES", 16 * pipeline.BATCH_BYTES)
-    codec = slow_codec(monkeypatch, 0.001)
-    most, most_bytes = most_queued(
-        BlockPipeline(io.BytesIO(), 0, codec, 2), (os.urandom(64) * 16 for _ in range(3000))
-    )
+    most, most_bytes = most_queued(monkeypatch, 16 * pipeline.BATCH_BYTES, 2, small_blocks())
     assert most == 16  # small blocks: the batch count is the bound
     assert most_bytes == 16 * pipeline.BATCH_ITEMS * 1024
 
 
 def test_the_backlog_is_bounded_in_bytes(monkeypatch):
-    monkeypatch.setattr(pipeline, "BACKLOG_BYTES", 16 * pipeline.BATCH_BYTES)
-    codec = slow_codec(monkeypatch, 0.001)
     big = os.urandom(1024) * 200  # two to a batch: 400 KiB
-    most, most_bytes = most_queued(BlockPipeline(io.BytesIO(), 0, codec, 2), (big for _ in range(200)))
+    most, most_bytes = most_queued(monkeypatch, 16 * pipeline.BATCH_BYTES, 2, (big for _ in range(200)))
     assert most_bytes == 11 * 2 * len(big)  # the first count at or above BACKLOG_BYTES
     assert most == 11
 
 
 def test_each_thread_always_has_batches_in_flight(monkeypatch):
-    monkeypatch.setattr(pipeline, "BACKLOG_BYTES", pipeline.BATCH_BYTES)  # less than that floor
-    codec = slow_codec(monkeypatch, 0.001)
-    most, _ = most_queued(
-        BlockPipeline(io.BytesIO(), 0, codec, 3), (os.urandom(64) * 16 for _ in range(3000))
-    )
+    most, _ = most_queued(monkeypatch, pipeline.BATCH_BYTES, 3, small_blocks())  # less than that floor
     assert most == pipeline.IN_FLIGHT * 3
 
 

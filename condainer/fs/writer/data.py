@@ -44,6 +44,15 @@ class BlockList(Placed):
         self.sparse = 0  # bytes of all-zero blocks, stored as holes
         self.unplaced = 0  # start mark and blocks queued but not written yet: the list is final at 0
 
+    def queue_start(self, pipeline: BlockPipeline) -> None:
+        """Have the pipeline report where the file's data starts (placed(-1, ...))."""
+        self.unplaced += 1
+        pipeline.mark(self, -1)
+
+    def queue_block(self, pipeline: BlockPipeline, block: bytes, index: int) -> None:
+        self.unplaced += 1
+        pipeline.add(block, self, index)
+
     def placed(self, index: int, position: int, word: int) -> None:
         if index < 0:
             self.start = position
@@ -216,8 +225,7 @@ class DataWriter:
         self._new_record()
         full, tail = divmod(size, bs)
         blocks = self.blocks[record] = BlockList(full)
-        blocks.unplaced += 1
-        self._pipeline.mark(blocks, -1)
+        blocks.queue_start(self._pipeline)
         holes = _Holes(fd, size) if whole is None else None
         for i in range(full):
             if holes is not None and holes.covers(i * bs, bs):
@@ -227,8 +235,7 @@ class DataWriter:
             if block == self._zero:
                 blocks.sparse += bs
             else:
-                blocks.unplaced += 1
-                self._pipeline.add(block, blocks, i)
+                blocks.queue_block(self._pipeline, block, i)
         if tail:
             data = whole[full * bs :] if whole is not None else read_exactly(fd, tail, full * bs)
             self.fragment[record], self.offset[record] = self.fragments.add(data)

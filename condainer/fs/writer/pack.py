@@ -86,7 +86,7 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
 
                 def scanned(tree: Tree) -> None:
                     if progress:
-                        progress.close()  # the data is written: end its line before any message
+                        progress.close()  # every file is read: end its line before any message
                     _check_tree(tree, src_b, options.all_root, epoch)
 
                 try:

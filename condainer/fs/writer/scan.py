@@ -140,9 +140,11 @@ def read_xattrs(where: bytes | int, tree: Tree) -> tuple[tuple[bytes, bytes], ..
 
     By descriptor where one is open anyway: listxattr has no form relative to a directory, and by
     path the kernel walks every component again (2-3 us a file here, against under 1)."""
-    follow = {} if isinstance(where, int) else {"follow_symlinks": False}
+    # A path's last component is not followed if a symlink; a descriptor is the file itself, and
+    # Python refuses follow_symlinks=False with one.
+    follow = isinstance(where, int)
     try:
-        names = os.listxattr(where, **follow)
+        names = os.listxattr(where, follow_symlinks=follow)
     except OSError as exc:
         if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
             return ()
@@ -155,7 +157,7 @@ def read_xattrs(where: bytes | int, tree: Tree) -> tuple[tuple[bytes, bytes], ..
         if not any(raw.startswith(p) for p in fmt.XATTR_PREFIXES):
             tree.skipped_xattrs.add(raw)  # e.g. system.posix_acl_*: squashfs cannot store them
             continue
-        pairs.append((raw, os.getxattr(where, name, **follow)))
+        pairs.append((raw, os.getxattr(where, name, follow_symlinks=follow)))
     return tuple(sorted(pairs))
 
 
@@ -222,17 +224,16 @@ class Scanner:
                                 continue
                             first_name[key] = index
                             tree.link_count[index] = 1
-                        if stat.S_ISREG(mode) and est.st_size:
-                            tree.files += 1  # its xattrs are read when it is opened (source.py)
+                        if stat.S_ISREG(mode):
+                            tree.files += 1
                             tree.bytes_in += est.st_size
-                            continue
+                            if est.st_size:
+                                continue  # its xattrs are read when it is opened (source.py)
                         xattrs = read_xattrs(local_prefix + name, tree)
                         if xattrs:
                             tree.xattrs[index] = xattrs
                         if stat.S_ISLNK(mode):
                             tree.target[index] = os.readlink(name, dir_fd=dir_fd)
-                        elif stat.S_ISREG(mode):
-                            tree.files += 1  # empty: never opened
                         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
                             tree.rdev[index] = est.st_rdev
                 finally:

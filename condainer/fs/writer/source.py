@@ -36,7 +36,6 @@ class SourceFiles:
     def __init__(self, tree: Tree, xattrs: bool) -> None:
         self._tree = tree
         self._xattrs = xattrs
-        self._names, self._name_at, self._parent = tree.names, tree.name_at, tree.parent
         self._dir = -1  # entry number of the directory held open
         self._dir_fd = -1
 
@@ -46,12 +45,12 @@ class SourceFiles:
 
         O_NONBLOCK: a FIFO put in its place must not make the pack wait forever for a writer.
         """
-        directory = self._parent[entry]
+        tree = self._tree
+        directory = tree.parent[entry]
         try:
             if directory != self._dir:
                 self._enter(directory)
-            name = bytes(self._names[self._name_at[entry] : self._name_at[entry + 1]])
-            fd = os.open(name, _FILE_FLAGS, dir_fd=self._dir_fd)
+            fd = os.open(tree.name(entry), _FILE_FLAGS, dir_fd=self._dir_fd)
         except OSError as exc:
             raise SourceError("cannot read ", f": {exc.strerror}") from exc
         st = os.fstat(fd)
