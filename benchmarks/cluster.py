@@ -94,17 +94,26 @@ def table(rows: list[dict]) -> str:
 def measure_premounted(cluster, project_dir, cnd: list[str], *, ranks: list[int], backends: list[str],
                        repeats: int) -> list[dict]:
     """With the image mounted on the node beforehand (`cnd mount` in a step of its own), what every
-    rank but the first meets: `cnd exec -- python` against the environment's python started by
-    path, interleaved; rows as measure_all's."""
+    rank but the first meets on the host: `cnd exec -- python` against the environment's python
+    started by path, interleaved; and the same step through a launcher and `cnd exec` in a private
+    namespace, which each step makes for itself (its first rank starts the holder, the others wait
+    for it and join). Rows as measure_all's."""
+    host = ["env", "CONDAINER_MOUNT_MODE=host"]
     mountpoint = _run_cnd_step(cluster, project_dir, [*cnd, "-q", "-d", str(project_dir), "mount", "-p"]).strip()
     _run_cnd_step(cluster, project_dir, [*cnd, "-q", "-d", str(project_dir), "umount"])
     rows = []
     for backend in backends:
         _run_cnd_step(cluster, project_dir, [*cnd, "-q", "-d", str(project_dir), "mount", "--backend", backend])
         try:
-            variants = {f"env python, image mounted ({backend})": [f"{mountpoint}/bin/python", "-c", PROBE],
-                        f"cnd exec {backend}, image mounted": [*cnd, "-q", "-d", str(project_dir), "exec",
-                                                               "--", "python", "-c", PROBE]}
+            exec_python = [*cnd, "-q", "-d", str(project_dir), "exec", "--backend", backend, "--", "python", "-c",
+                           PROBE]
+            variants = {f"env python, image mounted ({backend})": [*host, f"{mountpoint}/bin/python", "-c", PROBE],
+                        f"cnd exec {backend}, image mounted": [*host, *exec_python],
+                        f"cnd exec {backend}, namespace": ["env", "CONDAINER_MOUNT_MODE=namespace", *exec_python]}
+            if backend == "native":  # a launcher mounts with condainer.yml's backend: auto, here native
+                variants[f"launcher, host mode ({backend})"] = [*host, f"{project_dir}/bin/python", "-c", PROBE]
+                variants[f"launcher, namespace ({backend})"] = ["env", "CONDAINER_MOUNT_MODE=namespace",
+                                                                f"{project_dir}/bin/python", "-c", PROBE]
             for n in ranks:
                 runs: dict[str, list[dict]] = {what: [] for what in variants}
                 for _ in range(repeats):
@@ -126,16 +135,16 @@ def _run_cnd_step(cluster, project_dir, argv: list[str]) -> str:
 
 
 def ratios(rows: list[dict]) -> list[str]:
-    """`cnd exec` against the env's python on a pre-mounted image, per backend and rank count."""
+    """Each way of starting a rank against the env's python on a pre-mounted image, per backend and
+    rank count."""
     by = {(r["what"], r["ranks"]): r for r in rows if "srun" in r}
     lines = []
     for (what, n), row in sorted(by.items()):
-        if what.startswith("cnd exec ") and what.endswith(", image mounted"):
-            backend = what.split()[2].rstrip(",")
-            base = by.get((f"env python, image mounted ({backend})", n))
-            if base:
-                lines.append(f"- {backend}, {n} ranks: srun {row['srun']:.2f} s vs {base['srun']:.2f} s = "
-                             f"{row['srun'] / base['srun']:.2f}x")
+        backend = next((b for b in ("native", "python") if b in what), None)
+        base = by.get((f"env python, image mounted ({backend})", n))
+        if base and not what.startswith("env python") and not what.startswith("srun python"):
+            lines.append(f"- {what}, {n} ranks: srun {row['srun']:.2f} s vs {base['srun']:.2f} s = "
+                         f"{row['srun'] / base['srun']:.2f}x")
     return lines
 
 

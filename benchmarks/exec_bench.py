@@ -54,6 +54,9 @@ def run(quick: bool, repeats: int, backends: list[str]) -> str:
     from benchmarks import exec_cost
 
     cost = exec_cost.run(project, backends, runs=10 if quick else 30)
+    from benchmarks import rank_cost
+
+    cost += "\n" + rank_cost.run(project, exec_cost.user_venv(), 10 if quick else 30, unpacked=env)
     rank_counts = [1, 8] if quick else [1, 8, 32, 64]
     rows = []
     for ranks in rank_counts:

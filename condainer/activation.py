@@ -19,7 +19,7 @@ def kind(prefix: os.PathLike | str) -> str:
     return "plain"
 
 
-def _env_vars(prefix: str) -> dict[str, str]:
+def env_vars(prefix: str) -> dict[str, str]:
     """`variables:` of environment.yml, as conda keeps them in conda-meta/state."""
     try:
         with open(os.path.join(prefix, "conda-meta", "state"), "rb") as fh:
@@ -59,7 +59,7 @@ def activated_environ(prefix: os.PathLike | str, base: dict[str, str] | None = N
     env["CONDA_PREFIX"] = prefix
     env["CONDA_DEFAULT_ENV"] = prefix
     env["CONDA_SHLVL"] = "1"
-    env.update(_env_vars(prefix))
+    env.update(env_vars(prefix))
     scripts = activate_scripts(prefix)
     if not scripts:
         return env

@@ -28,6 +28,7 @@ from condainer.project import Project
 from condainer.safedir import ensure_private_dir
 from condainer.scripts import write_scripts
 from condainer.sessions import build_lock
+from condainer.sharing import open_to_project
 
 EXAMPLE_ENVIRONMENT = """\
 # Example conda environment: replace it with your own environment.yml.
@@ -334,6 +335,7 @@ def _build(project: Project, *, backend: str | None, force: bool, dryrun: bool, 
             times["environment"] = time.monotonic() - started
             if buildsteps.PACK in steps:
                 console.info(f"[5] packing {staging} into {image.name}")
+                open_to_project(staging, project.directory)  # readable by whoever can read the project
                 with locking.reproducible(locking.staged_epoch(staging, epoch)):
                     used = pack(staging, image, options, backend)
                 console.info(f"    packed with the {used} backend")

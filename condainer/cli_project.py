@@ -68,8 +68,11 @@ def lock_cmd() -> None:
 
 @click.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @backend_or_config
+@click.option("--mount-mode", type=click.Choice(("auto", "namespace", "host")), default=None,
+              help="namespace: a private mount in a user namespace; host: the node's mount table; auto: a "
+                   "namespace where the kernel allows it (default: the `mount_mode` of condainer.yml).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
-def exec_cmd(backend: str | None, command: tuple[str, ...]) -> None:
+def exec_cmd(backend: str | None, mount_mode: str | None, command: tuple[str, ...]) -> None:
     """Run COMMAND inside the environment (mounting and unmounting as needed): cnd exec -- CMD ARGS."""
     from condainer.runner import exec_command
 
@@ -77,7 +80,7 @@ def exec_cmd(backend: str | None, command: tuple[str, ...]) -> None:
     argv = list(command)
     if argv and argv[0] == "--":
         argv = argv[1:]
-    sys.exit(exec_command(Path(g.directory), argv, backend=backend, dryrun=g.dryrun))
+    sys.exit(exec_command(Path(g.directory), argv, backend=backend, dryrun=g.dryrun, mount_mode=mount_mode))
 
 
 @click.command()

@@ -23,6 +23,7 @@ from condainer.errors import ConfigError
 from condainer.fs.compression import level_range
 from condainer.fs.options import COMPRESSIONS, DEFAULT_BLOCK_SIZE, DEFAULT_COMPRESSION
 from condainer.layout import CONFIG_NAME, expand_base, unset_variable, write_cache
+from condainer.private_mount import MODES as MOUNT_MODES
 from condainer.yamlfile import read_mapping_and_text
 
 HEADER = """\
@@ -37,6 +38,8 @@ HEADER = """\
 # backend: auto (native tools when present), native or python
 # virtual_packages: what the compute nodes have when it differs from this machine, e.g.
 #                   {cuda: "12.4", glibc: "2.28", archspec: x86_64_v3}; wins over CONDA_OVERRIDE_*
+# mount_mode: auto (default: a private mount in a user namespace where the kernel allows it),
+#             namespace, or host (the node's own mount table, shared through a reference count)
 # launchers: all (default), none, or a list such as [python, snakemake]: `cnd build` writes one
 #            launcher per executable into bin/ (<project>/bin/python runs the env's python)
 """
@@ -62,7 +65,7 @@ def defaults() -> dict[str, Any]:
 # Keys of upstream Condainer that we read (or knowingly ignore) beside those of defaults().
 UPSTREAM_KEYS = ("user_env_name", "non_conda_application", "multiuser_mountpoint")
 # Our keys that `cnd init` does not write: absent means empty.
-OPTIONAL_KEYS = (YML_KEY, "launchers")
+OPTIONAL_KEYS = (YML_KEY, "launchers", "mount_mode")
 UUID_RE = re.compile(r"[0-9A-Fa-f-]+")
 
 
@@ -117,6 +120,10 @@ def _validate(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
         lo, hi = levels
         if not lo <= level <= hi:
             raise bad("compression_level", f"{compression} level must be {lo}..{hi}, not {level}")
+    mode = cfg.get("mount_mode") or "auto"
+    if mode not in MOUNT_MODES:
+        raise bad("mount_mode", f"must be one of {', '.join(MOUNT_MODES)}, not {mode!r}")
+    cfg["mount_mode"] = mode
     cfg[YML_KEY] = _virtual_packages(cfg.get(YML_KEY), path, bad)
     cfg["launchers"] = _launchers(cfg.get("launchers"), bad)
     return cfg

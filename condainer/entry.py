@@ -12,16 +12,17 @@ import os
 import sys
 
 BACKENDS = ("auto", "native", "python")
+MOUNT_MODES = ("auto", "namespace", "host")  # private_mount.MODES, not imported: this path stays lean
 
 
 class Request:
-    """`cnd [-q] [-y] [-d DIR] exec [--backend B] [--] CMD...` or `... mount [--backend B] [-p]`,
-    taken apart."""
+    """`cnd [-q] [-y] [-d DIR] exec [--backend B] [--mount-mode M] [--] CMD...` or
+    `... mount [--backend B] [-p]`, taken apart."""
 
-    __slots__ = ("name", "directory", "quiet", "dryrun", "backend", "command", "print_path")
+    __slots__ = ("name", "directory", "quiet", "dryrun", "backend", "command", "print_path", "mount_mode")
 
     def __init__(self, name: str, directory: str, quiet: bool, dryrun: bool, backend: str | None,
-                 command: list[str], print_path: bool = False) -> None:
+                 command: list[str], print_path: bool = False, mount_mode: str | None = None) -> None:
         self.name = name
         self.directory = directory
         self.quiet = quiet
@@ -29,6 +30,7 @@ class Request:
         self.backend = backend
         self.command = command
         self.print_path = print_path
+        self.mount_mode = mount_mode
 
 
 def _global_flags(args: list[str]) -> tuple[int, bool, bool, str | None] | None:
@@ -68,15 +70,21 @@ def parse(args: list[str]) -> Request | None:
     i, quiet, dryrun, directory = flags
     name = args[i]
     i += 1
-    backend, print_path = None, False
+    backend, print_path, mode = None, False, None
     while i < len(args):
         arg = args[i]
         if arg == "--backend" and i + 1 < len(args):
             backend = args[i + 1]
             i += 2
             continue
+        if arg == "--mount-mode" and name == "exec" and i + 1 < len(args):
+            mode = args[i + 1]
+            i += 2
+            continue
         if arg.startswith("--backend="):
             backend = arg[len("--backend=") :]
+        elif arg.startswith("--mount-mode=") and name == "exec":
+            mode = arg[len("--mount-mode=") :]
         elif name == "mount" and arg in ("-p", "--print"):
             print_path = True
         elif name == "exec" and arg == "--":
@@ -90,9 +98,11 @@ def parse(args: list[str]) -> Request | None:
     command = args[i:] if name == "exec" else []
     if command[:1] == ["--"]:
         command = command[1:]  # `cnd exec -- -- CMD`, as click passes it on
-    if (name == "exec" and not command) or (backend is not None and backend not in BACKENDS):
+    if (name == "exec" and not command) or (backend is not None and backend not in BACKENDS) \
+            or (mode is not None and mode not in MOUNT_MODES):
         return None
-    return Request(name, os.path.abspath(directory or os.getcwd()), quiet, dryrun, backend, command, print_path)
+    return Request(name, os.path.abspath(directory or os.getcwd()), quiet, dryrun, backend, command, print_path,
+                   mode)
 
 
 def _interrupt(signum, _frame):
@@ -149,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
 
         if request.name == "exec":
             return runner.exec_command(request.directory, request.command, backend=request.backend,
-                                       dryrun=request.dryrun)
+                                       dryrun=request.dryrun, mount_mode=request.mount_mode)
         path = runner.mount_project(request.directory, backend=request.backend, dryrun=request.dryrun)
         if request.print_path:
             print(path, flush=True)

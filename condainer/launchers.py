@@ -11,13 +11,13 @@ search for condainer. Moving the project is detected at start; `cnd launchers` w
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 import condainer
 from condainer.layout import write_atomically
 
 MARK = "# condainer launcher"
-SHEBANG_MAX = 255  # Linux reads at most 256 bytes of the interpreter line (128 before 5.1)
 
 
 def executables(bin_dir: str) -> list[str]:
@@ -45,16 +45,9 @@ def chosen(available: list[str], setting: str | list[str]) -> tuple[list[str], l
     return [n for n in setting if n in have], [n for n in setting if n not in have]
 
 
-def _interpreter_lines() -> str:
-    """The interpreter line: the python cnd runs on, with -I -S (no site: the launcher sets its own
-    path). A path the kernel cannot take on a #! line (spaces, too long) goes through /bin/sh with a
-    line that is an exec in sh and a harmless string expression in Python."""
-    python = sys.executable
-    line = f"#!{python} -IS"
-    if len(line) <= SHEBANG_MAX and not any(c.isspace() for c in python):
-        return line + "\n"
-    quoted = "'" + python.replace("'", "'\"'\"'") + "'"
-    return f"#!/bin/sh\n'exec' {quoted} '-IS' \"$0\" \"$@\"\n"
+def sh_quote(text: str) -> str:
+    """TEXT as one word of POSIX sh, in single quotes."""
+    return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
 def package_root() -> str:
@@ -63,18 +56,89 @@ def package_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(condainer.__file__)))
 
 
-def text(project_dir: str, name: str) -> str:
-    """The launcher of NAME for PROJECT_DIR."""
+def _activation(prefix: str) -> tuple[list[str], list[str]]:
+    """(sh lines that activate PREFIX as activation.activated_environ does, its activate.d scripts)."""
+    from condainer import activation
+
+    lines = ["unset PYTHONHOME", 'PATH="$prefix/bin${PATH:+:$PATH}"; export PATH']
+    what = activation.kind(prefix)
+    if what == "venv":
+        lines.append('VIRTUAL_ENV="$prefix"; export VIRTUAL_ENV')
+    if what != "conda":
+        return lines, []
+    lines.append('CONDA_PREFIX="$prefix"; CONDA_DEFAULT_ENV="$prefix"; CONDA_SHLVL=1; '
+                 "export CONDA_PREFIX CONDA_DEFAULT_ENV CONDA_SHLVL")
+    for key, value in activation.env_vars(prefix).items():
+        if key.replace("_", "a").isalnum() and not key[0].isdigit():
+            lines.append(f"{key}={sh_quote(value)}; export {key}")
+    return lines, activation.activate_scripts(prefix)
+
+
+def _fast_path(layout, name: str, prefix: str) -> str:
+    """Join this user's private mount on this node when its holder's record is there and valid:
+    only node-local files are read (the record in /dev/shm, /proc) besides this file and a stat of
+    the image, and no Python starts before the command. When there is no holder yet, one launcher
+    (the one that creates ``RECORD.starting``) starts condainer, which makes it, and the launchers
+    that start meanwhile (the other ranks of a job step) wait for that one, then join."""
+    tools = "/usr/bin:/bin:/usr/sbin:/sbin"
+    nsenter = shutil.which("nsenter") or shutil.which("nsenter", path=tools)
+    if not nsenter:
+        return "# (no nsenter on this machine when the launcher was written: condainer joins by itself)\n"
+    flock = shutil.which("flock") or shutil.which("flock", path=tools)
+    from condainer import private_mount
+
+    lines, scripts = _activation(prefix)
+    command = f'"$prefix/bin/{name}"' if os.sep not in name else sh_quote(name)
+    if scripts:
+        bash = shutil.which("bash") or "/bin/bash"
+        sources = "".join(f". {sh_quote(s)} || {{ echo \"cnd: error: an activate.d script of {prefix} failed: "
+                          f"{os.path.basename(s)}\" >&2; exit 1; }}; " for s in scripts)
+        then = 'exec "$0" "$@"'
+        command = f"{sh_quote(bash)} -c {sh_quote(sources + then)} {command}"
+    record = os.path.join(private_mount.REGISTRY_ROOT, ".condainer-$uid", f"{layout.uuid}-${{host%%.*}}")
+    body = "\n".join("    " + line for line in lines)
+    text = (
+        "while read -r key uid _; do [ \"$key\" = Uid: ] && break; done </proc/self/status\n"
+        "read -r host </proc/sys/kernel/hostname\n"
+        f'record="{record}${{SLURM_STEP_ID:+-$SLURM_JOB_ID.$SLURM_STEP_ID}}"\n'
+        'started() { shift 19; [ "$1" = "$start" ]; }  # field 22 of /proc/PID/stat: not a reused pid\n'
+        "join() {  # become the command in the holder's namespace, if its record is valid\n"
+        '    [ -O "${record%/*}" ] && [ -r . ] && { read -r pid start id mp <"$record"; } 2>/dev/null \\\n'
+        f'        && [ "$mp" = {sh_quote(layout.mountpoint)} ] && ! [ "$image" -nt "$record" ] \\\n'
+        '        && { read -r stat <"/proc/$pid/stat"; } 2>/dev/null && started ${stat##*\') \'} || return 0\n'
+        f"{body}\n"
+        f'    exec {sh_quote(nsenter)} --preserve-credentials -U -m -t "$pid" --wd=. -- {command} "$@"\n'
+        "}\n"
+        'join "$@"\n'
+    )
+    if flock:
+        text += (
+            'if [ -O "${record%/*}" ]; then  # no holder: one launcher starts condainer, the others wait for it\n'
+            "    set -C\n"
+            '    if { command exec 9>"$record.starting"; } 2>/dev/null; then\n'
+            f"        set +C; {sh_quote(flock)} 9 && CONDAINER_STARTING_FD=9 && export CONDAINER_STARTING_FD\n"
+            "    else\n"
+            '        set +C\n'
+            '        if { command exec 9<"$record.starting"; } 2>/dev/null; then\n'
+            f'            {sh_quote(flock)} -s -w 60 9; exec 9<&-; join "$@"\n'
+            "        fi\n"
+            "    fi\n"
+            "fi\n"
+        )
+    return text
+
+
+def _slow_path(project_dir: str, name: str) -> str:
+    """Start condainer (the one that wrote this launcher, or the user's own `cnd`), which mounts as
+    the project says and then becomes the command."""
     root = package_root()
     # The writer's other paths (its site-packages: the Python FUSE backend's modules) go last, so
     # the standard library and condainer are found first and a plain start searches nothing more.
     # (sys.path[0] is the writer's script directory or, for -m, its working directory: not wanted)
     extra = [p for p in sys.path[1:] if p and p != root and os.path.isabs(p)]
-    return (
-        _interpreter_lines()
-        + f"{MARK} for {name!r} of {project_dir!r}: `cnd exec -- {name} ARGS...` as one program.\n"
-        "# Written by `cnd build` / `cnd launchers`; run `cnd launchers` again after moving the project.\n"
+    code = (
         "import sys\n"
+        "sys.argv[:2] = sys.argv[1:2]\n"
         f"sys.path.insert(0, {root!r})\n"
         f"sys.path += [p for p in {extra!r} if p not in sys.path]\n"
         "try:\n"
@@ -83,6 +147,38 @@ def text(project_dir: str, name: str) -> str:
         f"    sys.exit(f'cnd: error: {{sys.argv[0]}}: cannot import condainer from {root}: {{exc}}: '\n"
         "             'reinstall it, or run `cnd launchers` in the project directory')\n"
         f"main({project_dir!r}, {name!r})\n"
+    )
+    python = sys.executable
+    return (
+        f"python={sh_quote(python)}\n"
+        f'if [ -x "$python" ] && [ -r {sh_quote(os.path.join(root, "condainer", "launch.py"))} ]; then\n'
+        f'    exec "$python" -IS -c {sh_quote(code)} "$0" "$@"\n'
+        "fi\n"
+        "if command -v cnd >/dev/null 2>&1; then  # the writer's condainer is not usable by this user\n"
+        f"    exec cnd -d {sh_quote(project_dir)} exec -- {sh_quote(name)} \"$@\"\n"
+        "fi\n"
+        f'echo "cnd: error: $0: the condainer that wrote it ($python) cannot be used by you and no cnd is '
+        'on PATH: install condainer, or run \\`cnd launchers\\` in the project with yours" >&2\n'
+        "exit 1\n"
+    )
+
+
+def text(project_dir: str, name: str, prefix: str | None = None) -> str:
+    """The launcher of NAME for PROJECT_DIR, a POSIX sh script; PREFIX is where the environment is
+    readable now (the staging directory or the mounted image: the same path), to read how it is
+    activated."""
+    from condainer.runner import load_layout
+
+    layout = load_layout(project_dir)
+    prefix = prefix or layout.env_prefix
+    return (
+        "#!/bin/sh\n"
+        f"{MARK} for {name!r} of {project_dir!r}: `cnd exec -- {name} ARGS...` as one program.\n"
+        "# Written by `cnd build` / `cnd launchers`; run `cnd launchers` again after moving the project.\n"
+        f"image={sh_quote(layout.image)}\n"
+        f"prefix={sh_quote(prefix)}\n"
+        + _fast_path(layout, name, prefix)
+        + _slow_path(project_dir, name)
     )
 
 
@@ -101,7 +197,7 @@ def _write(path: str, data: str) -> None:
     write_atomically(path, data.encode("utf-8", "surrogateescape"), mode=0o755)
 
 
-def write(project_dir: str, names: list[str]) -> tuple[list[str], list[str]]:
+def write(project_dir: str, names: list[str], prefix: str | None = None) -> tuple[list[str], list[str]]:
     """Write the launchers of NAMES into PROJECT_DIR/bin and remove launchers of other names.
     Returns (written, skipped: files of those names that are not ours, left as they are)."""
     from condainer.errors import CondainerError
@@ -115,7 +211,7 @@ def write(project_dir: str, names: list[str]) -> tuple[list[str], list[str]]:
             if os.path.lexists(path) and not is_launcher(path):
                 skipped.append(name)
                 continue
-            _write(path, text(project_dir, name))
+            _write(path, text(project_dir, name, prefix))
             written.append(name)
         keep = set(names)
         for other in os.listdir(bin_dir):
@@ -136,7 +232,7 @@ def update(project_dir: str, env_bin: str, setting: str | list[str]) -> list[str
     for name in missing:
         print(f"cnd: warning: launchers: {name} is not an executable of the environment; no launcher",
               file=sys.stderr)
-    written, skipped = write(project_dir, names)
+    written, skipped = write(project_dir, names, os.path.dirname(os.path.abspath(env_bin)))
     for name in skipped:
         print(f"cnd: warning: {os.path.join(project_dir, 'bin', name)} is not a condainer launcher; "
               "left as it is", file=sys.stderr)

@@ -15,7 +15,7 @@ CONFIG_NAME = "condainer.yml"
 CACHE_NAME = ".condainer-exec"
 _CACHE_FORMAT = "condainer exec cache 1"
 _SEPARATOR = "\n--- condainer.yml ---\n"
-_FIELDS = ("uuid", "mount_base_directory", "multiuser_mountpoint", "user_env_name", "backend")
+_FIELDS = ("uuid", "mount_base_directory", "multiuser_mountpoint", "user_env_name", "backend", "mount_mode")
 
 
 def hostname() -> str:
@@ -62,16 +62,17 @@ class Layout:
     """The paths of one project on this node, for this user (plain strings: no pathlib on the
     per-rank path)."""
 
-    __slots__ = ("directory", "uuid", "mount_base", "multiuser", "user_env_name", "backend")
+    __slots__ = ("directory", "uuid", "mount_base", "multiuser", "user_env_name", "backend", "mount_mode")
 
     def __init__(self, directory: str, uuid: str, mount_base: str, *, multiuser: bool = False,
-                 user_env_name: str = "", backend: str = "auto") -> None:
+                 user_env_name: str = "", backend: str = "auto", mount_mode: str = "auto") -> None:
         self.directory = directory
         self.uuid = uuid
         self.mount_base = mount_base
         self.multiuser = multiuser
         self.user_env_name = user_env_name
         self.backend = backend
+        self.mount_mode = mount_mode  # auto, namespace or host (private_mount.choose_mode)
 
     @property
     def image(self) -> str:
@@ -167,7 +168,8 @@ def cached(directory: str) -> Layout | None:
     if unset_variable(base) is not None:
         return None
     return Layout(directory, values["uuid"], expand_base(base), multiuser=values["multiuser_mountpoint"] == "1",
-                  user_env_name=values["user_env_name"], backend=values["backend"])
+                  user_env_name=values["user_env_name"], backend=values["backend"],
+                  mount_mode=values["mount_mode"])
 
 
 def write_cache(directory: str, text: bytes, raw: dict) -> None:
@@ -179,6 +181,7 @@ def write_cache(directory: str, text: bytes, raw: dict) -> None:
         "multiuser_mountpoint": "1" if raw.get("multiuser_mountpoint") else "0",
         "user_env_name": str(raw.get("user_env_name") or ""),
         "backend": str(raw.get("backend") or "auto"),
+        "mount_mode": str(raw.get("mount_mode") or "auto"),
     }
     if any("\n" in v or "\r" in v for v in values.values()):
         return  # cannot be written as one line: the full load runs every time

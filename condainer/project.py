@@ -28,7 +28,8 @@ class Project:
         cfg = self.cfg
         return Layout(str(self.directory), str(cfg["uuid"]), cfg["mount_base_directory"],
                       multiuser=bool(cfg.get("multiuser_mountpoint")),
-                      user_env_name=str(cfg.get("user_env_name") or ""), backend=cfg.get("backend", "auto"))
+                      user_env_name=str(cfg.get("user_env_name") or ""), backend=cfg.get("backend", "auto"),
+                      mount_mode=cfg.get("mount_mode") or "auto")
 
     @property
     def uuid(self) -> str:

@@ -36,6 +36,13 @@ def status(directory: Path) -> dict[str, Any]:
         with sessions.locked():
             running = sessions.active()
             pinned = sessions.pinned
+    from condainer import private_mount
+
+    try:
+        mode, why = private_mount.choose_mode(None, project.cfg.get("mount_mode") or "auto")
+    except CondainerError as exc:
+        mode, why = "namespace", f"asked for, but NOT usable: {exc.message}"
+    holder = private_mount.current(project.layout)
     backend = None
     if entry:
         backend = BACKEND_BY_FSTYPE.get(entry.fstype, "python" if "condainer" in entry.fstype + entry.source else entry.fstype)
@@ -52,6 +59,9 @@ def status(directory: Path) -> dict[str, Any]:
         "mounted_by_other_uid": mounts.other_users_mount(mp),
         "pinned": pinned,
         "execs_running": len(running),
+        "mount_mode": mode,
+        "mount_mode_reason": why,
+        "private_mount": None if holder is None else {"holder_pid": holder.pid, "record": private_mount.registry_dir()},
         "environment": str(project.env_prefix),
         "lock": _lock_status(project),
     }
@@ -96,6 +106,10 @@ def format_status(data: dict[str, Any]) -> str:
         + (f", by another user (uid {data['mounted_by_other_uid']}): not usable by you"
            if data["mounted_by_other_uid"] is not None else ""),
         f"execs        {data['execs_running']} running" + (", pinned by `cnd mount`" if data["pinned"] else ""),
+        f"mount mode   {data['mount_mode']} for exec and launchers: {data['mount_mode_reason']}",
+        "private      " + ("none on this node for you" if data["private_mount"] is None else
+                           f"mounted in the namespace of pid {data['private_mount']['holder_pid']} (join it: "
+                           f"nsenter -U -m --preserve-credentials -t {data['private_mount']['holder_pid']})"),
         f"lock         {lock_line(data['lock'])}",
     ]
     return "\n".join(lines)
@@ -111,6 +125,11 @@ def prereq(directory: Path | None = None) -> tuple[list[str], bool]:
     lines.append(f"mount:  {mounter.backend} ({mounter.tool}): {mounter.reason}")
     fuse = select.fuse_problem()
     lines.append(f"fuse:   {'usable' if fuse is None else 'NOT usable: ' + fuse}")
+    from condainer import private_mount
+
+    private = private_mount.problem()
+    lines.append("mount mode (auto): " + ("namespace: unprivileged user namespaces are available, each user mounts "
+                                          "privately" if private is None else f"host: {private}"))
     try:
         import mfusepy  # noqa: F401  (imported only to prove the Python FUSE backend can load)
         lines.append("python FUSE backend: mfusepy importable")

@@ -129,6 +129,11 @@ def umount_project(directory: os.PathLike | str, *, dryrun: bool = False) -> Non
     if dryrun:
         _dry_run(f"unmount {mp} if mounted and no exec is running")
         return
+    from condainer import private_mount
+
+    holder = private_mount.ask_to_retire(layout)
+    if holder is not None:
+        _info(f"the private mount of pid {holder} takes no new commands and ends with its last one")
     if mounts.find_mount(mp) is None and not os.path.isdir(layout.state_dir):
         _info(f"{mp} is not mounted")  # never used on this node: nothing to unpin either
         return
@@ -258,9 +263,25 @@ def _run_child(executable: str, argv: list[str], env: dict[str, str]) -> int:
     return 128 - code if code < 0 else code
 
 
+def _replace_with(executable: str, argv: list[str], env: dict[str, str]) -> None:
+    """Become the command (execve): signals, exit code, terminal and descriptors are then its own,
+    with nothing in between. SIGPIPE and SIGXFSZ go back to their defaults, which Python changed."""
+    for signum in _DEFAULT_IN_CHILD:
+        signal.signal(signum, signal.SIG_DFL)
+    try:
+        os.execve(executable, argv, env)
+    except FileNotFoundError:
+        raise CondainerError(f"command not found: {argv[0]}", exit_code=127) from None
+    except PermissionError:
+        raise CondainerError(f"permission denied: {argv[0]}", exit_code=126) from None
+    except OSError as exc:
+        raise CondainerError(f"cannot execute {argv[0]}: {exc.strerror}", exit_code=126) from None
+
+
 def exec_command(directory: os.PathLike | str, argv: list[str], *, backend: str | None = None,
-                 dryrun: bool = False) -> int:
-    """`cnd exec -- CMD...`: run CMD inside the activated environment; returns CMD's exit code."""
+                 dryrun: bool = False, mount_mode: str | None = None) -> int:
+    """`cnd exec -- CMD...`: run CMD inside the activated environment; returns CMD's exit code (in a
+    private namespace, this process becomes CMD and never returns)."""
     if not argv:
         raise CondainerError("no command given: use `cnd exec -- CMD [ARGS...]`", exit_code=2)
     layout = load_layout(directory, dryrun=dryrun)
@@ -271,6 +292,9 @@ def exec_command(directory: os.PathLike | str, argv: list[str], *, backend: str 
                  f"run {' '.join(argv)} with {layout.env_prefix}/bin first on PATH",
                  f"unmount {layout.mountpoint} if this is the last exec on the node")
         return 0
+    if _enter_private_mount(layout, backend, mount_mode):
+        env = activated_environ(layout.env_prefix)
+        _replace_with(find_command(argv[0], env.get("PATH", "")), argv, env)
     sessions = NodeSessions(layout.state_dir, layout.uuid)
     pid = os.getpid()
     with sessions.locked():
@@ -284,20 +308,44 @@ def exec_command(directory: os.PathLike | str, argv: list[str], *, backend: str 
         _release(layout, sessions, pid)
 
 
+def _enter_private_mount(layout: Layout, backend: str, requested: str | None) -> bool:
+    """Join (or start) the project's private mount unless the mode is host; False means: use the
+    host's mount table (private_mount.choose_mode has the rules). Probed only when no holder runs."""
+    from condainer import private_mount
+
+    wanted = private_mount.requested_mode(requested, layout.mount_mode)
+    try:
+        if wanted[0] == "host":
+            return False
+        if wanted[0] == "namespace":
+            reason = private_mount.problem() if private_mount.current(layout) is None else None
+            if reason:
+                raise MountError(f"cannot mount in a private namespace ({wanted[1]}): {reason}")
+        return private_mount.enter(layout, backend, probe=wanted[0] == "auto")
+    finally:
+        private_mount.starter_done(layout)
+
+
 class mounted:  # noqa: N801 - used as `with mounted(dir) as layout:`, like a function
-    """Hold the project's image mounted the way one `cnd exec` does (counted, released by the last
-    user), for commands that read the image: `cnd launchers`, `cnd kernel install`."""
+    """Hold the project's image mounted the way one `cnd exec` does, for commands that read the
+    image: `cnd launchers`, `cnd kernel install`. In a private namespace this process joins it
+    (for good: it ends with the command); on the host it counts as a user of the mount."""
 
     def __init__(self, directory: os.PathLike | str, *, backend: str | None = None) -> None:
         self.layout = load_layout(directory)
         self.sessions = NodeSessions(self.layout.state_dir, self.layout.uuid)
         self.backend = backend or self.layout.backend
+        self.host = True
 
     def __enter__(self) -> Layout:
+        if _enter_private_mount(self.layout, self.backend, None):
+            self.host = False
+            return self.layout
         with self.sessions.locked():
             _ensure_mounted(self.layout, self.sessions, self.backend)
             self.sessions.add(os.getpid())
         return self.layout
 
     def __exit__(self, *exc: object) -> None:
-        _release(self.layout, self.sessions, os.getpid())
+        if self.host:
+            _release(self.layout, self.sessions, os.getpid())

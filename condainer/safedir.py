@@ -45,14 +45,26 @@ def _lstat_or_make(p: str) -> os.stat_result:
 
 def remove_private_dir(path: os.PathLike | str) -> None:
     """Remove PATH if it is an empty directory of ours (an idle mount point): never a symlink, never
-    another user's, never one that is still mounted or holds anything (rmdir refuses those)."""
+    another user's, never one that is still mounted or holds anything (rmdir refuses those), and
+    never while a private-namespace mount of any user sits on it (each holds a shared flock on it,
+    see private_mount.py: removing it would detach their mounts)."""
+    import fcntl
+
     p = os.fspath(path)
     try:
-        st = os.lstat(p)
+        fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return
-    if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid():
+    try:
+        if os.fstat(fd).st_uid != os.geteuid():
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return  # a private mount (of any user) uses it
         try:
             os.rmdir(p)
         except OSError:
             pass  # not empty, or a mount point (EBUSY): leave it
+    finally:
+        os.close(fd)

@@ -16,6 +16,7 @@ SYSTEM_PACKAGES=(
     procps psmisc                      # ps/fuser used by tests to find daemons
     time strace                        # /usr/bin/time -v (peak RSS) and strace (file syscalls) in benchmarks
     bash zsh                           # `source ./activate` is tested in both
+    mpich libmpich-dev                 # MPI ranks sharing memory through a private mount (tests)
 )
 
 need_apt=0

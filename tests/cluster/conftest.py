@@ -102,3 +102,17 @@ def project(slurm):
     if missing:
         pytest.skip(f"cnd lacks {', '.join(sorted(missing))} (not on main yet)")
     return build_six_project(slurm.state / "project", CND)
+
+
+@pytest.fixture(autouse=True)
+def _mount_mode_of_the_jobs(request, monkeypatch):
+    """Jobs get the cluster's environment, fixed when it started: pass the test's mount mode on
+    (@pytest.mark.host_mode, or the suite's $CONDAINER_MOUNT_MODE)."""
+    if "slurm" not in request.fixturenames:
+        return
+    cluster = request.getfixturevalue("slurm")
+    mode = "host" if request.node.get_closest_marker("host_mode") else os.environ.get("CONDAINER_MOUNT_MODE")
+    if mode:
+        monkeypatch.setitem(cluster.env, "CONDAINER_MOUNT_MODE", mode)
+    else:
+        monkeypatch.delitem(cluster.env, "CONDAINER_MOUNT_MODE", raising=False)

@@ -7,6 +7,7 @@ mount table (/proc/<a process on it>/mountinfo), at most IDLE_WITHIN seconds aft
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import shlex
@@ -145,6 +146,7 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+@pytest.mark.host_mode
 @pytest.mark.parametrize("how", ["sigkill", "scancel"])
 def test_next_exec_works_after_a_killed_step(slurm, project, backend, how):
     """A step dies mid-run; the next `cnd exec` on that node cleans what it left and works."""
@@ -195,6 +197,98 @@ def test_next_exec_works_after_a_killed_step(slurm, project, backend, how):
     left = set(project.open_steps(node)) - _OPEN_STEPS_BEFORE[node.name]
     if left:
         report(f"{backend:6s} killed by {how}: cnd keeps step(s) {sorted(left)} open on {node.name} for good")
+
+
+def _serving(project) -> list[int]:
+    """Processes anywhere on the machine with the project's image in their command line: the FUSE
+    daemons, in whatever namespace they run."""
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(project.image).encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def _private_namespaces(slurm, node) -> set[str]:
+    """Mount namespaces of processes of ``node`` (its PID namespace) other than the node's own."""
+    node_pid_ns = os.readlink(f"/proc/{node.pid}/ns/pid_for_children")
+    found = set()
+    for entry in pathlib.Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.readlink(entry / "ns" / "pid") == node_pid_ns:
+                    ns = os.readlink(entry / "ns" / "mnt")
+                    if ns != node.mnt_namespace():
+                        found.add(ns)
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.parametrize("how", ["sigkill", "scancel"])
+def test_a_killed_step_leaves_no_private_mount(slurm, project, backend, how, monkeypatch):
+    """In a private namespace a killed step takes its mount with it: no daemon, no namespace, no
+    entry in the node's mount table; the next step mounts afresh and leaves the mount base clean."""
+    monkeypatch.setitem(slurm.env, "CONDAINER_MOUNT_MODE", "namespace")
+    node = slurm.nodes[slurm.default_node]
+    ready = slurm.state / f"ns-ready-{backend}-{how}"
+    ready.mkdir()
+    script = f"import os, time; open('{ready}/' + os.environ['SLURM_PROCID'], 'w').close(); time.sleep(300)"
+    srun = subprocess.Popen(["srun", "-n", "8", *cnd_exec(backend, "python", "-c", script)],
+                            env=slurm.env, cwd=project.path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent)
+    try:
+        _wait_for(lambda: len(os.listdir(ready)) == 8, 60, "8 ranks running")
+        assert _serving(project), "a FUSE daemon serves the step"
+        assert len(_private_namespaces(slurm, node)) == 1, "the 8 ranks share one private namespace"
+        assert not project.mounts(node), "the node's mount table never shows it"
+        if how == "sigkill":
+            victims = [pid for pid in slurm.processes(node) if _comm(pid) not in ("unshare", "slurmd", "slurmstepd")]
+            victims += [pid for pid in _serving(project)]
+            for pid in {*victims, *(p for p in _all_in_private(slurm, node))}:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        else:
+            subprocess.run(["scancel", "-u", "root"], env=slurm.env, check=True, timeout=30)
+        srun.wait(60)
+    finally:
+        if srun.poll() is None:
+            os.killpg(srun.pid, signal.SIGKILL)
+            srun.wait()
+    assert srun.returncode != 0
+    _wait_for(lambda: not _serving(project) and not _private_namespaces(slurm, node), 15,
+              "the daemon and the namespace to go with the step")
+    assert not project.mounts(node)
+    before = len(project.mount_log(node))
+    result = slurm.run(["srun", "-n", "4", *cnd_exec(backend, "python", "-c", SIX_PROBE)], SRUN_TIMEOUT,
+                       cwd=project.path)
+    assert result.returncode == 0, result.stderr
+    check_six_output(result.stdout, project, 4, {node.name: 4})
+    assert len(project.mount_log(node)) - before == 1
+    _wait_for(lambda: not _serving(project) and not _private_namespaces(slurm, node), 15,
+              "the step's namespace to end with it")
+    base = project.on_node(node, project.mount_base)
+    _wait_for(lambda: not [p for p in base.iterdir() if project.uuid in p.name], 15,
+              "the mount base to be clean again")
+
+
+def _all_in_private(slurm, node) -> list[int]:
+    """Processes of ``node`` in a private mount namespace (holders, daemons, ranks that joined)."""
+    node_pid_ns = os.readlink(f"/proc/{node.pid}/ns/pid_for_children")
+    pids = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.readlink(entry / "ns" / "pid") == node_pid_ns and \
+                        os.readlink(entry / "ns" / "mnt") != node.mnt_namespace():
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
 
 
 def _comm(pid: int) -> str:
@@ -316,6 +410,7 @@ def test_batch_recipe_of_the_docs(slurm, project):
         assert_idle(project, node)
 
 
+@pytest.mark.host_mode
 def test_a_step_ending_does_not_unmount_for_another_running_step(slurm, project, backend):
     """Two steps of one job at once on a node (srun ... &, as task farms do), both keeping the mount
     for a task still to come: when the first step ends, the second one's late task still finds it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -83,6 +84,56 @@ def kill_as_slurm_does(proc: subprocess.Popen, mountpoint: Path) -> None:
     time.sleep(0.2)
 
 
+def exec_mode() -> str:
+    """'namespace' or 'host': where `cnd exec` and the launchers of these tests mount."""
+    from condainer import private_mount
+
+    wanted = os.environ.get("CONDAINER_MOUNT_MODE") or "auto"
+    if wanted == "auto":
+        return "namespace" if private_mount.problem() is None else "host"
+    return wanted
+
+
+def holders_of(project: Path) -> list[int]:
+    """Live holders of PROJECT's private mounts of this user on this node (private_mount.py)."""
+    from condainer import private_mount
+
+    uuid = mountpoint_of(project).name.removeprefix("condainer-")
+    directory = Path(private_mount.registry_dir())
+    found = []
+    for path in directory.glob(f"{uuid}-*") if directory.is_dir() else []:
+        record = private_mount.Record.read(str(path)) if not path.name.endswith(".lock") else None
+        if record is not None and record.alive():
+            found.append(record.pid)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def end_private_mounts(project: Path, timeout: float = 10) -> None:
+    """Ask this user's holders of PROJECT to retire (what `cnd umount` does) and wait until they
+    have exited (a holder removes its record first, then the mount point), so that the next test
+    starts with none; one that stays is killed and reported."""
+    pids = holders_of(project)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (holders_of(project) or any(map(_alive, pids))):
+        time.sleep(0.05)
+    left = [pid for pid in {*pids, *holders_of(project)} if _alive(pid)]
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"holders {left} of {project} did not leave"
+
+
 def force_unmount(path: Path) -> None:
     """Unmount PATH whatever state it is in (tests/helpers/mounts.py)."""
     unmount(str(path))
@@ -126,10 +177,12 @@ def pip_projects(tmp_path_factory):
 def pip_project(pip_projects, request):
     """The built pip project for the test's `backend` parameter; unmounted after the test."""
     project = pip_projects(request.param if hasattr(request, "param") else "native")
+    end_private_mounts(project)
     yield project
     mp = mountpoint_of(project)
     cnd("-q", "umount", cwd=project)
     force_unmount(mp)
+    end_private_mounts(project)
 
 
 @pytest.fixture(scope="session")

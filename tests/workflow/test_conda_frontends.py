@@ -19,7 +19,7 @@ import pytest
 
 from condainer import mounts
 
-from .conftest import cnd, force_unmount, mountpoint_of, set_config
+from .conftest import cnd, end_private_mounts, force_unmount, mountpoint_of, set_config
 from .test_project import one_line_error
 
 FAKE = Path(__file__).with_name("fake_conda.py")
@@ -77,6 +77,7 @@ def test_build_with_conda_exe(tmp_path, mount_base, fake_bin, tool):
     finally:
         cnd("umount", cwd=project, env=env)
         force_unmount(mp)
+        end_private_mounts(project)  # a private mount's holder leaves a moment after its last command
     assert mounts.find_mount(mp) is None and not mp.exists()  # unmounted, and the empty mount point removed
 
 

@@ -65,6 +65,7 @@ def test_exec_keeps_callers_working_directory(pip_project, tmp_path):
     assert r.stdout.strip() == str(tmp_path)
 
 
+@pytest.mark.host_mode
 def test_concurrent_execs_share_one_mount(pip_project):
     before = len(mount_log_lines(pip_project))
     code = "import six, time; time.sleep(1.0); print('ok')"
@@ -103,6 +104,7 @@ def _where_it_waits(pid: int) -> str:
     return out.stdout
 
 
+@pytest.mark.host_mode
 def test_killed_exec_and_daemon_do_not_break_the_next_exec(pip_project):
     mp = mountpoint_of(pip_project)
     proc = subprocess.Popen([sys.executable, "-m", "condainer", "exec", "--backend", backend_of(pip_project), "--",
@@ -140,6 +142,7 @@ def _exec_as_task(project, step: dict, local_id: str) -> None:
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.host_mode
 def test_mount_stays_until_the_last_task_of_a_slurm_step_is_done(pip_project):
     mp = mountpoint_of(pip_project)
     step = {"SLURM_JOB_ID": "999", "SLURM_STEP_ID": "0", "SLURM_STEP_TASKS_PER_NODE": "2"}
@@ -156,6 +159,7 @@ def test_mount_stays_until_the_last_task_of_a_slurm_step_is_done(pip_project):
     _assert_no_watcher_left(pip_project)
 
 
+@pytest.mark.host_mode
 def test_step_over_without_every_task_running_exec_unmounts(pip_project):
     mp = mountpoint_of(pip_project)
     step = {"SLURM_JOB_ID": "998", "SLURM_STEP_ID": "3", "SLURM_STEP_TASKS_PER_NODE": "2"}

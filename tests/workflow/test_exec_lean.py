@@ -34,6 +34,7 @@ def imported_by_exec(project, *command: str) -> set[str]:
     return imported(project, code, "exec", "--", *command) - imported(project, "pass")
 
 
+@pytest.mark.host_mode
 @pytest.mark.parametrize("pip_project", ["python"], indirect=True)
 def test_exec_and_mount_on_a_mounted_image_import_no_heavy_module(pip_project):
     cnd("-q", "mount", cwd=pip_project, check=True)
@@ -131,12 +132,12 @@ def click_reading(args: list[str], monkeypatch, capsys) -> tuple | None:
 
     seen = []
 
-    def fake_exec(directory, argv, backend=None, dryrun=False):
-        seen.append(["exec", os.path.abspath(directory), argv, backend, dryrun, console.is_quiet(), False])
+    def fake_exec(directory, argv, backend=None, dryrun=False, mount_mode=None):
+        seen.append(["exec", os.path.abspath(directory), argv, backend, dryrun, console.is_quiet(), False, mount_mode])
         return 0
 
     def fake_mount(directory, backend=None, dryrun=False):
-        seen.append(["mount", os.path.abspath(directory), [], backend, dryrun, console.is_quiet(), False])
+        seen.append(["mount", os.path.abspath(directory), [], backend, dryrun, console.is_quiet(), False, None])
         return "/fake/mount/point"
 
     monkeypatch.setattr(runner, "exec_command", fake_exec)
@@ -148,7 +149,7 @@ def click_reading(args: list[str], monkeypatch, capsys) -> tuple | None:
         pass
     console.set_quiet(False)
     if seen and "/fake/mount/point" in capsys.readouterr().out:
-        seen[0][-1] = True
+        seen[0][-2] = True
     return tuple(seen[0]) if seen else None
 
 
@@ -156,10 +157,12 @@ def click_reading(args: list[str], monkeypatch, capsys) -> tuple | None:
     "exec -- python", "exec python -- x", "exec -- -- x", "exec --backend native -- python -c 1",
     "exec --backend=python true", "exec true --backend native", "-q exec true", "-qy exec true", "-yq exec true",
     "-y exec -- true", "--quiet --dryrun exec true", "-d {dir} exec true", "-d{dir} exec -- true",
-    "--directory={dir} exec true", "--directory {dir} -q exec true a 'b c'",
+    "--directory={dir} exec true", "--directory {dir} -q exec true a 'b c'", "exec --mount-mode host true",
+    "exec --mount-mode=namespace -- true", "exec --backend python --mount-mode auto true",
     "mount", "-q -d {dir} mount", "mount -p", "mount --print --backend python", "-y mount --backend=native -p",
     # not plain command lines: click answers them
-    "exec", "exec --", "exec -x true", "exec --backend foo true", "exec --help", "-h exec true", "-d {file} exec true",
+    "exec", "exec --", "exec -x true", "exec --backend foo true", "exec --mount-mode foo true", "exec --mount-mode",
+    "mount --mount-mode host", "exec --help", "-h exec true", "-d {file} exec true",
     "status", "exec --backend", "mount --help", "mount extra", "mount -x", "mount --backend", "-d {file} mount",
 ])
 def test_lean_command_lines_read_as_click_reads_them(args, tmp_path, monkeypatch, capsys):
@@ -172,7 +175,7 @@ def test_lean_command_lines_read_as_click_reads_them(args, tmp_path, monkeypatch
         return  # click is asked, so its answer is the answer
     assert expected is not None, f"{args!r} is not an exec or mount for click"
     assert (request.name, request.directory, request.command, request.backend, request.dryrun, request.quiet,
-            request.print_path) == expected
+            request.print_path, request.mount_mode) == expected
 
 
 def test_plain_exec_and_mount_command_lines_skip_click():

@@ -53,6 +53,7 @@ run exec-again exec -- true
 """
 
 
+@pytest.mark.host_mode
 def test_another_users_mount_is_refused_in_one_line():
     shared = Path(tempfile.mkdtemp(prefix="condainer-mu-", dir="/tmp"))
     try:

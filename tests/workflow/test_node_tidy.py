@@ -12,7 +12,8 @@ from condainer import mounts
 
 from .conftest import BACKENDS, backend_param, cnd, mountpoint_of
 
-pytestmark = pytest.mark.parametrize("pip_project", [backend_param(b) for b in BACKENDS], indirect=True)
+pytestmark = [pytest.mark.parametrize("pip_project", [backend_param(b) for b in BACKENDS], indirect=True),
+              pytest.mark.host_mode]  # the per-node state of host mounts
 
 
 def ours_in_base(project) -> list[str]:

@@ -167,6 +167,7 @@ def test_upstream_condainer_yml_still_works(tmp_path, mount_base):
     assert (r.returncode, r.stdout.strip()) == (0, "six"), r.stderr
 
 
+@pytest.mark.host_mode
 def test_mount_status_umount_and_busy(pip_project):
     mp = mountpoint_of(pip_project)
     r = cnd("mount", "-p", cwd=pip_project)

@@ -1,0 +1,678 @@
+"""The image mounted in a private namespace of one user on one node, which commands join.
+
+One *holder* process per node, user, project and Slurm job step (or per node, user and project
+outside Slurm) creates a user and mount namespace (userns.py), mounts the image there at its path
+with either FUSE backend, and records itself in a node-local *record*:
+``/dev/shm/.condainer-<uid>/<uuid>-<host>[-<job>.<step>]``, one line ``PID START IMAGE-ID MOUNTPOINT``.
+A command joins it (setns, or nsenter in a launcher's shell fast path) and then *is* the command:
+no second process waits for it, signals and exit codes are its own.
+
+Nothing of it shows in the host's mount table, another user of the node neither sees nor blocks
+it, and it cannot outlive its users: the holder leaves once no process is in its namespace any
+more (after LINGER seconds, so that back-to-back commands share it), and when the holder is
+killed its daemon follows (PR_SET_PDEATHSIG); the kernel drops the mount with the last process.
+The mount point directory on the host (the image's path, shared by every user of the project) is
+held with a shared flock by each holder, and removed only by its owner, under an exclusive one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+
+from condainer.errors import CondainerError, MountError
+from condainer.layout import Layout, read_file
+
+REGISTRY_ROOT = "/dev/shm"
+MODES = ("auto", "namespace", "host")
+LINGER_SECONDS = 5.0  # an idle namespace waits this long for the next command (CONDAINER_NS_LINGER)
+POLL_SECONDS = 0.5  # how often the holder counts the processes in its namespace
+GRACE_SECONDS = 1.0  # after retiring, the time a command that read the record has to join
+READY_SECONDS = 10.0
+
+
+# ------------------------------------------------------------------ which mode, and why
+
+def problem() -> str | None:
+    """Why a private mount cannot work here, or None. Tried for real in a short-lived child when
+    the kernel's settings allow it (Ubuntu's AppArmor rule and seccomp filters say no only then)."""
+    from condainer import userns
+    from condainer.backends.select import fuse_problem
+
+    reason = fuse_problem() or userns.sysctl_problem()
+    if reason:
+        return reason
+    if not os.path.isdir(REGISTRY_ROOT) or not os.access(REGISTRY_ROOT, os.W_OK | os.X_OK):
+        return f"{REGISTRY_ROOT} is missing or not writable (the node-local record of the mount lives there)"
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child only tries and exits
+        code = 0
+        try:
+            userns.enter_new(os.getuid(), os.getgid())
+        except OSError:
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        return "the kernel refused to create a user namespace (a security policy, e.g. AppArmor or seccomp)"
+    return None
+
+
+def requested_mode(requested: str | None, configured: str) -> tuple[str, str]:
+    """(auto, namespace or host; where that came from): the flag REQUESTED, else
+    $CONDAINER_MOUNT_MODE, else condainer.yml's `mount_mode` (CONFIGURED)."""
+    wanted, source = requested, "--mount-mode"
+    if not wanted:
+        wanted, source = os.environ.get("CONDAINER_MOUNT_MODE"), "$CONDAINER_MOUNT_MODE"
+    if not wanted:
+        wanted, source = configured or "auto", "mount_mode of condainer.yml"
+    if wanted not in MODES:
+        raise CondainerError(f"{source}: {wanted!r} is not one of {', '.join(MODES)}", exit_code=2)
+    return wanted, source
+
+
+def choose_mode(requested: str | None, configured: str) -> tuple[str, str]:
+    """('namespace' or 'host', why), as `cnd status` reports it: `auto` takes a namespace wherever
+    the kernel allows it; a namespace asked for that cannot work is a MountError."""
+    wanted, source = requested_mode(requested, configured)
+    if wanted == "host":
+        return "host", f"asked for by {source}"
+    reason = problem()
+    if wanted == "namespace":
+        if reason:
+            raise MountError(f"cannot mount in a private namespace ({source}): {reason}")
+        return "namespace", f"asked for by {source}"
+    if reason:
+        return "host", f"no private namespace: {reason}"
+    return "namespace", "unprivileged user namespaces are available"
+
+
+# ------------------------------------------------------------------ the record on the node
+
+def registry_dir(uid: int | None = None) -> str:
+    """This user's node-local directory of records (never the mount base: it stays clean)."""
+    return os.path.join(REGISTRY_ROOT, f".condainer-{os.getuid() if uid is None else uid}")
+
+
+def record_name(uuid: str, environ: dict[str, str] | None = None) -> str:
+    """UUID-HOST, and -JOB.STEP inside a Slurm job step (one namespace per step: it ends with it).
+    The host name keeps nodes apart where /dev/shm is shared (simulated nodes in tests)."""
+    from condainer.layout import hostname
+
+    env = os.environ if environ is None else environ
+    step = env.get("SLURM_STEP_ID")
+    name = f"{uuid}-{hostname()}"
+    return f"{name}-{env.get('SLURM_JOB_ID')}.{step}" if step else name
+
+
+def image_id(image: str) -> str:
+    """What identifies the image file: a rebuilt image (a new file renamed over it) differs."""
+    st = os.stat(image)
+    return f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}"
+
+
+def start_time(pid: int) -> str | None:
+    """The kernel's start time of PID (field 22 of /proc/PID/stat), or None when it is gone."""
+    data = read_file(f"/proc/{pid}/stat")
+    if data is None:
+        return None
+    fields = data[data.rfind(b")") + 2 :].split()
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+class Record:
+    """One holder, as its record file says: ``PID START IMAGE-ID MOUNTPOINT``."""
+
+    __slots__ = ("pid", "start", "image", "mountpoint")
+
+    def __init__(self, pid: int, start: str, image: str, mountpoint: str) -> None:
+        self.pid, self.start, self.image, self.mountpoint = pid, start, image, mountpoint
+
+    def line(self) -> str:
+        return f"{self.pid} {self.start} {self.image} {self.mountpoint}\n"
+
+    @classmethod
+    def read(cls, path: str) -> Record | None:
+        data = read_file(path)
+        if not data:
+            return None
+        parts = data.decode("utf-8", "surrogateescape").rstrip("\n").split(" ", 3)
+        if len(parts) != 4 or not parts[0].isdigit():
+            return None
+        return cls(int(parts[0]), parts[1], parts[2], parts[3])
+
+    def alive(self) -> bool:
+        return start_time(self.pid) == self.start
+
+
+def _record_path(layout: Layout) -> str:
+    return os.path.join(registry_dir(), record_name(layout.uuid))
+
+
+class _Lock:
+    """An exclusive flock of FILE, made again when the holder that removed it (when idle) wins."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> _Lock:
+        from condainer.safedir import ensure_private_dir
+
+        while True:
+            ensure_private_dir(os.path.dirname(self.path), what="record directory")
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_nlink:
+                self.fd = fd
+                return self
+            os.close(fd)
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+def current(layout: Layout) -> Record | None:
+    """This node's live holder of the project for us (and this job step), or None."""
+    record = Record.read(_record_path(layout))
+    return record if record is not None and record.alive() else None
+
+
+def starter_done(layout: Layout) -> None:
+    """A launcher that found no holder made ``RECORD.starting`` and holds a flock on it through the
+    descriptor $CONDAINER_STARTING_FD, so that the launchers starting meanwhile wait for us instead
+    of starting condainer too: now that the holder runs (or could not start), let them go."""
+    fd = os.environ.pop("CONDAINER_STARTING_FD", None)
+    if fd is None or not fd.isdigit():
+        return
+    marker = _record_path(layout) + ".starting"
+    try:
+        held, there = os.fstat(int(fd)), os.stat(marker)
+        if (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino):
+            os.unlink(marker)
+    except OSError:
+        pass
+    try:
+        os.close(int(fd))
+    except OSError:
+        pass
+
+
+def ask_to_retire(layout: Layout) -> int | None:
+    """`cnd umount`: ask our holder of the project on this node to take no new users and to leave
+    when its present ones are done (SIGUSR1); returns its pid, or None when there is none."""
+    import signal
+
+    record = current(layout)
+    if record is None:
+        return None
+    try:
+        os.kill(record.pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        return None
+    return record.pid
+
+
+# ------------------------------------------------------------------ joining
+
+def enter(layout: Layout, backend: str, *, probe: bool = False) -> bool:
+    """Join the project's private mount on this node, starting its holder if there is none (or
+    only one of an older image); True once joined. With PROBE (mode auto), first make sure that
+    private namespaces work here, and return False (use the host) when they do not. The caller
+    must be single-threaded. A rank that finds a live holder imports and probes nothing more."""
+    from condainer import userns
+
+    try:
+        wanted = image_id(layout.image)
+    except OSError:
+        wanted = None  # missing: reported below, by the full check
+    path = _record_path(layout)
+    record = Record.read(path)
+    if wanted is None or record is None or record.image != wanted or record.mountpoint != layout.mountpoint \
+            or not record.alive():
+        if probe and problem() is not None:
+            return False
+        record = _holder_for(layout, backend, path)
+    try:
+        userns.join(record.pid)
+    except OSError as exc:
+        raise MountError(f"cannot join the private mount of {layout.image} (holder pid {record.pid}): "
+                         f"{exc.strerror}") from None
+    return True
+
+
+def _holder_for(layout: Layout, backend: str, path: str) -> Record:
+    """The live holder of the current image, started under the record's lock unless another
+    process started it while we waited."""
+    from condainer.backends.mount import check_image_file
+
+    check_image_file(layout.image)
+    wanted = image_id(layout.image)
+    _sweep_dead_records(os.path.dirname(path))
+    with _Lock(path + ".lock"):
+        record = Record.read(path)
+        if record is not None and record.alive() and record.image == wanted and record.mountpoint == layout.mountpoint:
+            return record
+        if record is not None and record.alive():
+            _unlink(path)  # an older image: its holder serves its users, then leaves (retired)
+        record = _start_holder(layout, backend, path, wanted)
+        if "CONDAINER_STARTING_FD" not in os.environ:
+            _unlink(path + ".starting")  # left by a launcher that was killed while it started us
+        return record
+
+
+# ------------------------------------------------------------------ the holder
+
+def _start_holder(layout: Layout, backend: str, record_path: str, wanted_image: str) -> Record:
+    """Fork the holder (twice: it must not be a child of the command we become) and wait until it
+    reports its mount ready; its one-line failure becomes ours. Call under the record's lock."""
+    from condainer.backends.select import choose_mounter
+
+    choice = choose_mounter(backend)
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child; its outcome is reported through the pipe
+        os.close(rfd)
+        code = 1
+        try:
+            if os.fork() == 0:
+                code = _holder_main(layout, choice.backend, choice.tool, record_path, wanted_image, wfd)
+            else:
+                code = 0
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    os.waitpid(pid, 0)
+    try:
+        message = _read_line(rfd, READY_SECONDS + 5)
+    finally:
+        os.close(rfd)
+    record = Record.read(record_path)
+    if message != "ok" or record is None:
+        raise MountError(message or f"the holder of the private mount of {layout.image} did not start")
+    return record
+
+
+def _sweep_dead_records(directory: str) -> None:
+    """Remove the records of this node's holders that were killed (a job step ends with SIGKILL,
+    and its record's name, with the step in it, is never used again)."""
+    from condainer.layout import hostname
+
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    here = f"-{hostname()}"
+    for name in names:
+        if here not in name or name.endswith((".lock", ".starting")):
+            continue
+        record = Record.read(os.path.join(directory, name))
+        if record is not None and not record.alive():
+            for suffix in ("", ".starting", ".lock"):
+                _unlink(os.path.join(directory, name + suffix))
+
+
+def _read_line(fd: int, timeout: float) -> str:
+    import select
+
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return "the holder of the private mount did not answer in time"
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\n", 1)[0].decode(errors="replace").strip()
+
+
+def _detach(keep: int) -> None:
+    """Leave the caller's session, terminal, working directory and descriptors but KEEP (a pipe
+    the holder kept open would make `$(bin/python ...)` wait for it)."""
+    os.setsid()
+    os.chdir("/")
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
+    os.closerange(3, keep)
+    os.closerange(keep + 1, _fd_limit())
+
+
+def _fd_limit() -> int:
+    try:
+        import resource
+
+        return min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 65536)
+    except (ImportError, ValueError, OSError):
+        return 1024
+
+
+def _hold_mountpoint_dir(path: str) -> int:
+    """Make (mode 0755: every user of the project needs this path) or accept the mount point
+    directory on the host, and hold a shared flock on it while we mount there: its owner removes
+    it only under an exclusive one, which would otherwise detach our mount."""
+    import stat
+
+    for _ in range(5):
+        try:
+            os.mkdir(path, 0o755)
+            os.chmod(path, 0o755)  # whatever our umask: every user of the project mounts here
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise MountError(f"cannot create mount point {path}: {exc.strerror}") from None
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+            raise MountError(f"mount point {path} is not a directory: refusing to use it")
+        if st.st_mode & 0o022:
+            raise MountError(f"mount point {path} is writable by others: refusing to use it")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise MountError(f"mount point {path} cannot be opened ({exc.strerror}): uid {st.st_uid} uses it "
+                             "outside a private namespace (cnd mount, source ./activate); wait until it is "
+                             "unmounted") from None
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        held = os.fstat(fd)
+        if held.st_nlink and (held.st_dev, held.st_ino) == (st.st_dev, st.st_ino):
+            return fd
+        os.close(fd)  # removed by its owner while we waited: make it again
+    raise MountError(f"mount point {path} keeps disappearing")
+
+
+def _remove_when_free(fd: int, path: str) -> None:
+    """Remove the mount point directory once no holder of any user mounts there (each holds a shared
+    flock on it) if it is ours; other users cannot remove our directory from a sticky /tmp, so we
+    wait for them, with no mount and no record left, then leave."""
+    from condainer import userns
+
+    try:
+        userns.detach(path)  # our daemon unmounts as it ends; a killed one leaves the mount here
+        held = os.fstat(fd)
+        if held.st_uid == os.geteuid():
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            st = os.lstat(path)
+            if (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino):
+                os.rmdir(path)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _spawn_daemon(backend: str, tool: str, image: str, mountpoint: str, log_path: str):
+    """Start the FUSE daemon in the namespace, in the foreground, keeping CAP_SYS_ADMIN to mount by
+    itself; it gets SIGTERM if we die. Without default_permissions: in a namespace only this user
+    can reach the mount, and reads what the image holds (they can read the image file itself), while
+    other users' uids and groups show as nobody, so the kernel's mode checks would lock them out."""
+    import signal
+    import subprocess
+    import sys
+
+    from condainer import userns
+
+    env = dict(os.environ)
+    if backend == "python":
+        cmd = [sys.executable, "-m", "condainer.fs.fuse", "--log", log_path, image, mountpoint]
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in [root, env.get("PYTHONPATH", "")] if p)
+        env["CONDAINER_FUSE_DEFAULT_PERMISSIONS"] = "0"
+    else:
+        cmd = [tool, "-f", "-o", "ro,nosuid,nodev", image, mountpoint]
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd="/",
+                                close_fds=True, preexec_fn=lambda: userns.die_with_parent(signal.SIGTERM))
+
+
+def _wait_mounted(proc, mountpoint: str, log_path: str, log_start: int) -> str:
+    """'ok' once MOUNTPOINT answers in our namespace, else the daemon's last line."""
+    from condainer import mounts
+
+    deadline = time.monotonic() + READY_SECONDS
+    while time.monotonic() < deadline:
+        entry = mounts.find_mount(mountpoint)
+        if entry is not None and mounts.is_fuse(entry):
+            try:
+                os.statvfs(mountpoint)
+                return "ok"
+            except OSError:
+                pass
+        if proc.poll() is not None:
+            return _last_line(log_path, log_start) or f"the FUSE daemon exited with status {proc.returncode}"
+        time.sleep(0.005)
+    return f"{mountpoint} did not become ready within {READY_SECONDS:.0f} s"
+
+
+def _last_line(log_path: str, start: int) -> str:
+    try:
+        with open(log_path, "rb") as fh:
+            fh.seek(start)
+            lines = [line.strip() for line in fh.read(65536).decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    if not lines:
+        return ""
+    last = lines[-1]
+    # Our daemon's log lines start with a time stamp and "PID MOUNTPOINT: "; keep the message.
+    return last.split(": ", 1)[1] if last[:4].isdigit() and ": " in last else last
+
+
+def _users(own: set[int], namespace: str) -> int:
+    """How many processes (we may see) are in NAMESPACE, besides OWN."""
+    from condainer import userns
+
+    count = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) not in own and userns.mount_namespace(name) == namespace:
+            count += 1
+    return count
+
+
+def _holder_main(layout: Layout, backend: str, tool: str, record_path: str, wanted_image: str,
+                 ready_fd: int) -> int:  # pragma: no cover - a forked process; tested end to end
+    """The holder: namespace, mount, record, then wait for the users to go; report to READY_FD."""
+    import signal
+
+    from condainer import userns
+    from condainer.layout import log_dir, write_atomically
+    from condainer.sessions import NodeSessions
+
+    sessions = NodeSessions(layout.state_dir, layout.uuid)  # for its log lines only
+
+    def report(line: str) -> None:
+        try:
+            os.write(ready_fd, (" ".join(line.split()) + "\n").encode())
+        except OSError:
+            pass
+
+    mp = layout.mountpoint
+    proc = None
+    dir_fd = -1
+    step_fd = None
+    published = False
+    try:
+        _detach(ready_fd)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.default_int_handler)
+        signal.signal(signal.SIGUSR1, _retire_soon)  # `cnd umount`: no new users, the present ones stay
+        dir_fd = _hold_mountpoint_dir(mp)
+        step_fd = _watch_step()
+        userns.enter_new(os.getuid(), os.getgid())
+        userns.keep_mount_capability()
+        logs = log_dir()
+        os.makedirs(logs, mode=0o700, exist_ok=True)
+        log_path = os.path.join(logs, "fuse.log")
+        try:
+            log_start = os.path.getsize(log_path)
+        except OSError:
+            log_start = 0
+        started = time.monotonic()
+        proc = _spawn_daemon(backend, tool, layout.image, mp, log_path)
+        state = _wait_mounted(proc, mp, log_path, log_start)
+        if state != "ok":
+            report(f"cannot mount {layout.image} in a private namespace: {state}")
+            return 1
+        me = os.getpid()
+        write_atomically(record_path, Record(me, start_time(me) or "", wanted_image, mp).line().encode(), mode=0o600)
+        published = True
+        sessions.log_mount(f"{backend} mode=namespace", time.monotonic() - started)
+        report("ok")
+        os.close(ready_fd)
+        ready_fd = -1
+        _serve_users(layout, record_path, proc, userns.mount_namespace(), step_fd)
+    except KeyboardInterrupt:
+        pass
+    except CondainerError as exc:
+        report(exc.message)
+    except OSError as exc:
+        report(f"cannot mount {layout.image} in a private namespace: {exc.strerror or exc}")
+    except BaseException as exc:
+        report(f"the holder of the private mount failed: {type(exc).__name__}: {exc}")
+    finally:
+        if published:
+            _retire(record_path)
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except Exception:
+                proc.kill()
+        if published:
+            sessions.log_unmount("holder mode=namespace")
+        _tidy_registry(record_path)
+        if dir_fd >= 0:
+            _remove_when_free(dir_fd, mp)
+    return 0
+
+
+_RETIRE = []
+
+
+def _retire_soon(_signum, _frame) -> None:
+    _RETIRE.append(True)
+
+
+def _serve_users(layout: Layout, record_path: str, proc, namespace: str | None, step_fd: int | None) -> None:
+    """Wait while the namespace has users (or, inside a job step, while a task of the step runs on
+    this node: ranks start and end unevenly); retire after LINGER idle seconds, at once when a newer
+    holder took our record (a rebuilt image) or `cnd umount` asked (SIGUSR1), then wait for the
+    last user to go."""
+    if namespace is None:
+        return
+    linger = float(os.environ.get("CONDAINER_NS_LINGER", LINGER_SECONDS))
+    grace = min(GRACE_SECONDS, linger)
+    own = {os.getpid(), proc.pid}
+    last_used = time.monotonic()
+    retired_at = None
+    step_runs = step_fd is not None
+    while proc.poll() is None:
+        time.sleep(min(POLL_SECONDS, max(linger, 0.05)))
+        now = time.monotonic()
+        if step_fd is not None:
+            step_runs = _step_news(step_fd, step_runs)
+        if retired_at is None:
+            ours = Record.read(record_path)
+            if _RETIRE or ours is None or ours.pid != os.getpid():
+                _retire(record_path)
+                retired_at = now
+                continue
+        if _users(own, namespace) or (retired_at is None and step_runs):
+            last_used = now
+            continue
+        if retired_at is None:
+            if now - last_used >= linger:
+                _retire(record_path)
+                retired_at = now
+        elif now - retired_at >= grace:
+            return
+
+
+def _watch_step() -> int | None:
+    """Inside a Slurm job step, fork a watcher that stays in the host's namespaces (from inside
+    ours, other processes cannot be inspected) and says through a pipe whether a process of the step
+    runs on this node outside our namespace (1) or none does (0); it dies with us. Returns the pipe's
+    end to read, or None outside a step."""
+    import signal
+
+    job, step = os.environ.get("SLURM_JOB_ID"), os.environ.get("SLURM_STEP_ID")
+    if not (job and step):
+        return None
+    holder = os.getpid()
+    rfd, wfd = os.pipe()
+    if os.fork() == 0:  # pragma: no cover - the watcher
+        code = 0
+        try:
+            from condainer import slurm, userns
+
+            userns.die_with_parent(signal.SIGKILL)
+            os.closerange(3, wfd)
+            os.closerange(wfd + 1, _fd_limit())
+            said = None
+            while os.getppid() == holder:
+                ours = userns.mount_namespace(holder)
+                running = any(userns.mount_namespace(pid) != ours
+                              for pid in slurm.other_step_processes(f"{job}.{step}"))
+                if running != said:
+                    os.write(wfd, b"1" if running else b"0")
+                    said = running
+                time.sleep(POLL_SECONDS)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    os.set_blocking(rfd, False)
+    return rfd
+
+
+def _step_news(fd: int, before: bool) -> bool:
+    """The watcher's latest word (see _watch_step); False once it is gone."""
+    try:
+        data = os.read(fd, 4096)
+    except BlockingIOError:
+        return before
+    except OSError:
+        return False
+    return data[-1:] == b"1" if data else False
+
+
+def _retire(record_path: str) -> None:
+    """Stop taking new users: remove our record (under its lock) if it is still ours."""
+    with _Lock(record_path + ".lock"):
+        record = Record.read(record_path)
+        if record is not None and record.pid == os.getpid():
+            _unlink(record_path)
+
+
+def _tidy_registry(record_path: str) -> None:
+    """Remove the record's lock file and this user's record directory once nothing is in use."""
+    try:
+        with _Lock(record_path + ".lock"):
+            if os.path.exists(record_path):
+                return
+            _unlink(record_path + ".starting")
+            _unlink(record_path + ".lock")
+    except CondainerError:
+        return
+    try:
+        os.rmdir(os.path.dirname(record_path))
+    except OSError:
+        pass
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
