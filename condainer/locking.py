@@ -98,12 +98,14 @@ def staged_epoch(staging: Path, default: int) -> int:
 
 @contextlib.contextmanager
 def reproducible(seconds: int) -> Iterator[None]:
-    """Export SOURCE_DATE_EPOCH=SECONDS (the installers and packer we start inherit it) and keep
-    Python from writing .pyc files on import (their header would hold a source mtime); both are
-    put back as they were afterwards."""
-    saved = {k: os.environ.get(k) for k in ("SOURCE_DATE_EPOCH", "PYTHONDONTWRITEBYTECODE")}
+    """Export SOURCE_DATE_EPOCH=SECONDS (the installers and packer we start inherit it), keep
+    Python from writing .pyc files on import (their header would hold a source mtime) and fix
+    PYTHONHASHSEED: the .pyc files pip compiles marshal frozenset constants (``x in {"a", "b"}``)
+    in string-hash order, which otherwise changes from run to run. All are put back afterwards."""
+    saved = {k: os.environ.get(k) for k in ("SOURCE_DATE_EPOCH", "PYTHONDONTWRITEBYTECODE", "PYTHONHASHSEED")}
     os.environ["SOURCE_DATE_EPOCH"] = str(seconds)
     os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    os.environ["PYTHONHASHSEED"] = "0"
     try:
         yield
     finally:
