@@ -55,8 +55,8 @@ def sources(files: dict[str, Path | None]) -> dict[str, str]:
 
 
 def make(prefix: Path, *, sources_: dict[str, str], virtual_packages: list[dict[str, str]],
-         python: dict[str, str] | None, builder: str, epoch: int, installer: dict[str, str] | None = None,
-         consume_reports: bool = True) -> dict[str, Any]:
+         virtual_overrides: dict[str, str], python: dict[str, str] | None, builder: str, epoch: int,
+         installer: dict[str, str] | None = None, consume_reports: bool = True) -> dict[str, Any]:
     """The lock of the environment installed at PREFIX, read back from it (see installed.py)."""
     from condainer.environments import installed
 
@@ -67,6 +67,7 @@ def make(prefix: Path, *, sources_: dict[str, str], virtual_packages: list[dict[
         "builder": builder,
         "installer": installer,
         "virtual_packages": virtual_packages,
+        "virtual_overrides": virtual_overrides,
         "host_python": python,
         "source_date_epoch": epoch,
         "conda": installed.conda_packages(prefix),

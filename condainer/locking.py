@@ -39,13 +39,36 @@ def lock_path(project: Project) -> Path:
     return project.directory / lockfile.LOCK_NAME
 
 
+def stale_reason(project: Project, lock: dict[str, Any]) -> str | None:
+    """Why LOCK no longer says what a solve for PROJECT would be asked now, or None: its environment
+    files changed, or (for a conda environment) the virtual packages asked for by condainer.yml's
+    virtual_packages or a CONDA_OVERRIDE_* variable. A bad variable is a ConfigError."""
+    path = lock_path(project)
+    why = lockfile.stale_reason(lock, current_sources(project), path)
+    if why or not _solves_conda(project):
+        return why
+    locked = lock["virtual_overrides"] if "virtual_overrides" in lock else virtual.asked_of(
+        lock.get("virtual_packages") or [])
+    changed = virtual.changes(locked, virtual.requested(project.cfg.get(virtual.YML_KEY) or {}))
+    if not changed:
+        return None
+    return (f"virtual packages changed since {path.name} was written: {', '.join(changed)}: "
+            f"run `cnd lock` to update it (or build without --locked)")
+
+
+def _solves_conda(project: Project) -> bool:
+    """Virtual packages matter to a conda solve only: a pip-only project has none."""
+    env_yml = project.path_of("environment_yml")
+    return env_yml is not None and env_yml.is_file()
+
+
 def for_build(project: Project, build_plan: BuildPlan) -> dict[str, Any]:
     """The project's lock, checked for a `--locked` build here: a one-line ConfigError when the
     environment files changed since it was written, or it was made for another platform, host
     Python (venvs) or installer."""
     path = lock_path(project)
     lock = lockfile.load(path)
-    why = lockfile.stale_reason(lock, current_sources(project), path)
+    why = stale_reason(project, lock)
     if why:
         raise ConfigError(why)
     loose = lockfile.unpinned(lock)
@@ -128,6 +151,7 @@ def finish(project: Project, build_plan: BuildPlan, staging: Path, lock: dict[st
         staging,
         sources_=current_sources(project),
         virtual_packages=virtual.records(build_plan.virtual_packages),
+        virtual_overrides=virtual.asked(virtual.requested(build_plan.virtual_config)) if build_plan.env else {},
         python=pip.host_python_record() if build_plan.env is None else None,
         builder=build_plan.describe(),
         epoch=seconds,
