@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from condainer import lockfile
-from condainer.environments import pip, settle, virtual
+from condainer.environments import pip, pipsources, settle, virtual
 from condainer.errors import BuildError, ConfigError
 
 if TYPE_CHECKING:
@@ -139,6 +139,18 @@ def reproducible(seconds: int) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def pip_options(build_plan: BuildPlan) -> list[str]:
+    """Where the pip steps were told to find packages (--index-url, --find-links, ...) by
+    environment.yml's pip: section and requirements.txt: a --locked build looks there too."""
+    found = []
+    if build_plan.env is not None and build_plan.env.pip_requirements:
+        found += pipsources.index_options(build_plan.env.pip_requirements, build_plan.env.path.parent)
+    if build_plan.requirements is not None:
+        found += pipsources.index_options(build_plan.requirements.read_text().splitlines(),
+                                          build_plan.requirements.parent)
+    return list(dict.fromkeys(found))
+
+
 def finish(project: Project, build_plan: BuildPlan, staging: Path, lock: dict[str, Any] | None,
            seconds: int) -> None:
     """Step 4: read back what was installed; store the lock in the image and beside condainer.yml.
@@ -156,7 +168,14 @@ def finish(project: Project, build_plan: BuildPlan, staging: Path, lock: dict[st
         builder=build_plan.describe(),
         epoch=seconds,
         installer=installer,
+        pip_options=pip_options(build_plan),
     )
+    if lock is None:
+        for p in made["pip"]:
+            if p.get("directory") == "built":
+                p["wheel_sha256"] = pip.wheel_sha256(staging, pipsources.directory_of(p))
+    for note in pipsources.notes(made["pip"]):
+        print(f"cnd: note: {note}", file=sys.stderr)
     loose = lockfile.unpinned(made)
     if loose and lock is None:
         print(f"cnd: warning: {build_plan.describe()} recorded no URL or sha256 for {', '.join(loose[:3])}"

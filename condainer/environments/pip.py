@@ -16,6 +16,7 @@ from condainer import console
 from condainer.environments import installed
 from condainer.environments.run import clean_environ, run_step
 from condainer.errors import BuildError
+from condainer.lockfile import file_sha256
 
 # `pip install --report`, which tells the lock what pip installed, came with pip 22.2. A venv of a
 # Python whose ensurepip bundles an older pip (Ubuntu 22.04's 22.0.2) first gets this pip, pinned by
@@ -45,23 +46,43 @@ def create_venv(prefix: Path) -> None:
 
 
 def pip_install(prefix: Path, requirements: Path, *, activate_env: dict[str, str] | None = None,
-                locked: bool = False) -> None:
+                locked: bool = False, hashes: bool = True) -> None:
     """Install REQUIREMENTS with the environment's own pip (its interpreter, its site-packages);
-    pip's --report of what it installed goes into PREFIX for the lock. LOCKED: REQUIREMENTS is
-    the lock's hashed list, installed as it is (--require-hashes, no dependency resolution)."""
+    pip's --report of what it installed goes into PREFIX for the lock. LOCKED: REQUIREMENTS is a
+    list made from the lock, installed as it is (no dependency resolution), hash-checked unless
+    not HASHES (checkouts and directories, which have no archive to hash)."""
     python = prefix / "bin" / "python"
-    env = clean_environ(activate_env)
-    env["PATH"] = f"{prefix / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env = environ(prefix, activate_env)
     _ensure_report(prefix, env)
     console.info(f"installing {'the pip packages of condainer.lock' if locked else requirements.name} with pip")
     cmd = [str(python), "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
            "--report", str(installed.report_path(prefix)), "-r", str(requirements)]
     if locked:
-        cmd += ["--require-hashes", "--no-deps"]
+        cmd += ["--require-hashes", "--no-deps"] if hashes else ["--no-deps"]
     if console.is_quiet():
         cmd.insert(4, "-q")
     # Relative entries such as `-e ./src` are meant relative to the requirements file.
     run_step(cmd, what=f"pip install -r {requirements.name}", env=env, cwd=str(requirements.parent))
+
+
+def environ(prefix: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """What pip of PREFIX runs with: our clean environment (plus EXTRA), PREFIX's bin first on PATH."""
+    env = clean_environ(extra)
+    env["PATH"] = f"{prefix / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def wheel_sha256(prefix: Path, directory: Path) -> str:
+    """The sha256 of the wheel PREFIX's pip builds from DIRECTORY now (SOURCE_DATE_EPOCH, exported
+    by the build, fixes the times in it): what the lock checks a directory against."""
+    with tempfile.TemporaryDirectory(prefix="condainer-wheel-") as tmp:
+        run_step([str(prefix / "bin" / "python"), "-m", "pip", "wheel", "-q", "--no-input",
+                  "--disable-pip-version-check", "--no-deps", "-w", tmp, str(directory)],
+                 what=f"pip wheel {directory}", env=environ(prefix))
+        wheels = list(Path(tmp).glob("*.whl"))
+        if len(wheels) != 1:
+            raise BuildError(f"pip wheel {directory} made {len(wheels)} wheels, not one")
+        return file_sha256(wheels[0])
 
 
 def pip_version(prefix: Path, env: dict[str, str]) -> str:
