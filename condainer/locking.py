@@ -156,6 +156,8 @@ def finish(project: Project, build_plan: BuildPlan, staging: Path, lock: dict[st
     """Step 4: read back what was installed; store the lock in the image and beside condainer.yml.
     A `--locked` build stores the project's lock as it is, once the environment matches it."""
     settle.pin_history_times(staging, seconds)
+    if build_plan.env is None:
+        settle.pin_copied_times(staging / "bin", seconds)
     installer = None
     if build_plan.installer:
         installer = {"name": build_plan.installer.name, "sha256": lockfile.file_sha256(build_plan.installer)}
