@@ -6,6 +6,8 @@ For each, condainer is installed by `pip install <this checkout>` into a fresh v
 that Python) and a `build --locked` giving the same image, `exec`, a launcher, `kernel install` with
 a Jupyter client talking to the kernel, a conda `build`, `lock` and `build --locked` from the local
 test channel (py-rattler under that Python), and `image pack` / `mount` with both backends.
+On 3.10, whose marshal writes a frozenset constant in string-hash order, the --locked build of
+ipykernel gives the same image only because the build fixes PYTHONHASHSEED (3.11 sorts them).
 """
 
 from __future__ import annotations
