@@ -21,7 +21,7 @@ from condainer import config, console, launchers, lockfile, locking, mounts
 from condainer import steps as buildsteps
 from condainer.backends.pack import pack
 from condainer.dryrun import Actions
-from condainer.environments import conda, envfile, pip, rattler, virtual
+from condainer.environments import conda, envfile, pip, pipsources, rattler, virtual
 from condainer.environments.run import interrupts_deferred
 from condainer.errors import BuildError, CondainerError, ConfigError, ImageError
 from condainer.project import Project
@@ -249,14 +249,33 @@ def _pip_step(build_plan: BuildPlan, staging: Path, lock: dict | None) -> None:
         if not lock.get("pip"):
             console.info("      nothing to do: condainer.lock has no pip packages")
             return
+        _check_directories(staging, lock)
         with _scratch(staging) as tmp:
-            req = tmp / "requirements-locked.txt"
-            req.write_text(lockfile.hashed_requirements(lock))
-            pip.pip_install(staging, req, locked=True)
+            hashed = tmp / "requirements-locked.txt"
+            hashed.write_text(pipsources.hashed_lines(lock["pip"], lock.get("pip_options") or []))
+            unhashed = tmp / "requirements-locked-unhashed.txt"
+            unhashed.write_text(pipsources.unhashed_lines(lock["pip"]))
+            if any(not line.startswith("-") for line in hashed.read_text().splitlines()):
+                pip.pip_install(staging, hashed, locked=True)
+            if unhashed.read_text():
+                pip.pip_install(staging, unhashed, locked=True, hashes=False)
     elif build_plan.requirements:
         pip.pip_install(staging, build_plan.requirements)
     else:
         console.info("      nothing to do: no requirements.txt")
+
+
+def _check_directories(staging: Path, lock: dict) -> None:
+    """Before a --locked install: every directory the lock built a wheel from must build the same
+    wheel now (a one-line ConfigError names the first that does not)."""
+    for p in lock["pip"]:
+        if p.get("directory") == "built" and p.get("wheel_sha256"):
+            where = pipsources.directory_of(p)
+            if not where.is_dir():
+                raise ConfigError(f"{where} ({p['name']} of {lockfile.LOCK_NAME}) is gone: run `cnd lock` to update it")
+            if pip.wheel_sha256(staging, where) != p["wheel_sha256"]:
+                raise ConfigError(f"{where} changed since {lockfile.LOCK_NAME} was written (the wheel of "
+                                  f"{p['name']} it builds is another): run `cnd lock` to update it")
 
 
 def _pip_section(env: envfile.EnvironmentFile, prefix: Path) -> None:

@@ -55,7 +55,8 @@ def sources(files: dict[str, Path | None]) -> dict[str, str]:
 
 
 def make(prefix: Path, *, sources_: dict[str, str], virtual_packages: list[dict[str, str]],
-         python: dict[str, str] | None, builder: str, epoch: int, installer: dict[str, str] | None = None,
+         virtual_overrides: dict[str, str], python: dict[str, str] | None, builder: str, epoch: int,
+         installer: dict[str, str] | None = None, pip_options: list[str] | None = None,
          consume_reports: bool = True) -> dict[str, Any]:
     """The lock of the environment installed at PREFIX, read back from it (see installed.py)."""
     from condainer.environments import installed
@@ -67,18 +68,25 @@ def make(prefix: Path, *, sources_: dict[str, str], virtual_packages: list[dict[
         "builder": builder,
         "installer": installer,
         "virtual_packages": virtual_packages,
+        "virtual_overrides": virtual_overrides,
         "host_python": python,
         "source_date_epoch": epoch,
         "conda": installed.conda_packages(prefix),
         "pip": installed.pip_packages(prefix, consume=consume_reports),
+        "pip_options": pip_options or [],
     }
 
 
 def difference(lock: dict[str, Any], made: dict[str, Any]) -> str | None:
     """How the environment that was installed (MADE) differs from LOCK, in a few words; None: not."""
-    for kind, keys in (("conda", ("name", "version", "build", "sha256")), ("pip", ("name", "version", "sha256"))):
-        want = {tuple(p[k] for k in keys) for p in lock.get(kind) or []}
-        got = {tuple(p[k] for k in keys) for p in made.get(kind) or []}
+    from condainer.environments.pipsources import identity
+
+    def conda_identity(p: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(p[k] for k in ("name", "version", "build", "sha256"))
+
+    for kind, key in (("conda", conda_identity), ("pip", identity)):
+        want = {key(p) for p in lock.get(kind) or []}
+        got = {key(p) for p in made.get(kind) or []}
         if want != got:
             extra, missing = sorted(got - want), sorted(want - got)
             parts = ([f"{'-'.join(extra[0][:-1])} not in the lock"] if extra else []) + (
@@ -139,11 +147,6 @@ def explicit(lock: dict[str, Any]) -> str:
     lines = ["# written by condainer from condainer.lock", f"# platform: {lock['platform']}", "@EXPLICIT"]
     lines += [f"{p['url']}#{p['sha256']}" for p in lock.get("conda") or []]
     return "\n".join(lines) + "\n"
-
-
-def hashed_requirements(lock: dict[str, Any]) -> str:
-    """The pip packages as a requirements file for `pip install --require-hashes --no-deps`."""
-    return "".join(f"{p['name']}=={p['version']} --hash=sha256:{p['sha256']}\n" for p in lock.get("pip") or [])
 
 
 def summary(lock: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from condainer import lockfile
-from condainer.environments import pip, settle, virtual
+from condainer.environments import pip, pipsources, settle, virtual
 from condainer.errors import BuildError, ConfigError
 
 if TYPE_CHECKING:
@@ -39,13 +39,36 @@ def lock_path(project: Project) -> Path:
     return project.directory / lockfile.LOCK_NAME
 
 
+def stale_reason(project: Project, lock: dict[str, Any]) -> str | None:
+    """Why LOCK no longer says what a solve for PROJECT would be asked now, or None: its environment
+    files changed, or (for a conda environment) the virtual packages asked for by condainer.yml's
+    virtual_packages or a CONDA_OVERRIDE_* variable. A bad variable is a ConfigError."""
+    path = lock_path(project)
+    why = lockfile.stale_reason(lock, current_sources(project), path)
+    if why or not _solves_conda(project):
+        return why
+    locked = lock["virtual_overrides"] if "virtual_overrides" in lock else virtual.asked_of(
+        lock.get("virtual_packages") or [])
+    changed = virtual.changes(locked, virtual.requested(project.cfg.get(virtual.YML_KEY) or {}))
+    if not changed:
+        return None
+    return (f"virtual packages changed since {path.name} was written: {', '.join(changed)}: "
+            f"run `cnd lock` to update it (or build without --locked)")
+
+
+def _solves_conda(project: Project) -> bool:
+    """Virtual packages matter to a conda solve only: a pip-only project has none."""
+    env_yml = project.path_of("environment_yml")
+    return env_yml is not None and env_yml.is_file()
+
+
 def for_build(project: Project, build_plan: BuildPlan) -> dict[str, Any]:
     """The project's lock, checked for a `--locked` build here: a one-line ConfigError when the
     environment files changed since it was written, or it was made for another platform, host
     Python (venvs) or installer."""
     path = lock_path(project)
     lock = lockfile.load(path)
-    why = lockfile.stale_reason(lock, current_sources(project), path)
+    why = stale_reason(project, lock)
     if why:
         raise ConfigError(why)
     loose = lockfile.unpinned(lock)
@@ -98,12 +121,14 @@ def staged_epoch(staging: Path, default: int) -> int:
 
 @contextlib.contextmanager
 def reproducible(seconds: int) -> Iterator[None]:
-    """Export SOURCE_DATE_EPOCH=SECONDS (the installers and packer we start inherit it) and keep
-    Python from writing .pyc files on import (their header would hold a source mtime); both are
-    put back as they were afterwards."""
-    saved = {k: os.environ.get(k) for k in ("SOURCE_DATE_EPOCH", "PYTHONDONTWRITEBYTECODE")}
+    """Export SOURCE_DATE_EPOCH=SECONDS (the installers and packer we start inherit it), keep
+    Python from writing .pyc files on import (their header would hold a source mtime) and fix
+    PYTHONHASHSEED: the .pyc files pip compiles marshal frozenset constants (``x in {"a", "b"}``)
+    in string-hash order, which otherwise changes from run to run. All are put back afterwards."""
+    saved = {k: os.environ.get(k) for k in ("SOURCE_DATE_EPOCH", "PYTHONDONTWRITEBYTECODE", "PYTHONHASHSEED")}
     os.environ["SOURCE_DATE_EPOCH"] = str(seconds)
     os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    os.environ["PYTHONHASHSEED"] = "0"
     try:
         yield
     finally:
@@ -114,11 +139,25 @@ def reproducible(seconds: int) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def pip_options(build_plan: BuildPlan) -> list[str]:
+    """Where the pip steps were told to find packages (--index-url, --find-links, ...) by
+    environment.yml's pip: section and requirements.txt: a --locked build looks there too."""
+    found = []
+    if build_plan.env is not None and build_plan.env.pip_requirements:
+        found += pipsources.index_options(build_plan.env.pip_requirements, build_plan.env.path.parent)
+    if build_plan.requirements is not None:
+        found += pipsources.index_options(build_plan.requirements.read_text().splitlines(),
+                                          build_plan.requirements.parent)
+    return list(dict.fromkeys(found))
+
+
 def finish(project: Project, build_plan: BuildPlan, staging: Path, lock: dict[str, Any] | None,
            seconds: int) -> None:
     """Step 4: read back what was installed; store the lock in the image and beside condainer.yml.
     A `--locked` build stores the project's lock as it is, once the environment matches it."""
     settle.pin_history_times(staging, seconds)
+    if build_plan.env is None:
+        settle.pin_copied_times(staging / "bin", seconds)
     installer = None
     if build_plan.installer:
         installer = {"name": build_plan.installer.name, "sha256": lockfile.file_sha256(build_plan.installer)}
@@ -126,11 +165,19 @@ def finish(project: Project, build_plan: BuildPlan, staging: Path, lock: dict[st
         staging,
         sources_=current_sources(project),
         virtual_packages=virtual.records(build_plan.virtual_packages),
+        virtual_overrides=virtual.asked(virtual.requested(build_plan.virtual_config)) if build_plan.env else {},
         python=pip.host_python_record() if build_plan.env is None else None,
         builder=build_plan.describe(),
         epoch=seconds,
         installer=installer,
+        pip_options=pip_options(build_plan),
     )
+    if lock is None:
+        for p in made["pip"]:
+            if p.get("directory") == "built":
+                p["wheel_sha256"] = pip.wheel_sha256(staging, pipsources.directory_of(p))
+    for note in pipsources.notes(made["pip"]):
+        print(f"cnd: note: {note}", file=sys.stderr)
     loose = lockfile.unpinned(made)
     if loose and lock is None:
         print(f"cnd: warning: {build_plan.describe()} recorded no URL or sha256 for {', '.join(loose[:3])}"

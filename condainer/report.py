@@ -68,11 +68,17 @@ def status(directory: Path) -> dict[str, Any]:
 
 
 def _lock_status(project: Project) -> dict[str, Any]:
-    """Whether the project has condainer.lock and whether the image holds the same one."""
-    from condainer import lockfile
+    """Whether the project has condainer.lock, whether it is stale (why), and whether the image
+    holds the same one."""
+    from condainer import lockfile, locking
 
     path = project.directory / lockfile.LOCK_NAME
-    state: dict[str, Any] = {"project_lock": str(path) if path.is_file() else None}
+    state: dict[str, Any] = {"project_lock": str(path) if path.is_file() else None, "stale": None}
+    if path.is_file():
+        try:
+            state["stale"] = locking.stale_reason(project, lockfile.load(path))
+        except CondainerError as exc:
+            state["stale"] = exc.message
     if project.image.is_file():
         state.update(lockfile.image_lock_state(project.image, path if path.is_file() else None))
     else:
@@ -81,7 +87,13 @@ def _lock_status(project: Project) -> dict[str, Any]:
 
 
 def lock_line(lock: dict[str, Any]) -> str:
-    """The `lock` line of `cnd status`: where the lock is and whether image and project agree."""
+    """The `lock` line of `cnd status`: where the lock is, whether image and project agree, and why
+    condainer.lock is stale if it is."""
+    line = _lock_place(lock)
+    return line + (f"; condainer.lock is stale: {lock['stale']}" if lock.get("stale") else "")
+
+
+def _lock_place(lock: dict[str, Any]) -> str:
     if lock["lock"] is None:
         return "no image" + ("; condainer.lock present" if lock["project_lock"] else "; no condainer.lock")
     if lock["lock"] != "present":

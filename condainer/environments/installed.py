@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from condainer.environments import pipsources
 from condainer.errors import BuildError
 
 REPORT_DIR = ".condainer"  # beside the lock, inside the prefix; reports are removed once read
@@ -40,10 +41,10 @@ def conda_packages(prefix: Path) -> list[dict[str, str]]:
     return sorted(entries, key=lambda e: (e["name"], e["version"], e["build"]))
 
 
-def pip_packages(prefix: Path, *, consume: bool = True) -> list[dict[str, str]]:
+def pip_packages(prefix: Path, *, consume: bool = True) -> list[dict[str, Any]]:
     """The pip packages installed by our pip steps, from their reports; CONSUME removes the reports
     (they hold paths and times that would differ between two builds)."""
-    found: dict[str, dict[str, str]] = {}
+    found: dict[str, dict[str, Any]] = {}
     reports = sorted((prefix / REPORT_DIR).glob(REPORT_GLOB), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
     for path in reports:
         for item in _report_items(path):
@@ -55,28 +56,9 @@ def pip_packages(prefix: Path, *, consume: bool = True) -> list[dict[str, str]]:
     return [found[name] for name in sorted(found)]
 
 
-def _report_items(path: Path) -> list[dict[str, str]]:
+def _report_items(path: Path) -> list[dict[str, Any]]:
     try:
         report: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise BuildError(f"cannot read pip's report {path.name}: {exc}") from None
-    items = []
-    for entry in report.get("install") or []:
-        meta, info = entry.get("metadata") or {}, entry.get("download_info") or {}
-        name = str(meta.get("name") or "").lower().replace("_", "-")
-        archive = info.get("archive_info") or {}
-        sha = (archive.get("hashes") or {}).get("sha256") or _hash_field(archive.get("hash"))
-        if not sha:
-            # a directory or VCS checkout has no archive to hash: --require-hashes cannot install it
-            raise BuildError(f"pip installed {name or '?'} from {info.get('url', '?')}, which has no sha256 "
-                             f"to lock: install it from an index or an archive")
-        items.append({"name": name, "version": str(meta.get("version")), "sha256": sha,
-                      "url": str(info.get("url") or "")})
-    return items
-
-
-def _hash_field(value: Any) -> str | None:
-    """pip's older report field ``hash: "sha256=..."``."""
-    if isinstance(value, str) and value.startswith("sha256="):
-        return value.split("=", 1)[1]
-    return None
+    return [pipsources.entry(item) for item in report.get("install") or []]

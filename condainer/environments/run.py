@@ -89,8 +89,10 @@ def stop_group(proc: subprocess.Popen) -> None:
 
 
 def run_group(cmd: Sequence[str], *, input: str | None = None, **popen: Any) -> subprocess.CompletedProcess:
-    """subprocess.run in a new process group that is stopped as a whole when we are interrupted."""
-    proc = subprocess.Popen(list(cmd), process_group=0, text=True,
+    """subprocess.run in a new process group that is stopped as a whole when we are interrupted.
+    The group is a new session's (Popen's process_group= needs Python 3.11; setsid makes a group
+    too, in C, where preexec_fn=os.setpgrp would run Python between fork and exec)."""
+    proc = subprocess.Popen(list(cmd), start_new_session=True, text=True,
                             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL, **popen)
     try:
         out, err = proc.communicate(input)

@@ -185,6 +185,39 @@ def records(packages: Sequence[VirtualPackage]) -> list[dict[str, str]]:
     return [dataclasses.asdict(p) for p in packages]
 
 
+def asked(overrides: Mapping[str, Override]) -> dict[str, str]:
+    """What OVERRIDES ask of the solve, by key (``{"cuda": "12.4"}``; "" removes): what a lock records,
+    so that a later change is seen without detecting anything. Where a value came from does not
+    change the solve and is left out."""
+    return {key: value for key, (value, _source) in sorted(overrides.items())}
+
+
+def asked_of(packages: Sequence[Mapping[str, str]]) -> dict[str, str]:
+    """The overrides read back from the virtual packages a lock recorded (a lock of condainer before
+    ``virtual_overrides`` was written): the packages some override set. An override that removed a
+    package left nothing to read."""
+    found = {}
+    for p in packages:
+        key = str(p.get("name", ""))[2:]
+        if key in KINDS and p.get("source", DETECTED) != DETECTED:
+            found[key] = str(p.get("build") if KINDS[key].in_build else p.get("version"))
+    return found
+
+
+def changes(locked: Mapping[str, str], overrides: Mapping[str, Override]) -> list[str]:
+    """How OVERRIDES (asked now) differ from LOCKED (asked when the lock was solved), one phrase per
+    package: ``__cuda 12.4 -> 12.6 (CONDA_OVERRIDE_CUDA)``; empty when they ask the same."""
+    def shown(value: str | None) -> str:
+        return "as detected" if value is None else "removed" if value == "" else value
+
+    out = []
+    for key in sorted(set(locked) | set(overrides)):
+        before, (now, source) = locked.get(key), overrides.get(key, (None, ""))
+        if before != now:
+            out.append(f"{KINDS[key].package} {shown(before)} -> {shown(now)}" + (f" ({source})" if source else ""))
+    return out
+
+
 def describe(packages: Sequence[VirtualPackage]) -> str:
     """``__unix, __linux=6.1, __cuda=12.4 (condainer.yml)``: one line for humans."""
     return ", ".join(p.label() for p in packages) or "none"

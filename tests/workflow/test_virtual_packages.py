@@ -7,6 +7,7 @@ needs-glibc (__glibc >=99: no machine has it).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -253,3 +254,45 @@ def test_prereq_lists_detected_and_asked_for_virtual_packages(tmp_path, mount_ba
     r = cnd("prereq", cwd=tmp_path, env=no_overrides())
     [asked] = [line for line in r.stdout.splitlines() if line.startswith("virtual packages to solve for: ")]
     assert asked.endswith("__cuda=12.4 (condainer.yml)")
+
+
+# --- the lock records what the solve was asked; a change makes it stale ---
+
+def test_a_changed_override_makes_the_lock_stale_for_status_and_locked_builds(project):
+    proj = project("needs-cuda")
+    asked = {**no_overrides(), "CONDA_OVERRIDE_CUDA": "12.4"}
+    assert cnd("-q", "lock", cwd=proj, env=asked).returncode == 0
+    lock = json.loads((proj / "condainer.lock").read_text())
+    assert lock["virtual_overrides"] == {"cuda": "12.4"}
+    assert {"name": "__cuda", "version": "12.4", "build": "0", "source": "CONDA_OVERRIDE_CUDA"} in lock["virtual_packages"]
+    assert "stale" not in cnd("status", cwd=proj, env=asked, check=True).stdout
+
+    tail = "run `cnd lock` to update it (or build without --locked)"
+    changed = {**no_overrides(), "CONDA_OVERRIDE_CUDA": "12.6"}
+    why = f"virtual packages changed since condainer.lock was written: __cuda 12.4 -> 12.6 (CONDA_OVERRIDE_CUDA): {tail}"
+    assert f"condainer.lock is stale: {why}" in cnd("status", cwd=proj, env=changed, check=True).stdout
+    assert json.loads(cnd("status", "--json", cwd=proj, env=changed, check=True).stdout)["lock"]["stale"] == why
+    assert one_line_error(cnd("build", "--locked", cwd=proj, env=changed)) == f"cnd: error: {why}"
+    assert not list(proj.glob("*.squashfs")) and not mountpoint_of(proj).exists()
+    msg = one_line_error(cnd("build", "--locked", cwd=proj, env=no_overrides()))
+    assert "__cuda 12.4 -> as detected: run `cnd lock`" in msg
+
+    # the same value from condainer.yml asks the same of the solve: not stale
+    set_config(proj, virtual_packages={"cuda": "12.4"})
+    assert "stale" not in cnd("status", cwd=proj, env=no_overrides(), check=True).stdout
+    r = cnd("-q", "build", "--locked", "--backend", "native", cwd=proj, env=no_overrides())
+    assert r.returncode == 0, r.stderr
+    set_config(proj, virtual_packages={"cuda": "12.4", "archspec": ""})
+    msg = one_line_error(cnd("build", "--locked", "--force", cwd=proj, env=no_overrides()))
+    assert "virtual packages changed since condainer.lock was written: __archspec as detected -> removed " \
+           "(condainer.yml): run `cnd lock`" in msg
+
+
+def test_a_pip_only_lock_does_not_depend_on_virtual_packages(tmp_path, mount_base):
+    (tmp_path / "requirements.txt").write_text("six\n")
+    cnd("init", cwd=tmp_path, check=True)
+    set_config(tmp_path, mount_base_directory=str(mount_base))
+    assert cnd("-q", "lock", cwd=tmp_path, env=no_overrides()).returncode == 0
+    assert json.loads((tmp_path / "condainer.lock").read_text())["virtual_overrides"] == {}
+    changed = {**no_overrides(), "CONDA_OVERRIDE_CUDA": "12.6"}
+    assert "stale" not in cnd("status", cwd=tmp_path, env=changed, check=True).stdout

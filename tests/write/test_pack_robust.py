@@ -277,12 +277,28 @@ def open_tmp():
         shutil.rmtree(path)
 
 
-@pytest.mark.skipif(not IS_ROOT or not shutil.which("setpriv"), reason="needs root (to become nobody) and setpriv")
+def nobody_cannot_run_python() -> str | None:
+    """Why nobody cannot start the interpreter running the tests, or None. A Python installed under
+    a home only root may enter (pyenv in /root) cannot be loaded by another user: its libpython or
+    standard library is out of reach. Such a user could not run cnd from it either."""
+    if not IS_ROOT or not shutil.which("setpriv"):
+        return "needs root (to become nobody) and setpriv"
+    res = subprocess.run([*NOBODY, sys.executable, "-c", "import condainer"], capture_output=True, text=True,
+                         env=ENV, timeout=60, cwd="/")
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or [f"exit code {res.returncode}"])[-1]
+        return f"nobody cannot start {sys.executable}: {last}"
+    return None
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("what", ["file", "directory"])
 def test_unreadable_input_fails_with_either_backend(open_tmp, backend, what):
     """As a user, not root (root reads anything): mksquashfs stored the file empty / left the
     directory out and exited 0; now both backends stop and name it."""
+    why = nobody_cannot_run_python()
+    if why:
+        pytest.skip(why)
     src, out = os.path.join(open_tmp, "src"), os.path.join(open_tmp, "out")
     tiny_source(src)
     os.makedirs(os.path.join(src, "closed"))
