@@ -1,10 +1,12 @@
-"""What a launcher in ``<project>/bin/`` runs: `cnd exec -- NAME ARGS...`, without the command line.
+"""What a launcher in ``<project>/bin/`` runs when it cannot join a private mount by itself:
+`cnd exec -- NAME ARGS...`, without the command line.
 
 A launcher (written by launchers.py) is started by tools that take an interpreter path and cannot
-`source ./activate`: Jupyter, an IDE, a workflow engine, a batch script, every rank of `srun`. It runs
-with ``python -IS`` (no site, no user paths), puts the condainer that wrote it first on sys.path and
-calls :func:`main`; from there it is `cnd exec`'s per-rank path (runner.exec_command), with its
-one-line errors and exit codes. Standard library only (os, sys): this module is on that path.
+`source ./activate`: Jupyter, an IDE, a workflow engine, a batch script, every rank of `srun`. When no
+holder of the image runs on the node yet (or in host mode) its shell starts ``python -IS`` (no site,
+no user paths) with the condainer that wrote it first on sys.path, which calls :func:`main`; from
+there it is `cnd exec`'s path (runner.exec_command), with its one-line errors and exit codes.
+Standard library only (os, sys): this module is on that path.
 """
 
 

@@ -1,11 +1,14 @@
-"""The launchers in ``<project>/bin/``: one small Python file per executable of the environment.
+"""The launchers in ``<project>/bin/``: one small POSIX sh script per executable of the environment.
 
 Jupyter, IDEs, workflow engines and batch scripts take the path of an interpreter; they cannot
 `source ./activate` first. ``<project>/bin/python app.py`` does what `cnd exec -- python app.py`
-does (launch.py), from any directory, through a symlink or from PATH. A launcher is a plain file the
-user can read: an interpreter line and absolute paths fixed when it was written (the python cnd runs
-on, the condainer package that wrote it, the project), so it starts without site and without a
-search for condainer. Moving the project is detected at start; `cnd launchers` writes them again.
+does, from any directory, through a symlink or from PATH. Every rank of a job starts it, so once
+this user's private mount of the image exists on the node (private_mount.py), the script joins it
+with nsenter and becomes the environment's executable: no Python of cnd's starts, and only the
+script and a stat of the image touch the project's file system. Otherwise (no holder yet, host
+mode) it starts condainer (launch.py): the one that wrote it, or the user's own `cnd`. A launcher is
+a plain file the user can read, with absolute paths fixed when it was written; moving the project
+is detected by the slow path, and `cnd launchers` writes them again.
 """
 
 from __future__ import annotations

@@ -52,7 +52,12 @@ def _ensure_mounted(layout: Layout, sessions: NodeSessions, backend: str) -> boo
     """Mount the project's image unless it is mounted (cleaning a stale mount first); call under lock.
     Returns True when this call made the mount."""
     mp = layout.mountpoint
-    current = mounts.state(mp, refuse_other_users=True)
+    try:
+        current = mounts.state(mp, refuse_other_users=True)
+    except MountError:
+        if not sessions.active():
+            sessions.remove_if_idle()  # refused: leave no state directory of ours behind
+        raise
     if current == "mounted":
         return False
     from condainer.backends.mount import mount

@@ -44,6 +44,7 @@ run() {  # name, then cnd arguments: one JSON line with the exit code and stderr
         "out": sys.argv[3], "err": open(sys.argv[4]).read()}))' "$1" "$rc" "$out" "$SHARED/err"
 }
 run exec exec -- true
+ls -A "$(dirname "$mnt")" | "$PY" -c 'import json,sys; print(json.dumps({"step": "base-after-refusal", "names": sys.stdin.read().split()}))'
 run mount mount
 run status status --json
 run umount umount
@@ -80,6 +81,8 @@ def test_another_users_mount_is_refused_in_one_line():
             assert steps[name]["rc"] != 0 and len(err) == 1, steps[name]
             assert err[0].startswith("cnd: error: ") and f"mounted by another user (uid {NOBODY})" in err[0]
         assert json.loads(steps["status"]["out"])["mounted_by_other_uid"] == NOBODY
+        left = [n for n in steps["base-after-refusal"]["names"] if n.startswith(".condainer-")]
+        assert not left, f"a refused exec leaves no state directory: {left}"
         # root may unmount anyone's mount; the mount point directory stays nobody's, and we do not
         # mount into a directory another user controls
         assert steps["umount"]["rc"] == 0, steps["umount"]
