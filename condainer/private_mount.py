@@ -390,24 +390,49 @@ def _hold_mountpoint_dir(path: str) -> int:
     raise MountError(f"mount point {path} keeps disappearing")
 
 
-def _remove_when_free(fd: int, path: str) -> None:
-    """Remove the mount point directory once no holder of any user mounts there (each holds a shared
-    flock on it) if it is ours; other users cannot remove our directory from a sticky /tmp, so we
-    wait for them, with no mount and no record left, then leave."""
-    from condainer import userns
+def _start_janitor(dir_fd: int, path: str, record_path: str) -> int:
+    """Fork, before the holder enters its namespace, the process that tidies up once the holder is
+    gone, however it ended (a SIGKILL included: the pipe it waits on then reaches end of file).
+    It works from the host's namespace, where removing a directory that is a mount point fails:
+    from inside ours it would detach another user's (or a host) mount there. It drops the holder's
+    record if it is still there, and removes the mount point directory if it is ours, once no
+    holder of any user mounts there (an exclusive flock on it)."""
+    holder = os.getpid()
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid != 0:
+        os.close(rfd)
+        return pid  # the holder keeps WFD (close-on-exec: its daemon does not) until it ends
+    code = 0
+    try:  # pragma: no cover - the janitor
+        import signal
 
-    try:
-        userns.detach(path)  # our daemon unmounts as it ends; a killed one leaves the mount here
-        held = os.fstat(fd)
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGUSR1):
+            signal.signal(signum, signal.SIG_IGN)  # it ends when the holder has ended, or by SIGKILL
+        os.close(wfd)
+        for fd in range(3, _fd_limit()):
+            if fd not in (rfd, dir_fd):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        while os.read(rfd, 4096):
+            pass
+        with _Lock(record_path + ".lock"):
+            record = Record.read(record_path)
+            if record is not None and record.pid == holder:
+                _unlink(record_path)
+        _tidy_registry(record_path)
+        held = os.fstat(dir_fd)
         if held.st_uid == os.geteuid():
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(dir_fd, fcntl.LOCK_EX)
             st = os.lstat(path)
             if (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino):
                 os.rmdir(path)
-    except OSError:
-        pass
+    except BaseException:
+        code = 1
     finally:
-        os.close(fd)
+        os._exit(code)
 
 
 def _spawn_daemon(backend: str, tool: str, image: str, mountpoint: str, log_path: str):
@@ -507,7 +532,8 @@ def _holder_main(layout: Layout, backend: str, tool: str, record_path: str, want
             signal.signal(signum, signal.default_int_handler)
         signal.signal(signal.SIGUSR1, _retire_soon)  # `cnd umount`: no new users, the present ones stay
         dir_fd = _hold_mountpoint_dir(mp)
-        step_fd = _watch_step()
+        janitor = _start_janitor(dir_fd, mp, record_path)
+        step_fd = _watch_step(janitor)
         userns.enter_new(os.getuid(), os.getgid())
         userns.keep_mount_capability()
         logs = log_dir()
@@ -550,9 +576,8 @@ def _holder_main(layout: Layout, backend: str, tool: str, record_path: str, want
                 proc.kill()
         if published:
             sessions.log_unmount("holder mode=namespace")
-        _tidy_registry(record_path)
         if dir_fd >= 0:
-            _remove_when_free(dir_fd, mp)
+            os.close(dir_fd)  # the janitor removes the directory once we are gone (_start_janitor)
     return 0
 
 
@@ -598,11 +623,12 @@ def _serve_users(layout: Layout, record_path: str, proc, namespace: str | None, 
             return
 
 
-def _watch_step() -> int | None:
+def _watch_step(janitor: int) -> int | None:
     """Inside a Slurm job step, fork a watcher that stays in the host's namespaces (from inside
     ours, other processes cannot be inspected) and says through a pipe whether a process of the step
-    runs on this node outside our namespace (1) or none does (0); it dies with us. Returns the pipe's
-    end to read, or None outside a step."""
+    runs on this node outside our namespace (1) or none does (0), leaving out our JANITOR (which has
+    the step's environment too); it dies with us. Returns the pipe's end to read, or None outside a
+    step."""
     import signal
 
     job, step = os.environ.get("SLURM_JOB_ID"), os.environ.get("SLURM_STEP_ID")
@@ -619,10 +645,14 @@ def _watch_step() -> int | None:
             os.closerange(3, wfd)
             os.closerange(wfd + 1, _fd_limit())
             said = None
+            here = userns.mount_namespace()
             while os.getppid() == holder:
                 ours = userns.mount_namespace(holder)
+                if ours == here:  # the holder has not made its namespace yet: nothing to tell apart
+                    time.sleep(0.01)
+                    continue
                 running = any(userns.mount_namespace(pid) != ours
-                              for pid in slurm.other_step_processes(f"{job}.{step}"))
+                              for pid in slurm.other_step_processes(f"{job}.{step}") if pid != janitor)
                 if running != said:
                     os.write(wfd, b"1" if running else b"0")
                     said = running

@@ -133,13 +133,6 @@ def join(pid: int) -> None:
             os.close(fd)
 
 
-def detach(path: str) -> None:
-    """Lazily unmount PATH in our own namespace (we hold CAP_SYS_ADMIN there); nothing if it is not
-    a mount point."""
-    _MNT_DETACH = 2
-    _c().umount2(path.encode(), _MNT_DETACH)
-
-
 def mount_namespace(pid: int | str = "self") -> str | None:
     """The identity of PID's mount namespace (``mnt:[4026531841]``), or None when we may not see it."""
     try:
