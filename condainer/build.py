@@ -334,8 +334,9 @@ def _build(project: Project, *, backend: str | None, force: bool, dryrun: bool, 
             times["environment"] = time.monotonic() - started
             if buildsteps.PACK in steps:
                 console.info(f"[5] packing {staging} into {image.name}")
+                reuse = _previous_image(image, backend)
                 with locking.reproducible(locking.staged_epoch(staging, epoch)):
-                    used = pack(staging, image, options, backend)
+                    used = pack(staging, image, options, backend, reuse)
                 console.info(f"    packed with the {used} backend")
                 times["pack"] = time.monotonic() - started - times["environment"]
             if buildsteps.SCRIPTS in steps and build_plan:
@@ -362,6 +363,17 @@ def _build(project: Project, *, backend: str | None, force: bool, dryrun: bool, 
         split = ", ".join(f"{k} {v:.1f} s" for k, v in times.items())
         console.info(f"built {image} ({console.human_bytes(size)}) in {time.monotonic() - started:.1f} s ({split})")
         console.info(f"use it with `cnd exec -- CMD` or `source {project.activate_script}`")
+    return image
+
+
+def _previous_image(image: Path, backend: str) -> Path | None:
+    """The image a re-build replaces, as a source of compressed blocks (only read, and replaced by
+    a rename: jobs that have it mounted keep reading the old file); None when there is none."""
+    if not image.is_file():
+        return None
+    if backend == "native":
+        console.info(f"    not reusing blocks of the previous {image.name}: the native backend cannot")
+        return None
     return image
 
 

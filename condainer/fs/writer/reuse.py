@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import os
 import stat
+import struct
 import sys
 from array import array
 
@@ -206,8 +207,13 @@ def _settings_mismatch(reader: SquashfsReader, codec: Codec) -> str:
         (header,) = fmt.U16.unpack(reader._pread(fmt.SUPERBLOCK_SIZE, 2, "compressor options"))
         options = reader._pread(fmt.SUPERBLOCK_SIZE + 2, header & fmt.METADATA_SIZE_MASK, "compressor options")
     if options != codec.options_block():
-        theirs = BY_ID[sb.compression_id].describe_options(options) if options else "the default options"
-        return f"{sb.compression} options {theirs}, this pack uses {mine}"
+        spec = BY_ID[sb.compression_id]
+        try:
+            said = spec.describe_options(options) if options else {"level": spec.implied_level}
+        except struct.error:
+            said = {"options": options.hex()}
+        theirs = ", ".join(f"{key} {value}" for key, value in said.items())
+        return f"{sb.compression} {theirs}, this pack uses {mine}"
     return ""
 
 
