@@ -58,7 +58,7 @@ class BlockList(Placed):
     def queue_candidate(self, pipeline: BlockPipeline, block: bytes, index: int, old: tuple[int, int]) -> None:
         """Queue a block that the old image may hold already at ``old`` (position, size word)."""
         self.unplaced += 1
-        pipeline.add_candidate(block, old, self, index)
+        pipeline.add_candidate(block, (old,), self, index)
 
     def copied(self, index: int) -> None:
         self.copies += 1

@@ -68,8 +68,8 @@ class _Batch:
     __slots__ = ("entries", "nbytes", "results", "error", "done", "seconds", "compressed")
 
     def __init__(self, entries: list[tuple[bytes | tuple | None, Placed, int]], nbytes: int) -> None:
-        # (block, or (block, old position, old size word) for a candidate, or None for a mark;
-        # target; index)
+        # (block, or (block, ((old position, old size word), ...)) for a candidate, or None for a
+        # mark; target; index)
         self.entries = entries
         self.nbytes = nbytes  # of the blocks
         # per entry: (bytes to write, size word, bytes of the block if copied from the old image)
@@ -85,8 +85,8 @@ def _compress(
     batch: _Batch, compress: Callable[[bytes], bytes] | None, stop: threading.Event, verify: Verify | None = None
 ) -> None:
     """Fill in ``batch.results``; COMPRESS None stores every block raw.  A candidate is copied
-    when VERIFY finds the old bytes decompress to exactly the block, else compressed like any
-    block: the outcome depends on content only, never on threads or timing.  Gives up between two
+    from the first of its old places whose bytes VERIFY finds decompress to exactly the block,
+    else compressed like any block: the outcome depends on content only, never on threads or timing.  Gives up between two
     blocks once STOP is set, so an abort waits for one block, not a whole batch."""
     results = batch.results
     for block, _, _ in batch.entries:
@@ -96,10 +96,15 @@ def _compress(
         if stop.is_set():
             return
         if block.__class__ is tuple:
-            block, position, word = block
-            old = verify(block, position, word) if verify is not None else None
+            block, candidates = block
+            for position, word in candidates if verify is not None else ():
+                old = verify(block, position, word)
+                if old is not None:
+                    results.append((old, word, len(block)))
+                    break
+            else:
+                old = None
             if old is not None:
-                results.append((old, word, len(block)))
                 continue
         if verify is None:
             packed = compress(block) if compress is not None else block
@@ -176,14 +181,15 @@ class BlockPipeline:
         if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_ITEMS:
             self._flush_batch()
 
-    def add_candidate(self, block: bytes, old: tuple[int, int], target: Placed, index: int) -> None:
-        """Queue a block that may be the old image's block at ``old`` (position, size word): a
-        compression thread copies the old bytes if they decompress to exactly ``block``, else
-        compresses it (``target.copied(index)`` says which, before ``placed``)."""
+    def add_candidate(self, block: bytes, old: tuple[tuple[int, int], ...], target: Placed, index: int) -> None:
+        """Queue a block that may be one of the old image's blocks at ``old`` ((position, size
+        word), ...; tried in this order): a compression thread copies the old bytes that
+        decompress to exactly ``block``, else compresses it (``target.copied(index)`` says which,
+        before ``placed``)."""
         if self._old is None:
             self.add(block, target, index)
             return
-        self._batch.append(((block, *old), target, index))
+        self._batch.append(((block, old), target, index))
         self._batch_bytes += len(block)
         if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_ITEMS:
             self._flush_batch()

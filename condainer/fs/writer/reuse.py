@@ -37,6 +37,7 @@ from condainer.fs.writer.pipeline import Verify
 from condainer.fs.writer.source import SourceError, read_exactly
 
 _OFFSET_BITS = 21  # fragment offsets and tail lengths are below the block size, at most 1 MiB
+MAX_TRIES = 4  # old fragment blocks looked at for one new one (each costs a decompression)
 
 
 class OldImage:
@@ -50,7 +51,9 @@ class OldImage:
         self._bs = reader.sb.block_size
         self._compression_id = reader.sb.compression_id
         self._by_size: dict[int, list[tuple[int, array]]] = {}  # size -> (start, block words) per file
-        self._fragments: dict[int, tuple[int, int]] = {}  # key -> (start, size word) of a fragment block
+        # key -> (fragment index, start, size word) of the fragment blocks with that key
+        self._fragments: dict[int, list[tuple[int, int, int]]] = {}
+        self._last_fragment = -1  # the old fragment block proposed last: the next one is likely next
         self.damaged = 0  # old blocks that did not decompress (counted by the threads, for the report)
 
     def close(self) -> None:
@@ -87,10 +90,21 @@ class OldImage:
             return False
         return self.verifier()(new, position, word) is not None
 
-    def fragment(self, block: bytes, lengths: list[int]) -> tuple[int, int] | None:
-        """(position, size word) of an old fragment block that may hold exactly ``block``, made of
-        tails of ``lengths`` in this order; None when there is none."""
-        return self._fragments.get(hash((len(block), *lengths)))
+    def fragment(self, block: bytes, lengths: list[int]) -> tuple[tuple[int, int], ...] | None:
+        """(position, size word) of the old fragment blocks that may hold exactly ``block``, made
+        of tails of ``lengths`` in this order, likeliest first; None when there is none.
+
+        Tails of equal lengths are common (files of one size in many packages), so several old
+        blocks may share the key; the one after the block proposed last comes first, as an
+        unchanged run of files comes in the old order, then the nearest ones (a few at most)."""
+        found = self._fragments.get(hash((len(block), *lengths)))
+        if not found:
+            return None
+        if len(found) > 1:
+            after = self._last_fragment + 1
+            found = sorted(found, key=lambda f: abs(f[0] - after))[:MAX_TRIES]
+        self._last_fragment = found[0][0]
+        return tuple((start, word) for _, start, word in found)
 
     # --- checks, by the compression threads ---------------------------------------------------
 
@@ -158,7 +172,7 @@ class OldImage:
                 if fragment >= reader.sb.fragments:
                     raise DamagedImage(f"fragment {fragment} does not exist")
                 start, word = reader.fragment(fragment)
-                self._fragments.setdefault(hash((end, *lengths)), (start, word))
+                self._fragments.setdefault(hash((end, *lengths)), []).append((fragment, start, word))
 
 
 def open_old_image(path: os.PathLike | str, codec: Codec) -> tuple[OldImage | None, str]:
