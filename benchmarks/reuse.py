@@ -42,10 +42,13 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "SOURCE_DATE_EPOCH": EPOCH}
 
 
-def pack(src: Path, image: Path, s: Settings, old: Path | None = None) -> tuple[float, str]:
-    """(seconds, what the re-pack says it copied) of one pack with the Python writer."""
+def pack(src: Path, image: Path, s: Settings, old: Path | None = None, rss: list | None = None) -> tuple[float, str]:
+    """(seconds, what the re-pack says it copied) of one pack with the Python writer; its peak RSS
+    is appended to RSS."""
     cmd = [sys.executable, "-c", PY_PACK, str(src), str(image), str(s.level), str(s.processors), str(old or "")]
-    seconds, _, result = run_timed(cmd, env=_env())
+    seconds, peak, result = run_timed(cmd, env=_env())
+    if rss is not None:
+        rss.append(peak)
     if result.returncode != 0:
         raise SystemExit(f"pack of {src} failed: {result.stderr.strip()}")
     found = COPIED.search(result.stderr)
@@ -71,11 +74,13 @@ def speed(quick: bool, repeats: int, images: Path) -> tuple[str, list[list]]:
         pack(before, old, s)
         warm_page_cache(after)
         times: dict[str, list[float]] = {"fresh": [], "re-pack": []}
+        rss: dict[str, list[int]] = {"fresh": [], "re-pack": []}
         copied = ""
         for run_no in range(repeats):
             order = ("fresh", "re-pack") if run_no % 2 == 0 else ("re-pack", "fresh")
             for who in order:
-                seconds, said = pack(after, fresh, s) if who == "fresh" else pack(after, again, s, old)
+                seconds, said = pack(after, fresh if who == "fresh" else again, s,
+                                     None if who == "fresh" else old, rss[who])
                 times[who].append(seconds)
                 copied = said if who == "re-pack" else copied
             progress(f"reuse, venv + {corpus.ADDED_PACKAGE}, zstd {level}, round {run_no + 1}: "
@@ -84,11 +89,12 @@ def speed(quick: bool, repeats: int, images: Path) -> tuple[str, list[list]]:
         target = 0.5 if level == 6 else 0.2
         same = filecmp.cmp(fresh, again, shallow=False)
         rows.append([f"venv + {corpus.ADDED_PACKAGE}", f"zstd {level}", f"{t_fresh:.2f}", f"{t_re:.2f}",
-                     f"{t_re / t_fresh:.3f}", f"<= {target}", "yes" if same else "NO", copied, repeats])
+                     f"{t_re / t_fresh:.3f}", f"<= {target}", "yes" if same else "NO",
+                     f"{max(rss['fresh']) / 2**20:.0f}", f"{max(rss['re-pack']) / 2**20:.0f}", copied, repeats])
         sizes.append([f"venv + {corpus.ADDED_PACKAGE}", f"zstd {level}", bytes_used(fresh),
                       native_size(after, images / f"venv-add-native-{level}.sqfs", s)])
-    return table(["tree", "level", "fresh s", "re-pack s", "ratio", "target", "same bytes", "copied", "runs"],
-                 rows), sizes
+    return table(["tree", "level", "fresh s", "re-pack s", "ratio", "target", "same bytes", "fresh RSS MiB",
+                  "re-pack RSS MiB", "copied", "runs"], rows), sizes
 
 
 def same_bytes(quick: bool, images: Path) -> tuple[str, list[list]]:
