@@ -16,8 +16,8 @@ Which old block to look at is found from the old image's inode table, read once 
 Copies are only worth it, and only byte-identical to a fresh pack, when the old image was
 compressed the same way: same compressor, options (level) and block size; otherwise nothing is
 looked up. The index keeps, per old file of at least one block, its size, start and block sizes
-(about 120 bytes and 4 per block), and per old fragment block its start and size word under a key
-(about 150 bytes); files smaller than a block cost nothing once the index is built.
+(about 200 bytes and 4 per block), and per old fragment block its start and size word under a key
+(about 80 bytes); files smaller than a block cost nothing once the index is built.
 """
 
 from __future__ import annotations
@@ -51,8 +51,11 @@ class OldImage:
         self._bs = reader.sb.block_size
         self._compression_id = reader.sb.compression_id
         self._by_size: dict[int, list[tuple[int, array]]] = {}  # size -> (start, block words) per file
-        # key -> (fragment index, start, size word) of the fragment blocks with that key
-        self._fragments: dict[int, list[tuple[int, int, int]]] = {}
+        # key -> the fragment block (its number) with that key, or a tuple of them; where each starts
+        # and its size word, by number
+        self._fragments: dict[int, int | tuple[int, ...]] = {}
+        self._fragment_start = array("Q", bytes(8 * reader.sb.fragments))
+        self._fragment_word = array("I", bytes(4 * reader.sb.fragments))
         self._last_fragment = -1  # the old fragment block proposed last: the next one is likely next
         self.damaged = 0  # old blocks that did not decompress (counted by the threads, for the report)
 
@@ -98,13 +101,16 @@ class OldImage:
         blocks may share the key; the one after the block proposed last comes first, as an
         unchanged run of files comes in the old order, then the nearest ones (a few at most)."""
         found = self._fragments.get(hash((len(block), *lengths)))
-        if not found:
+        if found is None:
             return None
-        if len(found) > 1:
+        if found.__class__ is int:
+            found = (found,)
+        else:
             after = self._last_fragment + 1
-            found = sorted(found, key=lambda f: abs(f[0] - after))[:MAX_TRIES]
-        self._last_fragment = found[0][0]
-        return tuple((start, word) for _, start, word in found)
+            found = sorted(found, key=lambda f: abs(f - after))[:MAX_TRIES]
+        self._last_fragment = found[0]
+        starts, words = self._fragment_start, self._fragment_word
+        return tuple((starts[f], words[f]) for f in found)
 
     # --- checks, by the compression threads ---------------------------------------------------
 
@@ -153,16 +159,20 @@ class OldImage:
                     self._by_size[size].append((start, words))
             if fragment != fmt.NO_FRAGMENT and size % bs:
                 spans.append(fragment << 2 * _OFFSET_BITS | offset << _OFFSET_BITS | size % bs)
-        self._index_fragments(sorted(set(spans)))
+        self._index_fragments(sorted(spans))  # for a moment, about 40 bytes per file with a tail
 
     def _index_fragments(self, spans: list[int]) -> None:
         """Each fragment block whose tails lie back to back from offset 0, under the key fragment()
-        computes for a new block: its length and its tails' lengths."""
+        computes for a new block: its length and its tails' lengths. ``spans`` is sorted; twins
+        (and hard links) share a span, which counts once."""
         mask = (1 << _OFFSET_BITS) - 1
         reader = self._reader
         for fragment, group in itertools.groupby(spans, key=lambda s: s >> 2 * _OFFSET_BITS):
-            lengths, end = [], 0
+            lengths, end, previous = [], 0, -1
             for span in group:
+                if span == previous:
+                    continue
+                previous = span
                 offset, length = (span >> _OFFSET_BITS) & mask, span & mask
                 if offset != end:
                     break  # overlapping or with gaps: no new block is laid out like it
@@ -171,8 +181,13 @@ class OldImage:
             else:
                 if fragment >= reader.sb.fragments:
                     raise DamagedImage(f"fragment {fragment} does not exist")
-                start, word = reader.fragment(fragment)
-                self._fragments.setdefault(hash((end, *lengths)), []).append((fragment, start, word))
+                self._fragment_start[fragment], self._fragment_word[fragment] = reader.fragment(fragment)
+                key = hash((end, *lengths))
+                found = self._fragments.get(key)
+                if found is None:
+                    self._fragments[key] = fragment
+                else:
+                    self._fragments[key] = (*found, fragment) if found.__class__ is tuple else (found, fragment)
 
 
 def open_old_image(path: os.PathLike | str, codec: Codec) -> tuple[OldImage | None, str]:
@@ -187,7 +202,8 @@ def open_old_image(path: os.PathLike | str, codec: Codec) -> tuple[OldImage | No
     if not stat.S_ISREG(st.st_mode):
         return None, f"{shown} is not a regular file"
     try:
-        reader = SquashfsReader(path, metadata_cache_bytes=1 << 20, cache_bytes=0)
+        # Read front to back once: a cache would only hold what is never asked for again.
+        reader = SquashfsReader(path, metadata_cache_bytes=64 << 10, cache_bytes=0)
     except OSError as exc:
         return None, f"{shown}: {exc.strerror or exc}"
     except ImageError as exc:
