@@ -82,12 +82,19 @@ class _Batch:
 
 
 def _compress(
-    batch: _Batch, compress: Callable[[bytes], bytes] | None, stop: threading.Event, verify: Verify | None = None
+    batch: _Batch,
+    compress: Callable[[bytes], bytes] | None,
+    stop: threading.Event,
+    verify: Verify | None = None,
+    sample: list[bool] | None = None,
 ) -> None:
     """Fill in ``batch.results``; COMPRESS None stores every block raw.  A candidate is copied
     from the first of its old places whose bytes VERIFY finds decompress to exactly the block,
-    else compressed like any block: the outcome depends on content only, never on threads or timing.  Gives up between two
-    blocks once STOP is set, so an abort waits for one block, not a whole batch."""
+    else compressed like any block: the outcome depends on content only, never on threads or
+    timing. While re-packing, compressing is timed (the copies' saving is estimated from it), and
+    SAMPLE[0] has the thread also compress its first copied block once, for a re-pack that copies
+    everything. Gives up between two blocks once STOP is set, so an abort waits for one block, not
+    a whole batch."""
     results = batch.results
     for block, _, _ in batch.entries:
         if block is None:
@@ -105,6 +112,12 @@ def _compress(
             else:
                 old = None
             if old is not None:
+                if sample and sample[0]:  # what compressing it would have cost, once per thread
+                    sample[0] = False
+                    started = time.perf_counter()
+                    compress(block)
+                    batch.seconds += time.perf_counter() - started
+                    batch.compressed += len(block)
                 continue
         if verify is None:
             packed = compress(block) if compress is not None else block
@@ -166,10 +179,11 @@ class BlockPipeline:
         """A compression thread: batches off the inbox until None; after close(), skip them."""
         with contextlib.suppress(OSError):
             os.nice(COMPRESSION_NICENESS)  # this thread only: on Linux the nice value is per thread
+        sample = [True]  # a re-pack that copies everything still learns what compressing costs
         while (batch := self._inbox.get()) is not None:
             if not self._stop.is_set():
                 try:
-                    _compress(batch, compress, self._stop, verify)
+                    _compress(batch, compress, self._stop, verify, sample)
                 except BaseException as exc:  # e.g. MemoryError: raised again by the writing thread
                     batch.error = exc
             batch.done.release()
