@@ -20,6 +20,7 @@ import hashlib
 import os
 from array import array
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from condainer.errors import ImageError
 from condainer.fs import format as fmt
@@ -28,6 +29,9 @@ from condainer.fs.writer.pipeline import BlockPipeline, Placed
 from condainer.fs.writer.scan import Tree, printable
 from condainer.fs.writer.source import SourceError, SourceFiles, read_exactly
 from condainer.fs.writer.twins import HASHED, FirstOfSize, TwinIndex
+
+if TYPE_CHECKING:
+    from condainer.fs.writer.reuse import OldImage
 
 SMALL_FILE_BLOCKS = 8  # files up to this many blocks are read in one go
 
@@ -80,7 +84,7 @@ class DataWriter:
         block_size: int,
         tree: Tree,
         on_file: Callable[[int], None] | None = None,
-        reuse=None,
+        reuse: OldImage | None = None,
     ) -> None:
         """``reuse``: the previous image (reuse.OldImage) whose blocks may be copied, or None."""
         self._pipeline = pipeline

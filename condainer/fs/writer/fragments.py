@@ -19,8 +19,12 @@ and 0.02 % (1.0030, 1.0005), for about 2 MiB compressed again around each place 
 from __future__ import annotations
 
 import zlib
+from typing import TYPE_CHECKING
 
 from condainer.fs.writer.pipeline import BlockPipeline, Placed
+
+if TYPE_CHECKING:
+    from condainer.fs.writer.reuse import OldImage
 
 RUN_BLOCKS = 16  # mean length of a run of fragment blocks between content-defined boundaries
 
@@ -32,7 +36,7 @@ class FragmentPacker(Placed):
     block whose content is exactly one of them; None packs without.
     """
 
-    def __init__(self, pipeline: BlockPipeline, block_size: int, reuse=None) -> None:
+    def __init__(self, pipeline: BlockPipeline, block_size: int, reuse: OldImage | None = None) -> None:
         self._pipeline = pipeline
         self._block_size = block_size
         self._cut = (1 << 32) // (RUN_BLOCKS * block_size)  # CRC threshold per byte of a tail

@@ -11,7 +11,7 @@ import stat
 import time
 from array import array
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from condainer import console
 from condainer.fs import format as fmt
@@ -23,6 +23,9 @@ from condainer.fs.writer.metablock import MetadataWriter
 from condainer.fs.writer.pipeline import BlockPipeline
 from condainer.fs.writer.scan import Scanner, Tree
 from condainer.fs.writer.tables import IdTable, XattrTable, export_entries, fragment_entries, lookup_table
+
+if TYPE_CHECKING:
+    from condainer.fs.writer.reuse import OldImage
 
 
 def _inode_order(scanner: Scanner) -> Iterator[int]:
@@ -59,7 +62,11 @@ def _dir_entries(tree: Tree, children: range, ref: array, number: array, itype: 
 
 
 def _write_data(
-    pipeline: BlockPipeline, scanner: Scanner, block_size: int, progress: console.Progress | None, old=None
+    pipeline: BlockPipeline,
+    scanner: Scanner,
+    block_size: int,
+    progress: console.Progress | None,
+    old: OldImage | None = None,
 ) -> tuple[array, DataWriter]:
     """Every regular file's data, in inode order, into the pipeline; each directory is listed when
     the walk reaches it, so compression starts with the first files, not after the whole tree is
@@ -187,7 +194,7 @@ def write_image(
     epoch: int | None,
     progress: console.Progress | None,
     scanned: Callable[[Tree], None],
-    old=None,
+    old: OldImage | None = None,
     reused: Callable[[BlockPipeline, DataWriter], None] | None = None,
 ) -> int:
     """Write the image body in format order; returns the inode count.

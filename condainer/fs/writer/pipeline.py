@@ -25,10 +25,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from condainer.errors import ImageError
 from condainer.fs import format as fmt
 from condainer.fs.compression import Codec
+
+if TYPE_CHECKING:
+    from condainer.fs.writer.reuse import OldImage
 
 BATCH_BYTES = 256 * 1024  # bytes of blocks handed to a thread at once
 BATCH_ITEMS = 64  # blocks and marks per batch (small blocks, or many files' start marks)
@@ -135,7 +139,7 @@ def _compress(
 class BlockPipeline:
     """Compress blocks in parallel, write them in submission order, report each block's place."""
 
-    def __init__(self, out, position: int, codec: Codec, processors: int, old=None) -> None:
+    def __init__(self, out, position: int, codec: Codec, processors: int, old: OldImage | None = None) -> None:
         """``old``: an old image (reuse.OldImage) whose blocks candidates are checked against, for
         add_candidate; None when there is none (or nothing to compress)."""
         self._out = out
