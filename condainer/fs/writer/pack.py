@@ -19,6 +19,7 @@ import secrets
 import stat
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from condainer import console
 from condainer.errors import ImageError
@@ -28,9 +29,11 @@ from condainer.fs.options import PackOptions
 from condainer.fs.writer.data import DataWriter
 from condainer.fs.writer.image import write_image
 from condainer.fs.writer.pipeline import BlockPipeline
-from condainer.fs.writer.reuse import OldImage, open_old_image
 from condainer.fs.writer.scan import Scanner, Tree, printable
 from condainer.sysinfo import signals_interrupt, usable_cpus
+
+if TYPE_CHECKING:
+    from condainer.fs.writer.reuse import OldImage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +93,8 @@ def pack_tree(
 
 def _open_old(path: os.PathLike | str, codec: Codec) -> OldImage | None:
     """The old image to copy blocks from, or None after one line saying why it cannot serve."""
+    from condainer.fs.writer.reuse import open_old_image  # the reader, only for a re-pack
+
     old, why = open_old_image(path, codec)
     if old is None:
         console.info(f"reuse: {why}: packing without it")
