@@ -196,7 +196,9 @@ def _damage(image, tmp_path, how: str):
     return bad
 
 
-@pytest.mark.parametrize("how", ["missing", "directory", "empty", "truncated", "foreign", "tables", "data", "fifo"])
+@pytest.mark.parametrize(
+    "how", ["missing", "directory", "empty", "truncated", "foreign", "tables", "data", "fifo", "unrelated"]
+)
 def test_old_image_that_cannot_serve_gives_a_fresh_pack(trees, tmp_path, capsys, how):
     _, old, new = trees
     good = tmp_path / "old.sqfs"
@@ -210,6 +212,10 @@ def test_old_image_that_cannot_serve_gives_a_fresh_pack(trees, tmp_path, capsys,
     elif how == "fifo":
         bad = tmp_path / "fifo"
         os.mkfifo(bad)
+    elif how == "unrelated":  # a sound image, same settings, of another tree: nothing matches
+        _make_tree(str(tmp_path / "other"), seed=99)
+        bad = tmp_path / "other.sqfs"
+        _pack(str(tmp_path / "other"), bad)
     else:
         bad = _damage(good, tmp_path, how)
     capsys.readouterr()
@@ -219,6 +225,8 @@ def test_old_image_that_cannot_serve_gives_a_fresh_pack(trees, tmp_path, capsys,
     assert err.count("\n") == 1 and err.startswith("reuse: "), err
     if how == "data":  # the tables check out: the blocks are looked at and refused one by one
         assert "did not read back" in err or _copied(err) == (0, 0), err
+    elif how == "unrelated":  # only what both trees hold: sparse.bin's first block, "head" and zeros
+        assert _copied(err) == (0, 1), err
     else:
         assert "packing without it" in err, err
 
