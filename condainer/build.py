@@ -407,7 +407,9 @@ def _dry_run(project: Project, build_plan: BuildPlan | None, steps: frozenset[in
                           f"{build_plan.describe() if build_plan else 'nothing (non_conda_application)'}",
         buildsteps.PIP: f"install {build_plan.requirements.name if build_plan and build_plan.requirements else 'no requirements.txt'} with pip",
         buildsteps.FINISH: f"write {project.directory / lockfile.LOCK_NAME} and its copy in the image",
-        buildsteps.PACK: f"pack {staging} into {image} ({backend} backend)",
+        buildsteps.PACK: f"pack {staging} into {image} ({backend} backend"
+                         + (", copying the blocks of the image it replaces where they hold the same data)"
+                            if image.is_file() and backend != "native" else ")"),
         buildsteps.SCRIPTS: f"write {project.activate_script} and {project.deactivate_script}",
         buildsteps.CLEANUP: f"remove {staging}",
     }
