@@ -51,11 +51,12 @@ class OldImage:
         self._bs = reader.sb.block_size
         self._compression_id = reader.sb.compression_id
         self._by_size: dict[int, list[tuple[int, array]]] = {}  # size -> (start, block words) per file
-        # key -> the fragment block (its number) with that key, or a tuple of them; where each starts
-        # and its size word, by number
+        # key -> the row of the fragment block with that key, or a tuple of rows; per row (one per
+        # fragment block indexed, not per block the superblock claims) its number, start, size word
         self._fragments: dict[int, int | tuple[int, ...]] = {}
-        self._fragment_start = array("Q", bytes(8 * reader.sb.fragments))
-        self._fragment_word = array("I", bytes(4 * reader.sb.fragments))
+        self._fragment_number = array("I")
+        self._fragment_start = array("Q")
+        self._fragment_word = array("I")
         self._last_fragment = -1  # the old fragment block proposed last: the next one is likely next
         self.damaged = 0  # old blocks that did not decompress (counted by the threads, for the report)
 
@@ -103,14 +104,15 @@ class OldImage:
         found = self._fragments.get(hash((len(block), *lengths)))
         if found is None:
             return None
+        numbers = self._fragment_number
         if found.__class__ is int:
             found = (found,)
         else:
             after = self._last_fragment + 1
-            found = sorted(found, key=lambda f: abs(f - after))[:MAX_TRIES]
-        self._last_fragment = found[0]
+            found = sorted(found, key=lambda row: abs(numbers[row] - after))[:MAX_TRIES]
+        self._last_fragment = numbers[found[0]]
         starts, words = self._fragment_start, self._fragment_word
-        return tuple((starts[f], words[f]) for f in found)
+        return tuple((starts[row], words[row]) for row in found)
 
     # --- checks, by the compression threads ---------------------------------------------------
 
@@ -181,13 +183,17 @@ class OldImage:
             else:
                 if fragment >= reader.sb.fragments:
                     raise DamagedImage(f"fragment {fragment} does not exist")
-                self._fragment_start[fragment], self._fragment_word[fragment] = reader.fragment(fragment)
+                start, word = reader.fragment(fragment)
+                row = len(self._fragment_number)
+                self._fragment_number.append(fragment)
+                self._fragment_start.append(start)
+                self._fragment_word.append(word)
                 key = hash((end, *lengths))
                 found = self._fragments.get(key)
                 if found is None:
-                    self._fragments[key] = fragment
+                    self._fragments[key] = row
                 else:
-                    self._fragments[key] = (*found, fragment) if found.__class__ is tuple else (found, fragment)
+                    self._fragments[key] = (*found, row) if found.__class__ is tuple else (found, row)
 
 
 def open_old_image(path: os.PathLike | str, codec: Codec) -> tuple[OldImage | None, str]:
@@ -216,7 +222,7 @@ def open_old_image(path: os.PathLike | str, codec: Codec) -> tuple[OldImage | No
             return None, f"{shown} was packed with {mismatch}"
         old = OldImage(reader)
         old.index()
-    except (ImageError, ValueError, IndexError, OSError) as exc:
+    except (ImageError, ValueError, IndexError, OverflowError, struct.error, OSError) as exc:
         reader.close()
         return None, f"{shown} is damaged: {getattr(exc, 'message', None) or exc}"
     return old, ""
