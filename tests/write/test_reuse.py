@@ -112,11 +112,12 @@ def test_repack_is_byte_identical_to_a_fresh_pack(trees, tmp_path, capsys, level
 
 def test_unchanged_tree_copies_every_block(trees, tmp_path, capsys):
     _, old, _ = trees
-    _pack(old, tmp_path / "old.sqfs")
+    _pack(old, tmp_path / "old.sqfs", processors=3)
     capsys.readouterr()
-    _pack(old, tmp_path / "again.sqfs", reuse=tmp_path / "old.sqfs")
+    _pack(old, tmp_path / "again.sqfs", reuse=tmp_path / "old.sqfs", processors=1)
     line = capsys.readouterr().err
     assert (tmp_path / "again.sqfs").read_bytes() == (tmp_path / "old.sqfs").read_bytes()
+    assert re.search(r"about \d+\.\d s of compression saved", line), line  # measured even with nothing to compress
     files = sum(1 for d, _, names in os.walk(old) for n in names if os.path.getsize(os.path.join(d, n)))
     # every non-empty file but the twin (stored once) came from the old image
     assert f"copied {files - 1} files'" in line, line
@@ -340,3 +341,14 @@ def test_old_image_with_random_damage_never_gives_a_wrong_image(trees, tmp_path,
     err = capsys.readouterr().err
     assert (tmp_path / "re.sqfs").read_bytes() == fresh.read_bytes()
     assert err.count("\n") == 1 and err.startswith("reuse: "), err
+
+
+def test_nothing_to_copy_without_compression(trees, tmp_path, capsys):
+    _, old, new = trees
+    _pack(old, tmp_path / "old.sqfs", compression="none")
+    _pack(new, tmp_path / "fresh.sqfs", compression="none")
+    capsys.readouterr()
+    _pack(new, tmp_path / "re.sqfs", reuse=tmp_path / "old.sqfs", compression="none")
+    err = capsys.readouterr().err
+    assert (tmp_path / "re.sqfs").read_bytes() == (tmp_path / "fresh.sqfs").read_bytes()
+    assert err == "reuse: nothing is compressed with --compression none: packing without it\n", err
