@@ -1,4 +1,4 @@
-"""`python -m benchmarks [all|pack|default|mount|exec|build|cluster] [--quick] [--repeats N]`.
+"""`python -m benchmarks [all|pack|default|reuse|mount|exec|build|cluster] [--quick] [--repeats N]`.
 
 Each suite compares the Python implementation with the native tools on the same input in the same
 run and writes benchmarks/results/<suite>.md; RESULTS.md gathers them under the machine's facts.
@@ -16,6 +16,7 @@ from benchmarks.common import machine, progress, results_dir
 SUITES = {
     "pack": "benchmarks.pack",
     "default": "benchmarks.pack_default",
+    "reuse": "benchmarks.reuse",
     "mount": "benchmarks.mount",
     "exec": "benchmarks.exec_bench",
     "build": "benchmarks.build_bench",

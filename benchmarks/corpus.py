@@ -99,3 +99,52 @@ def large_files(count: int = 3, size: int = 1 << 30) -> Path:
                 written += len(chunk)
     (tmp / ".complete").write_text("")
     return _finish(tmp, final)
+
+
+# Changed copies of the corpora, for re-packing against the image of the original (benchmarks/reuse.py).
+ADDED_PACKAGE = "networkx"  # mid-sized: about 19 MB in 700-odd files, pure Python
+REMOVED_PACKAGE = "cycler"  # small, a matplotlib dependency (the venv need not import afterwards)
+UPGRADED_PACKAGE = "setuptools"  # the venv's own, upgraded to the newest the index has
+
+
+def python_env_changed(quick: bool, change: str) -> Path:
+    """A copy of python_env(quick) changed by pip: ``add`` installs ADDED_PACKAGE; ``mix`` also
+    uninstalls REMOVED_PACKAGE (where installed) and upgrades UPGRADED_PACKAGE."""
+    base = python_env(quick)
+    final = base.with_name(f"{base.name}-{change}")
+    if (final / ".complete").exists():
+        return final
+    progress(f"building corpus {final.name}: {base.name} changed by pip ({change})")
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(base, tmp, symlinks=True)
+    (tmp / ".complete").unlink()
+    pip = [str(tmp / "bin" / "python"), "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "install", ADDED_PACKAGE], check=True)
+    if change == "mix":
+        installed = subprocess.run([*pip, "list"], capture_output=True, text=True, check=True).stdout.lower()
+        if REMOVED_PACKAGE in installed:
+            subprocess.run([*pip, "uninstall", "-y", REMOVED_PACKAGE], check=True)
+        subprocess.run([*pip, "install", "-U", UPGRADED_PACKAGE], check=True)
+    (tmp / ".complete").write_text("")
+    return _finish(tmp, final)
+
+
+def small_files_changed(count: int, every: int = 100) -> Path:
+    """A copy of small_files(count) with every EVERY-th file (1 % by default) given new content of
+    about its size: changes spread over the whole tree, the worst case for fragment reuse."""
+    base = small_files(count)
+    final = base.with_name(f"{base.name}-changed")
+    if (final / ".complete").exists():
+        return final
+    progress(f"building corpus {final.name}")
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(base, tmp, symlinks=True)
+    rng = random.Random(every)
+    for i in range(0, count, every):
+        path = tmp / f"d{i // 10000:03d}" / f"s{(i // 100) % 100:02d}" / f"f{i}.py"
+        old = path.read_bytes()
+        path.write_bytes(old[: len(old) // 2] + b"changed %d\n" % rng.randint(0, 1 << 30) + old[len(old) // 2 :])
+    (tmp / ".complete").write_text("")
+    return _finish(tmp, final)

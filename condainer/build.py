@@ -355,8 +355,9 @@ def _build(project: Project, *, backend: str | None, force: bool, dryrun: bool, 
             if buildsteps.PACK in steps:
                 console.info(f"[5] packing {staging} into {image.name}")
                 open_to_project(staging, project.directory)  # readable by whoever can read the project
+                reuse = _previous_image(image, backend)
                 with locking.reproducible(locking.staged_epoch(staging, epoch)):
-                    used = pack(staging, image, options, backend)
+                    used = pack(staging, image, options, backend, reuse)
                 console.info(f"    packed with the {used} backend")
                 times["pack"] = time.monotonic() - started - times["environment"]
             if buildsteps.SCRIPTS in steps and build_plan:
@@ -383,6 +384,17 @@ def _build(project: Project, *, backend: str | None, force: bool, dryrun: bool, 
         split = ", ".join(f"{k} {v:.1f} s" for k, v in times.items())
         console.info(f"built {image} ({console.human_bytes(size)}) in {time.monotonic() - started:.1f} s ({split})")
         console.info(f"use it with `cnd exec -- CMD` or `source {project.activate_script}`")
+    return image
+
+
+def _previous_image(image: Path, backend: str) -> Path | None:
+    """The image a re-build replaces, as a source of compressed blocks (only read, and replaced by
+    a rename: jobs that have it mounted keep reading the old file); None when there is none."""
+    if not image.is_file():
+        return None
+    if backend == "native":
+        console.info(f"    not reusing blocks of the previous {image.name}: the native backend cannot")
+        return None
     return image
 
 
@@ -416,7 +428,9 @@ def _dry_run(project: Project, build_plan: BuildPlan | None, steps: frozenset[in
                           f"{build_plan.describe() if build_plan else 'nothing (non_conda_application)'}",
         buildsteps.PIP: f"install {build_plan.requirements.name if build_plan and build_plan.requirements else 'no requirements.txt'} with pip",
         buildsteps.FINISH: f"write {project.directory / lockfile.LOCK_NAME} and its copy in the image",
-        buildsteps.PACK: f"pack {staging} into {image} ({backend} backend)",
+        buildsteps.PACK: f"pack {staging} into {image} ({backend} backend"
+                         + (", copying the blocks of the image it replaces where they hold the same data)"
+                            if image.is_file() and backend != "native" else ")"),
         buildsteps.SCRIPTS: f"write {project.activate_script} and {project.deactivate_script}",
         buildsteps.CLEANUP: f"remove {staging}",
     }

@@ -108,14 +108,18 @@ def image() -> None:
 @click.option("--processors", type=int, default=None, help="Compression threads, beside the one that reads the files, as mksquashfs "
               "-processors does (default: usable CPUs).")
 @click.option("--all-root", is_flag=True, help="Store every file as owned by root.")
+@click.option("--reuse", "reuse", metavar="OLD_IMAGE", type=click.Path(), default=None,
+              help="Copy OLD_IMAGE's compressed blocks wherever they hold exactly the new data (the Python "
+              "writer; needs the same compression, level and block size).")
 @backend_option
-def pack(src_dir, image_path, compression, level, block_size, processors, all_root, backend) -> None:
+def pack(src_dir, image_path, compression, level, block_size, processors, all_root, reuse, backend) -> None:
     """Pack SRC_DIR into the squashfs image IMAGE."""
     from condainer.backends.pack import pack as do_pack
 
     options = pack_options(compression, level, block_size, processors, all_root)
+    also = f", reusing blocks of {reuse}" if reuse else ""
     used = _actions().do(f"pack {src_dir} into {image_path} ({compression}, block size {options.block_size}, "
-                         f"{backend} backend)", lambda: do_pack(src_dir, image_path, options, backend))
+                         f"{backend} backend{also})", lambda: do_pack(src_dir, image_path, options, backend, reuse))
     if used:
         console.info(f"packed {src_dir} into {image_path} ({used} backend)")
 

@@ -22,19 +22,27 @@ from condainer.fs.options import PackOptions
 from condainer.sysinfo import die_with_parent, signals_interrupt, usable_cpus
 
 
-def pack(src: os.PathLike | str, image: os.PathLike | str, options: PackOptions, backend: str = "auto") -> str:
-    """Pack SRC into IMAGE; returns the backend that did it ("native" or "python")."""
+def pack(src: os.PathLike | str, image: os.PathLike | str, options: PackOptions, backend: str = "auto",
+         reuse: os.PathLike | str | None = None) -> str:
+    """Pack SRC into IMAGE; returns the backend that did it ("native" or "python").
+
+    REUSE: an old image whose compressed blocks the Python writer copies where they hold exactly
+    the new data (fs/writer/reuse.py). mksquashfs cannot, so ``auto`` then picks the Python writer,
+    and ``native`` is refused.
+    """
     src, image = Path(src).absolute(), Path(image).absolute()
     if not src.is_dir():
         raise ImageError(f"source {src} is not a directory")
     if not image.parent.is_dir():
         raise ImageError(f"cannot write {image}: directory {image.parent} does not exist")
-    choice = choose_packer(backend)
+    if reuse is not None and backend == "native":
+        raise ImageError("--reuse needs the python backend: mksquashfs cannot copy blocks from an old image")
+    choice = choose_packer("python" if reuse is not None else backend)
     from condainer.fs.writer import check_target, pack_tree
 
     check_target(image)
     if choice.backend == "python":
-        pack_tree(src, image, options)
+        pack_tree(src, image, options, reuse=reuse)
     else:
         _pack_native(choice.tool, src, image, options)
     return choice.backend

@@ -20,13 +20,18 @@ import hashlib
 import os
 from array import array
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from condainer.errors import ImageError
 from condainer.fs import format as fmt
+from condainer.fs.writer.fragments import FragmentPacker
 from condainer.fs.writer.pipeline import BlockPipeline, Placed
 from condainer.fs.writer.scan import Tree, printable
 from condainer.fs.writer.source import SourceError, SourceFiles, read_exactly
 from condainer.fs.writer.twins import HASHED, FirstOfSize, TwinIndex
+
+if TYPE_CHECKING:
+    from condainer.fs.writer.reuse import OldImage
 
 SMALL_FILE_BLOCKS = 8  # files up to this many blocks are read in one go
 
@@ -36,13 +41,14 @@ SMALL_FILE_BLOCKS = 8  # files up to this many blocks are read in one go
 class BlockList(Placed):
     """Where the full blocks of a file of at least one block went: what its inode lists."""
 
-    __slots__ = ("start", "blocks", "sparse", "unplaced")
+    __slots__ = ("start", "blocks", "sparse", "unplaced", "copies")
 
     def __init__(self, nblocks: int) -> None:
         self.start = 0
         self.blocks = array("I", bytes(4 * nblocks))  # size words; 0 = hole
         self.sparse = 0  # bytes of all-zero blocks, stored as holes
         self.unplaced = 0  # start mark and blocks queued but not written yet: the list is final at 0
+        self.copies = 0  # blocks copied from an old image
 
     def queue_start(self, pipeline: BlockPipeline) -> None:
         """Have the pipeline report where the file's data starts (placed(-1, ...))."""
@@ -53,40 +59,20 @@ class BlockList(Placed):
         self.unplaced += 1
         pipeline.add(block, self, index)
 
+    def queue_candidate(self, pipeline: BlockPipeline, block: bytes, index: int, old: tuple[int, int]) -> None:
+        """Queue a block that the old image may hold already at ``old`` (position, size word)."""
+        self.unplaced += 1
+        pipeline.add_candidate(block, (old,), self, index)
+
+    def copied(self, index: int) -> None:
+        self.copies += 1
+
     def placed(self, index: int, position: int, word: int) -> None:
         if index < 0:
             self.start = position
         else:
             self.blocks[index] = word
         self.unplaced -= 1
-
-
-class FragmentPacker(Placed):
-    """Packs tails into fragment blocks in arrival order; keeps the fragment table entries."""
-
-    def __init__(self, pipeline: BlockPipeline, block_size: int) -> None:
-        self._pipeline = pipeline
-        self._block_size = block_size
-        self._buffer = bytearray()
-        self.entries: list[tuple[int, int]] = []  # (start, size word) per fragment block
-
-    def add(self, tail: bytes) -> tuple[int, int]:
-        """Place a tail; returns (fragment index, offset in the fragment block)."""
-        if len(self._buffer) + len(tail) > self._block_size:
-            self.flush()
-        offset = len(self._buffer)
-        self._buffer += tail
-        return len(self.entries), offset
-
-    def flush(self) -> None:
-        if not self._buffer:
-            return
-        self.entries.append((0, 0))
-        self._pipeline.add(bytes(self._buffer), self, len(self.entries) - 1)
-        self._buffer.clear()
-
-    def placed(self, index: int, position: int, word: int) -> None:
-        self.entries[index] = (position, word)
 
 
 class DataWriter:
@@ -98,7 +84,9 @@ class DataWriter:
         block_size: int,
         tree: Tree,
         on_file: Callable[[int], None] | None = None,
+        reuse: OldImage | None = None,
     ) -> None:
+        """``reuse``: the previous image (reuse.OldImage) whose blocks may be copied, or None."""
         self._pipeline = pipeline
         self._bs = block_size
         self._zero = bytes(block_size)
@@ -106,7 +94,8 @@ class DataWriter:
         self._tree = tree
         self._files = SourceFiles(tree, xattrs=True)
         self._earlier = SourceFiles(tree, xattrs=False)  # reads a file stored earlier again, in its own directory
-        self.fragments = FragmentPacker(pipeline, block_size)
+        self.fragments = FragmentPacker(pipeline, block_size, reuse)
+        self._reuse = reuse
         self._first_of_size = FirstOfSize()
         self._twins = TwinIndex()
         self._on_file = on_file
@@ -227,6 +216,7 @@ class DataWriter:
         blocks = self.blocks[record] = BlockList(full)
         blocks.queue_start(self._pipeline)
         holes = _Holes(fd, size) if whole is None else None
+        old = self._reuse.blocks_of(size, fd, whole) if self._reuse is not None else None
         for i in range(full):
             if holes is not None and holes.covers(i * bs, bs):
                 blocks.sparse += bs
@@ -234,6 +224,8 @@ class DataWriter:
             block = whole[i * bs : (i + 1) * bs] if whole is not None else read_exactly(fd, bs, i * bs)
             if block == self._zero:
                 blocks.sparse += bs
+            elif old is not None and old[i][1]:
+                blocks.queue_candidate(self._pipeline, block, i, old[i])
             else:
                 blocks.queue_block(self._pipeline, block, i)
         if tail:
@@ -246,6 +238,21 @@ class DataWriter:
         self.fragments.flush()
         self._twins = TwinIndex()
         self._first_of_size = FirstOfSize()
+
+    def copied_files(self) -> int:
+        """Files (data records) whose every block and tail was copied from the old image."""
+        reused, blocks, fragment = self.fragments.reused, self.blocks, self.fragment
+        count = 0
+        for record in range(len(fragment)):
+            frag = fragment[record]
+            full = blocks.get(record)
+            if full is None and frag == fmt.NO_FRAGMENT:
+                continue  # an empty file: nothing to copy
+            if full is not None and full.copies != len(full.blocks) - full.blocks.count(0):
+                continue
+            if frag == fmt.NO_FRAGMENT or frag in reused:
+                count += 1
+        return count
 
     def close(self) -> None:
         """Release the directory descriptors (also after an error)."""

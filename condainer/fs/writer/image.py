@@ -11,7 +11,7 @@ import stat
 import time
 from array import array
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from condainer import console
 from condainer.fs import format as fmt
@@ -23,6 +23,9 @@ from condainer.fs.writer.metablock import MetadataWriter
 from condainer.fs.writer.pipeline import BlockPipeline
 from condainer.fs.writer.scan import Scanner, Tree
 from condainer.fs.writer.tables import IdTable, XattrTable, export_entries, fragment_entries, lookup_table
+
+if TYPE_CHECKING:
+    from condainer.fs.writer.reuse import OldImage
 
 
 def _inode_order(scanner: Scanner) -> Iterator[int]:
@@ -59,7 +62,11 @@ def _dir_entries(tree: Tree, children: range, ref: array, number: array, itype: 
 
 
 def _write_data(
-    pipeline: BlockPipeline, scanner: Scanner, block_size: int, progress: console.Progress | None
+    pipeline: BlockPipeline,
+    scanner: Scanner,
+    block_size: int,
+    progress: console.Progress | None,
+    old: OldImage | None = None,
 ) -> tuple[array, DataWriter]:
     """Every regular file's data, in inode order, into the pipeline; each directory is listed when
     the walk reaches it, so compression starts with the first files, not after the whole tree is
@@ -76,7 +83,7 @@ def _write_data(
             progress.total_items, progress.total_bytes = tree.files, tree.bytes_in  # found so far
             progress.update(1, nbytes)
 
-    data = DataWriter(pipeline, block_size, tree, on_file)
+    data = DataWriter(pipeline, block_size, tree, on_file, old)
     try:
         stored: set[int] = set()  # owners of several names whose data is stored
         for entry in _inode_order(scanner):
@@ -187,11 +194,15 @@ def write_image(
     epoch: int | None,
     progress: console.Progress | None,
     scanned: Callable[[Tree], None],
+    old: OldImage | None = None,
+    reused: Callable[[BlockPipeline, DataWriter], None] | None = None,
 ) -> int:
     """Write the image body in format order; returns the inode count.
 
     ``scanned(tree)`` runs once the whole tree is listed, before any metadata is written: it may
-    refuse the tree (too many ids, mtimes squashfs cannot store).
+    refuse the tree (too many ids, mtimes squashfs cannot store). ``old``: a previous image
+    (reuse.OldImage) whose compressed blocks are copied where they hold exactly the new data;
+    ``reused(pipeline, data)`` is then told what was copied, once the data is written.
     """
     # 1. Superblock placeholder (rewritten last) and the compressor options block, as an
     #    uncompressed metadata block, only where mksquashfs writes one.
@@ -203,15 +214,17 @@ def write_image(
     # 2. File data and fragment blocks, while the tree is listed (_write_data); then
     # 3. and 4. inode numbers, inodes and directory listings (_write_inodes), while the compression
     #    threads finish the last blocks (pipeline.BACKLOG_BYTES); the data ends where they end.
-    pipeline = BlockPipeline(out, out.tell(), codec, processors)
+    pipeline = BlockPipeline(out, out.tell(), codec, processors, old)
     try:
-        order, data = _write_data(pipeline, scanner, codec.block_size, progress)
+        order, data = _write_data(pipeline, scanner, codec.block_size, progress, old)
         tree = scanner.finish()
         scanned(tree)
         meta = _write_inodes(tree, order, data, pipeline, codec, all_root, epoch)
         position = pipeline.finish()
     finally:
         pipeline.close()
+    if reused is not None:
+        reused(pipeline, data)
     count = len(meta.export)
 
     sb = fmt.Superblock(inode_count=count, block_size=codec.block_size, compressor=codec.squashfs_id)

@@ -18,16 +18,22 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from condainer import console
 from condainer.errors import ImageError
 from condainer.fs import format as fmt
-from condainer.fs.compression import make_codec
+from condainer.fs.compression import Codec, make_codec
 from condainer.fs.options import PackOptions
+from condainer.fs.writer.data import DataWriter
 from condainer.fs.writer.image import write_image
+from condainer.fs.writer.pipeline import BlockPipeline
 from condainer.fs.writer.scan import Scanner, Tree, printable
 from condainer.sysinfo import signals_interrupt, usable_cpus
+
+if TYPE_CHECKING:
+    from condainer.fs.writer.reuse import OldImage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +61,18 @@ def _source_date_epoch() -> int | None:
     return epoch
 
 
-def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> PackStats:
+def pack_tree(
+    src: os.PathLike, image: os.PathLike, options: PackOptions, reuse: os.PathLike | str | None = None
+) -> PackStats:
     """Pack directory ``src`` into the squashfs image ``image`` (replaced if it exists).
 
     Raises ImageError (one line) for every expected failure: unreadable input, bad settings, full
     disk, interruption. Nothing is left at ``image`` or beside it unless the pack succeeded.
+    ``reuse``: a previous image (it may be ``image`` itself, even mounted: it is only read) whose
+    compressed blocks are copied wherever they hold exactly the new data, so that unchanged files
+    are not compressed again; the image is the same bytes as without it when the old one was
+    written by this writer with the same settings. An old image that cannot serve (missing,
+    damaged, other settings) is named in one line, and the pack goes on without it.
     """
     started = time.monotonic()
     codec = make_codec(options.compression, options.effective_level, options.block_size)
@@ -69,8 +82,48 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
     epoch = _source_date_epoch()
     src_b = os.fsencode(os.path.abspath(src))
     image_b = os.fsencode(os.path.abspath(image))
-    shown = printable(image_b)
     check_target(image_b)
+    old = _open_old(reuse, codec) if reuse is not None else None
+    try:
+        return _pack(src_b, image_b, options, codec, processors, epoch, old, started)
+    finally:
+        if old is not None:
+            old.close()
+
+
+def _open_old(path: os.PathLike | str, codec: Codec) -> OldImage | None:
+    """The old image to copy blocks from, or None after one line saying why it cannot serve."""
+    from condainer.fs.writer.reuse import open_old_image  # the reader, only for a re-pack
+
+    old, why = open_old_image(path, codec)
+    if old is None:
+        console.info(f"reuse: {why}: packing without it")
+    return old
+
+
+def _report_reuse(old: OldImage, processors: int) -> Callable[[BlockPipeline, DataWriter], None]:
+    """What a re-pack says once its data is written: what was copied and what that saved."""
+
+    def report(pipeline: BlockPipeline, data: DataWriter) -> None:
+        copied = pipeline.copied_bytes
+        line = (
+            f"reuse: copied {data.copied_files()} files' data ({console.human_bytes(copied)},"
+            f" {pipeline.copied_blocks} blocks) from {printable(os.fsencode(old.path))}"
+        )
+        if pipeline.compressed_bytes:
+            rate = pipeline.compressed_bytes / max(pipeline.compress_seconds, 1e-9)
+            saved = copied / rate
+            line += f", about {saved:.1f} s of compression saved ({saved / processors:.1f} s on {processors} threads)"
+        if old.damaged:
+            line += f"; {old.damaged} of its blocks did not read back and were compressed anew"
+        console.info(line)
+
+    return report
+
+
+def _pack(src_b: bytes, image_b: bytes, options: PackOptions, codec: Codec, processors: int,
+          epoch: int | None, old: OldImage | None, started: float) -> PackStats:
+    shown = printable(image_b)
     directory, name = os.path.split(image_b)
     tmp = os.path.join(directory, b"." + name + b"." + secrets.token_hex(6).encode() + b".tmp")
     with signals_interrupt():
@@ -90,7 +143,10 @@ def pack_tree(src: os.PathLike, image: os.PathLike, options: PackOptions) -> Pac
                     _check_tree(tree, src_b, options.all_root, epoch)
 
                 try:
-                    counts = write_image(out, scanner, codec, processors, options.all_root, epoch, progress, scanned)
+                    reused = _report_reuse(old, processors) if old is not None else None
+                    counts = write_image(
+                        out, scanner, codec, processors, options.all_root, epoch, progress, scanned, old, reused
+                    )
                 finally:
                     if progress:
                         progress.close()

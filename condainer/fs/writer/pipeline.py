@@ -23,11 +23,16 @@ import contextlib
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from condainer.errors import ImageError
 from condainer.fs import format as fmt
 from condainer.fs.compression import Codec
+
+if TYPE_CHECKING:
+    from condainer.fs.writer.reuse import OldImage
 
 BATCH_BYTES = 256 * 1024  # bytes of blocks handed to a thread at once
 BATCH_ITEMS = 64  # blocks and marks per batch (small blocks, or many files' start marks)
@@ -46,50 +51,101 @@ COMPRESSION_NICENESS = 10
 
 
 class Placed:
-    """Something told where its pieces landed: ``placed(index, position, size_word)``."""
+    """Something told where its pieces landed: ``placed(index, position, size_word)``, and which of
+    them were copied from an old image instead of compressed (``copied(index)``, before placed)."""
 
     def placed(self, index: int, position: int, word: int) -> None:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def copied(self, index: int) -> None:
+        """Piece ``index`` is an old image's compressed block, copied as it was."""
+
+
+# A verifier (reuse.OldImage.verifier, one per thread): (block, old position, old size word) ->
+# the old compressed bytes when they decompress to exactly ``block``, else None.
+Verify = Callable[[bytes, int, int], "bytes | None"]
 
 
 class _Batch:
     """Blocks and marks in submission order; ``done`` is released once ``results`` are in."""
 
-    __slots__ = ("entries", "nbytes", "results", "error", "done")
+    __slots__ = ("entries", "nbytes", "results", "error", "done", "seconds", "compressed")
 
-    def __init__(self, entries: list[tuple[bytes | None, Placed, int]], nbytes: int) -> None:
-        self.entries = entries  # (block, or None for a mark; target; index)
+    def __init__(self, entries: list[tuple[bytes | tuple | None, Placed, int]], nbytes: int) -> None:
+        # (block, or (block, ((old position, old size word), ...)) for a candidate, or None for a
+        # mark; target; index)
+        self.entries = entries
         self.nbytes = nbytes  # of the blocks
-        self.results: list[tuple[bytes | None, int]] = []  # per entry: (bytes to write, size word)
+        # per entry: (bytes to write, size word, bytes of the block if copied from the old image)
+        self.results: list[tuple[bytes | None, int, int]] = []
         self.error: BaseException | None = None
         self.done = threading.Lock()
         self.done.acquire()
+        self.seconds = 0.0  # spent compressing, when some blocks were copied (the saving is estimated from it)
+        self.compressed = 0  # bytes compressed in that time
 
 
-def _compress(batch: _Batch, compress: Callable[[bytes], bytes] | None, stop: threading.Event) -> None:
-    """Fill in ``batch.results``; COMPRESS None stores every block raw.  Gives up between two
-    blocks once STOP is set, so an abort waits for one block, not a whole batch."""
+def _compress(
+    batch: _Batch,
+    compress: Callable[[bytes], bytes] | None,
+    stop: threading.Event,
+    verify: Verify | None = None,
+    sample: list[bool] | None = None,
+) -> None:
+    """Fill in ``batch.results``; COMPRESS None stores every block raw.  A candidate is copied
+    from the first of its old places whose bytes VERIFY finds decompress to exactly the block,
+    else compressed like any block: the outcome depends on content only, never on threads or
+    timing. While re-packing, compressing is timed (the copies' saving is estimated from it), and
+    SAMPLE[0] has the thread also compress its first copied block once, for a re-pack that copies
+    everything. Gives up between two blocks once STOP is set, so an abort waits for one block, not
+    a whole batch."""
     results = batch.results
     for block, _, _ in batch.entries:
         if block is None:
-            results.append((None, 0))
+            results.append((None, 0, 0))
             continue
         if stop.is_set():
             return
-        packed = compress(block) if compress is not None else block
+        if block.__class__ is tuple:
+            block, candidates = block
+            for position, word in candidates if verify is not None else ():
+                old = verify(block, position, word)
+                if old is not None:
+                    results.append((old, word, len(block)))
+                    break
+            else:
+                old = None
+            if old is not None:
+                if sample and sample[0]:  # what compressing it would have cost, once per thread
+                    sample[0] = False
+                    started = time.perf_counter()
+                    compress(block)
+                    batch.seconds += time.perf_counter() - started
+                    batch.compressed += len(block)
+                continue
+        if verify is None:
+            packed = compress(block) if compress is not None else block
+        else:  # re-packing: what compressing costs here tells what the copies saved
+            started = time.perf_counter()
+            packed = compress(block)
+            batch.seconds += time.perf_counter() - started
+            batch.compressed += len(block)
         if compress is None or len(packed) >= len(block):
-            results.append((block, len(block) | fmt.DATA_UNCOMPRESSED))
+            results.append((block, len(block) | fmt.DATA_UNCOMPRESSED, 0))
         else:
-            results.append((packed, len(packed)))
+            results.append((packed, len(packed), 0))
 
 
 class BlockPipeline:
     """Compress blocks in parallel, write them in submission order, report each block's place."""
 
-    def __init__(self, out, position: int, codec: Codec, processors: int) -> None:
+    def __init__(self, out, position: int, codec: Codec, processors: int, old: OldImage | None = None) -> None:
+        """``old``: an old image (reuse.OldImage) whose blocks candidates are checked against, for
+        add_candidate; None when there is none (or nothing to compress)."""
         self._out = out
         self.position = position
-        self._batch: list[tuple[bytes | None, Placed, int]] = []
+        self._old = old if not codec.raw else None
+        self._batch: list[tuple[bytes | tuple | None, Placed, int]] = []
         self._batch_bytes = 0
         self._pending: collections.deque[_Batch] = collections.deque()
         self._pending_bytes = 0
@@ -98,6 +154,10 @@ class BlockPipeline:
         self._inbox: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # What copying instead of compressing gave: blocks, their bytes; and what compressing
+        # the others cost (seconds of the compression threads, bytes compressed).
+        self.copied_blocks = self.copied_bytes = 0
+        self.compress_seconds, self.compressed_bytes = 0.0, 0
         if codec.raw:
             return  # nothing to compress: batches are written as they fill
         try:
@@ -111,21 +171,23 @@ class BlockPipeline:
         # One compressor per thread (a python-zstandard compressor is not thread-safe), built here
         # so that a failure is the caller's. Daemon: the interpreter never waits for one at exit,
         # even if close() was interrupted before it could join.
-        thread = threading.Thread(target=self._run, args=(codec.compressor(),), name="compress", daemon=True)
+        verify = self._old.verifier() if self._old is not None else None
+        thread = threading.Thread(target=self._run, args=(codec.compressor(), verify), name="compress", daemon=True)
         try:
             thread.start()
         except RuntimeError as exc:  # "can't start new thread": out of memory, or a limit on tasks
             raise ImageError(f"cannot start {what}: {exc}") from exc
         self._threads.append(thread)
 
-    def _run(self, compress: Callable[[bytes], bytes]) -> None:
+    def _run(self, compress: Callable[[bytes], bytes], verify: Verify | None) -> None:
         """A compression thread: batches off the inbox until None; after close(), skip them."""
         with contextlib.suppress(OSError):
             os.nice(COMPRESSION_NICENESS)  # this thread only: on Linux the nice value is per thread
+        sample = [True]  # a re-pack that copies everything still learns what compressing costs
         while (batch := self._inbox.get()) is not None:
             if not self._stop.is_set():
                 try:
-                    _compress(batch, compress, self._stop)
+                    _compress(batch, compress, self._stop, verify, sample)
                 except BaseException as exc:  # e.g. MemoryError: raised again by the writing thread
                     batch.error = exc
             batch.done.release()
@@ -133,6 +195,19 @@ class BlockPipeline:
     def add(self, block: bytes, target: Placed, index: int) -> None:
         """Queue a block; ``target.placed(index, pos, word)`` runs when it is written."""
         self._batch.append((block, target, index))
+        self._batch_bytes += len(block)
+        if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_ITEMS:
+            self._flush_batch()
+
+    def add_candidate(self, block: bytes, old: tuple[tuple[int, int], ...], target: Placed, index: int) -> None:
+        """Queue a block that may be one of the old image's blocks at ``old`` ((position, size
+        word), ...; tried in this order): a compression thread copies the old bytes that
+        decompress to exactly ``block``, else compresses it (``target.copied(index)`` says which,
+        before ``placed``)."""
+        if self._old is None:
+            self.add(block, target, index)
+            return
+        self._batch.append(((block, old), target, index))
         self._batch_bytes += len(block)
         if self._batch_bytes >= BATCH_BYTES or len(self._batch) >= BATCH_ITEMS:
             self._flush_batch()
@@ -175,7 +250,14 @@ class BlockPipeline:
 
     def _write(self, batch: _Batch) -> None:
         write, position = self._out.write, self.position
-        for (_, target, index), (data, word) in zip(batch.entries, batch.results, strict=True):
+        if batch.compressed:
+            self.compress_seconds += batch.seconds
+            self.compressed_bytes += batch.compressed
+        for (_, target, index), (data, word, copied) in zip(batch.entries, batch.results, strict=True):
+            if copied:
+                self.copied_blocks += 1
+                self.copied_bytes += copied
+                target.copied(index)
             target.placed(index, position, word)
             if data is not None:
                 write(data)
