@@ -23,6 +23,7 @@ import time
 
 from condainer.errors import CondainerError, MountError
 from condainer.layout import Layout, read_file
+from condainer.sessions import process_start_time as start_time
 
 REGISTRY_ROOT = "/dev/shm"
 MODES = ("auto", "namespace", "host")
@@ -110,15 +111,6 @@ def image_id(image: str) -> str:
     """What identifies the image file: a rebuilt image (a new file renamed over it) differs."""
     st = os.stat(image)
     return f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}"
-
-
-def start_time(pid: int) -> str | None:
-    """The kernel's start time of PID (field 22 of /proc/PID/stat), or None when it is gone."""
-    data = read_file(f"/proc/{pid}/stat")
-    if data is None:
-        return None
-    fields = data[data.rfind(b")") + 2 :].split()
-    return fields[19].decode() if len(fields) > 19 else None
 
 
 class Record:

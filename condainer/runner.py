@@ -252,12 +252,8 @@ def _run_child(executable: str, argv: list[str], env: dict[str, str]) -> int:
     try:
         try:
             child.append(os.posix_spawn(executable, argv, env, setsigdef=_DEFAULT_IN_CHILD))
-        except FileNotFoundError:
-            raise CondainerError(f"command not found: {argv[0]}", exit_code=127) from None
-        except PermissionError:
-            raise CondainerError(f"permission denied: {argv[0]}", exit_code=126) from None
         except OSError as exc:
-            raise CondainerError(f"cannot execute {argv[0]}: {exc.strerror}", exit_code=126) from None
+            raise _cannot_start(argv[0], exc) from None
         for signum in pending:
             forward(signum, None)
         _, status = os.waitpid(child[0], 0)  # retried by Python when a handler interrupts it
@@ -275,12 +271,17 @@ def _replace_with(executable: str, argv: list[str], env: dict[str, str]) -> None
         signal.signal(signum, signal.SIG_DFL)
     try:
         os.execve(executable, argv, env)
-    except FileNotFoundError:
-        raise CondainerError(f"command not found: {argv[0]}", exit_code=127) from None
-    except PermissionError:
-        raise CondainerError(f"permission denied: {argv[0]}", exit_code=126) from None
     except OSError as exc:
-        raise CondainerError(f"cannot execute {argv[0]}: {exc.strerror}", exit_code=126) from None
+        raise _cannot_start(argv[0], exc) from None
+
+
+def _cannot_start(name: str, exc: OSError) -> CondainerError:
+    """The one-line error, with the shell's exit code (127 not found, 126 not runnable)."""
+    if isinstance(exc, FileNotFoundError):
+        return CondainerError(f"command not found: {name}", exit_code=127)
+    if isinstance(exc, PermissionError):
+        return CondainerError(f"permission denied: {name}", exit_code=126)
+    return CondainerError(f"cannot execute {name}: {exc.strerror}", exit_code=126)
 
 
 def exec_command(directory: os.PathLike | str, argv: list[str], *, backend: str | None = None,

@@ -127,6 +127,9 @@ def end_private_mounts(project: Path, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and (holders_of(project) or any(map(_alive, pids))):
         time.sleep(0.05)
+    mp = mountpoint_of(project)
+    while time.monotonic() < deadline and mp.exists() and not any(mp.iterdir()) and mp.stat().st_mode & 0o077:
+        time.sleep(0.05)  # a private mount's directory (0755), removed by the holder's janitor
     left = [pid for pid in {*pids, *holders_of(project)} if _alive(pid)]
     for pid in left:
         with contextlib.suppress(ProcessLookupError):
