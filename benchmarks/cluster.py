@@ -99,6 +99,9 @@ def measure_premounted(cluster, project_dir, cnd: list[str], *, ranks: list[int]
     namespace, which each step makes for itself (its first rank starts the holder, the others wait
     for it and join). Rows as measure_all's."""
     host = ["env", "CONDAINER_MOUNT_MODE=host"]
+    # A private mount made while the host mount exists sits on top of it and keeps `cnd umount` of the
+    # host mount busy until it ends: a short linger lets the next step's host rows start clean.
+    private = ["env", "CONDAINER_MOUNT_MODE=namespace", "CONDAINER_NS_LINGER=0.2"]
     mountpoint = _run_cnd_step(cluster, project_dir, [*cnd, "-q", "-d", str(project_dir), "mount", "-p"]).strip()
     _run_cnd_step(cluster, project_dir, [*cnd, "-q", "-d", str(project_dir), "umount"])
     rows = []
@@ -109,11 +112,10 @@ def measure_premounted(cluster, project_dir, cnd: list[str], *, ranks: list[int]
                            PROBE]
             variants = {f"env python, image mounted ({backend})": [*host, f"{mountpoint}/bin/python", "-c", PROBE],
                         f"cnd exec {backend}, image mounted": [*host, *exec_python],
-                        f"cnd exec {backend}, namespace": ["env", "CONDAINER_MOUNT_MODE=namespace", *exec_python]}
+                        f"cnd exec {backend}, namespace": [*private, *exec_python]}
             if backend == "native":  # a launcher mounts with condainer.yml's backend: auto, here native
                 variants[f"launcher, host mode ({backend})"] = [*host, f"{project_dir}/bin/python", "-c", PROBE]
-                variants[f"launcher, namespace ({backend})"] = ["env", "CONDAINER_MOUNT_MODE=namespace",
-                                                                f"{project_dir}/bin/python", "-c", PROBE]
+                variants[f"launcher, namespace ({backend})"] = [*private, f"{project_dir}/bin/python", "-c", PROBE]
             for n in ranks:
                 runs: dict[str, list[dict]] = {what: [] for what in variants}
                 for _ in range(repeats):
@@ -123,7 +125,14 @@ def measure_premounted(cluster, project_dir, cnd: list[str], *, ranks: list[int]
                     rows.append({"what": what, "ranks": n, **{
                         k: statistics.median(r[k] for r in runs[what]) for k in ("first", "last", "srun")}})
         finally:
-            _run_cnd_step(cluster, project_dir, [*cnd, "-q", "-d", str(project_dir), "umount"])
+            for attempt in range(20):  # the last private mounts may still be ending
+                try:
+                    _run_cnd_step(cluster, project_dir, [*cnd, "-q", "-d", str(project_dir), "umount"])
+                    break
+                except RuntimeError:
+                    if attempt == 19:
+                        raise
+                    time.sleep(0.5)
     return rows
 
 

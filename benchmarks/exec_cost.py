@@ -54,7 +54,9 @@ def user_venv() -> Path:
 
 
 def _env() -> dict[str, str]:
-    return {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PATH": JOB_PATH}
+    # Mount mode host: this table is the host mount's per-rank path (rank_cost.py has both modes).
+    return {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PATH": JOB_PATH,
+            "CONDAINER_MOUNT_MODE": "host"}
 
 
 def wall(cmd: list[str]) -> float:
@@ -188,7 +190,7 @@ def run(project: Path, backends: list[str], runs: int) -> str:
         calls = counts.get(name)
         rows.append([name, m["wall"] * 1000, m["ratio"], calls if calls is not None else "n/a",
                      calls / bare if calls and bare else "n/a"])
-    return ("## exec: what one `cnd exec` costs a rank\n\n"
+    return ("## exec: what one `cnd exec` costs a rank (mount mode host)\n\n"
             f"cnd installed by pip into a venv of its own ({venv}); wall: median of {runs} interleaved runs "
             "per row and the median of its pairwise ratios to `python -c pass`; file-system calls: "
             "`strace -f -e trace=%file`, one line per call (the child `true` included), PATH=" + JOB_PATH + ".\n\n"

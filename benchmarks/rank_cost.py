@@ -44,8 +44,10 @@ def _wall(cmd: list[str], env: dict[str, str], cwd: str) -> float:
     return time.perf_counter() - start
 
 
-def split_calls(cmd: list[str], env: dict[str, str], cwd: str, shared: tuple[str, ...]) -> tuple[int, int, int]:
-    """(all, node-local, on the shared file system) file-system calls of CMD and its children."""
+def split_calls(cmd: list[str], env: dict[str, str], cwd: str, shared: tuple[str, ...],
+                local: tuple[str, ...] = ()) -> tuple[int, int, int]:
+    """(all, node-local, on the shared file system) file-system calls of CMD and its children;
+    LOCAL: more node-local paths (the mount point, wherever the mount base is)."""
     saved = dict(os.environ), os.getcwd()
     os.environ.clear()
     os.environ.update(env)
@@ -59,13 +61,15 @@ def split_calls(cmd: list[str], env: dict[str, str], cwd: str, shared: tuple[str
     remote = 0
     for _, call in calls:
         path = call.split('"')[1] if call.count('"') >= 2 else ""
+        if local and path.startswith(local):
+            continue
         if path.startswith(shared) or (path.startswith("/") and not path.startswith(LOCAL)):
             remote += 1
     return len(calls), len(calls) - remote, remote
 
 
 def _measure(variants: dict[str, tuple[list[str], str | None]], baseline: str, runs: int, cwd: str,
-             shared: tuple[str, ...]) -> list[list]:
+             shared: tuple[str, ...], local: tuple[str, ...]) -> list[list]:
     samples: dict[str, list[float]] = {name: [] for name in variants}
     ratios: dict[str, list[float]] = {name: [] for name in variants}
     for cmd, mode in variants.values():  # warm caches
@@ -82,9 +86,9 @@ def _measure(variants: dict[str, tuple[list[str], str | None]], baseline: str, r
             ratios[name].append(seconds / base)
     rows = []
     for name, (cmd, mode) in variants.items():
-        total, local, remote = split_calls(cmd, _env(mode, cwd), cwd, shared)
+        total, here, remote = split_calls(cmd, _env(mode, cwd), cwd, shared, local)
         rows.append([name, statistics.median(samples[name]) * 1000,
-                     statistics.median(ratios[name]) if ratios[name] else 1.0, total, local, remote])
+                     f"{statistics.median(ratios[name]) if ratios[name] else 1.0:.3f}", total, here, remote])
     return rows
 
 
@@ -121,9 +125,9 @@ def run(project: Path, venv: Path, runs: int, unpacked: Path | None = None) -> s
                        "launcher `<project>/bin/python -c pass`, namespace": ([launcher, "-c", "pass"], None),
                        "`cnd exec -- python -c pass`, namespace": (
                            [cnd, "-q", "-d", str(project), "exec", "--", "python", "-c", "pass"], None)},
-                      "`<env>/bin/python -c pass` (host mount)", runs, work, shared)
+                      "`<env>/bin/python -c pass` (host mount)", runs, work, shared, (mp,))
         mounted_numpy = [[f"`python -c '{IMPORT}'` through the launcher, namespace (after the first rank)",
-                          *split_calls([launcher, "-c", IMPORT], _env(None, work), work, shared)]]
+                          *split_calls([launcher, "-c", IMPORT], _env(None, work), work, shared, (mp,))]]
         keeper.send_signal(signal.SIGKILL)
         keeper.wait()
         keeper = None
@@ -133,12 +137,12 @@ def run(project: Path, venv: Path, runs: int, unpacked: Path | None = None) -> s
                          "launcher `<project>/bin/python -c pass`, host": ([launcher, "-c", "pass"], "host"),
                          "`cnd exec -- python -c pass`, host": (
                              [cnd, "-q", "-d", str(project), "exec", "--", "python", "-c", "pass"], "host")},
-                        "`<env>/bin/python -c pass` (host mount)", runs, work, shared)
+                        "`<env>/bin/python -c pass` (host mount)", runs, work, shared, (mp,))
         plain = []
         if unpacked is not None:
             plain = [[f"`python -c '{IMPORT}'`, environment unpacked on the shared file system",
                       *split_calls([str(unpacked / "bin" / "python"), "-c", IMPORT], _env(None, work),
-                                   work, (*shared, str(unpacked)))]]
+                                   work, (*shared, str(unpacked)), (mp,))]]
     finally:
         if keeper is not None:
             keeper.kill()

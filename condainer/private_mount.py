@@ -213,22 +213,17 @@ def ask_to_retire(layout: Layout) -> int | None:
 
 def enter(layout: Layout, backend: str, *, probe: bool = False) -> bool:
     """Join the project's private mount on this node, starting its holder if there is none (or
-    only one of an older image); True once joined. With PROBE (mode auto), first make sure that
+    only one of an older image); True once joined. With PROBE (mode auto), make sure first that
     private namespaces work here, and return False (use the host) when they do not. The caller
     must be single-threaded. A rank that finds a live holder imports and probes nothing more."""
     from condainer import userns
 
-    try:
-        wanted = image_id(layout.image)
-    except OSError:
-        wanted = None  # missing: reported below, by the full check
     path = _record_path(layout)
     record = Record.read(path)
-    if wanted is None or record is None or record.image != wanted or record.mountpoint != layout.mountpoint \
-            or not record.alive():
-        if probe and problem() is not None:
+    if record is None or not _serves(record, layout):
+        record = _holder_for(layout, backend, path, probe)
+        if record is None:
             return False
-        record = _holder_for(layout, backend, path)
     try:
         userns.join(record.pid)
     except OSError as exc:
@@ -237,21 +232,32 @@ def enter(layout: Layout, backend: str, *, probe: bool = False) -> bool:
     return True
 
 
-def _holder_for(layout: Layout, backend: str, path: str) -> Record:
-    """The live holder of the current image, started under the record's lock unless another
-    process started it while we waited."""
-    from condainer.backends.mount import check_image_file
+def _serves(record: Record, layout: Layout) -> bool:
+    """True when RECORD's holder is alive and mounts the project's image as it is now."""
+    try:
+        wanted = image_id(layout.image)
+    except OSError:
+        return False  # missing: the full check says so
+    return record.image == wanted and record.mountpoint == layout.mountpoint and record.alive()
 
-    check_image_file(layout.image)
-    wanted = image_id(layout.image)
+
+def _holder_for(layout: Layout, backend: str, path: str, probe: bool) -> Record | None:
+    """The live holder of the current image, started under the record's lock unless another
+    process started it while we waited (then nothing more is checked: the ranks of a step that
+    wait for the first one cost little). With PROBE, None when private namespaces do not work."""
     _sweep_dead_records(os.path.dirname(path))
     with _Lock(path + ".lock"):
         record = Record.read(path)
-        if record is not None and record.alive() and record.image == wanted and record.mountpoint == layout.mountpoint:
+        if record is not None and _serves(record, layout):
             return record
+        if probe and problem() is not None:
+            return None
+        from condainer.backends.mount import check_image_file
+
+        check_image_file(layout.image)
         if record is not None and record.alive():
             _unlink(path)  # an older image: its holder serves its users, then leaves (retired)
-        record = _start_holder(layout, backend, path, wanted)
+        record = _start_holder(layout, backend, path, image_id(layout.image))
         if "CONDAINER_STARTING_FD" not in os.environ:
             _unlink(path + ".starting")  # left by a launcher that was killed while it started us
         return record
