@@ -245,6 +245,8 @@ def _holder_for(layout: Layout, backend: str, path: str, probe: bool) -> Record 
     """The live holder of the current image, started under the record's lock unless another
     process started it while we waited (then nothing more is checked: the ranks of a step that
     wait for the first one cost little). With PROBE, None when private namespaces do not work."""
+    if probe and not os.path.isdir(os.path.dirname(path)) and problem() is not None:
+        return None  # the first start of this user on the node: namespaces may not work here at all
     _sweep_dead_records(os.path.dirname(path))
     with _Lock(path + ".lock"):
         record = Record.read(path)
