@@ -83,12 +83,13 @@ def _fast_path(layout, name: str, prefix: str) -> str:
     the image, and no Python starts before the command. When there is no holder yet, one launcher
     (the one that creates ``RECORD.starting``) starts condainer, which makes it, and the launchers
     that start meanwhile (the other ranks of a job step) wait for that one, then join."""
-    tools = "/usr/bin:/bin:/usr/sbin:/sbin"
-    nsenter = shutil.which("nsenter") or shutil.which("nsenter", path=tools)
+    from condainer import private_mount
+    from condainer.mounts import system_tool
+
+    nsenter = system_tool("nsenter")
     if not nsenter:
         return "# (no nsenter on this machine when the launcher was written: condainer joins by itself)\n"
-    flock = shutil.which("flock") or shutil.which("flock", path=tools)
-    from condainer import private_mount
+    flock = system_tool("flock")
 
     lines, scripts = _activation(prefix)
     command = f'"$prefix/bin/{name}"' if os.sep not in name else sh_quote(name)

@@ -143,26 +143,17 @@ def _record_path(layout: Layout) -> str:
 
 
 class _Lock:
-    """An exclusive flock of FILE, made again when the holder that removed it (when idle) wins."""
+    """``with _Lock(path):`` holds an exclusive flock of PATH in this user's record directory."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.fd = -1
 
     def __enter__(self) -> _Lock:
-        from condainer.safedir import ensure_private_dir
+        from condainer.safedir import lock_exclusive
 
-        while True:
-            ensure_private_dir(os.path.dirname(self.path), what="record directory")
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            except FileNotFoundError:
-                continue
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if os.fstat(fd).st_nlink:
-                self.fd = fd
-                return self
-            os.close(fd)
+        self.fd = lock_exclusive(self.path, what="record directory")
+        return self
 
     def __exit__(self, *exc: object) -> None:
         os.close(self.fd)
@@ -342,8 +333,17 @@ def _detach(keep: int) -> None:
         os.dup2(null, fd)
     if null > 2:
         os.close(null)
-    os.closerange(3, keep)
-    os.closerange(keep + 1, _fd_limit())
+    _close_all_but(keep)
+
+
+def _close_all_but(*keep: int) -> None:
+    """Close every descriptor from 3 up but KEEP (a forked process must not hold its parent's
+    pipes, locks or the command's descriptors)."""
+    low = 3
+    for fd in sorted(k for k in keep if k >= 3):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, _fd_limit())
 
 
 def _fd_limit() -> int:
@@ -410,12 +410,7 @@ def _start_janitor(dir_fd: int, path: str, record_path: str) -> int:
         for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGUSR1):
             signal.signal(signum, signal.SIG_IGN)  # it ends when the holder has ended, or by SIGKILL
         os.close(wfd)
-        for fd in range(3, _fd_limit()):
-            if fd not in (rfd, dir_fd):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        _close_all_but(rfd, dir_fd)
         while os.read(rfd, 4096):
             pass
         with _Lock(record_path + ".lock"):
@@ -642,8 +637,7 @@ def _watch_step(janitor: int) -> int | None:
             from condainer import slurm, userns
 
             userns.die_with_parent(signal.SIGKILL)
-            os.closerange(3, wfd)
-            os.closerange(wfd + 1, _fd_limit())
+            _close_all_but(wfd)
             said = None
             here = userns.mount_namespace()
             while os.getppid() == holder:

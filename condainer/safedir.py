@@ -1,5 +1,6 @@
 """Directories we create in shared places such as /tmp, made and checked so other users cannot interfere."""
 
+import fcntl
 import os
 import stat
 
@@ -28,6 +29,28 @@ def ensure_private_dir(path: os.PathLike | str, *, what: str = "directory") -> s
     return p
 
 
+def lock_exclusive(path: str, *, what: str, dir_checked: bool = False) -> int:
+    """An exclusive flock of the file PATH (made 0600) inside a private directory (made or checked
+    as ensure_private_dir does, unless DIR_CHECKED says this process did so already); the returned
+    descriptor holds it. An idle clean-up removes lock file and directory while others may wait on
+    the lock: whoever then gets a lock on a removed file makes both again."""
+    directory = os.path.dirname(path)
+    while True:
+        if not dir_checked:
+            ensure_private_dir(directory, what=what)
+            dir_checked = True
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            dir_checked = False  # the directory was removed as idle: make it again
+            continue
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink:
+            return fd
+        os.close(fd)  # we waited on a lock file that its holder removed: start over
+        dir_checked = False
+
+
 def _lstat_or_make(p: str) -> os.stat_result:
     """lstat P, making it (0700) first if it is not there: one call on every rank but the first.
     Made again if an idle clean-up removes it in between; a missing parent raises FileNotFoundError."""
@@ -48,8 +71,6 @@ def remove_private_dir(path: os.PathLike | str) -> None:
     another user's, never one that is still mounted or holds anything (rmdir refuses those), and
     never while a private-namespace mount of any user sits on it (each holds a shared flock on it,
     see private_mount.py: removing it would detach their mounts)."""
-    import fcntl
-
     p = os.fspath(path)
     try:
         fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)

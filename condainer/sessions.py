@@ -18,7 +18,7 @@ import time
 
 from condainer.errors import BuildError
 from condainer.layout import hostname, log_dir, read_file
-from condainer.safedir import ensure_private_dir
+from condainer.safedir import ensure_private_dir, lock_exclusive
 
 
 def process_start_time(pid: int) -> str | None:
@@ -71,23 +71,11 @@ class _Locked:
 
     def __enter__(self) -> "NodeSessions":
         s = self.sessions
-        while True:
-            if not s.checked:
-                # Once per process: nobody else can replace what sits inside our own 0700 directory.
-                ensure_private_dir(s.dir, what="state directory")
-                s.checked = True
-            try:
-                fd = os.open(os.path.join(s.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            except FileNotFoundError:
-                s.checked = False  # the directory was removed as idle (remove_if_idle): make it again
-                continue
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if os.fstat(fd).st_nlink:
-                self.fd = fd
-                return s
-            # We waited on a lock file that its holder removed with the idle directory: start over.
-            os.close(fd)
-            s.checked = False
+        # The directory is checked once per process: nobody else can replace what sits inside our
+        # own 0700 directory.
+        self.fd = lock_exclusive(os.path.join(s.dir, "lock"), what="state directory", dir_checked=s.checked)
+        s.checked = True
+        return s
 
     def __exit__(self, *exc: object) -> None:
         os.close(self.fd)

@@ -163,8 +163,7 @@ def test_next_exec_works_after_a_killed_step(slurm, project, backend, how):
         if how == "sigkill":
             # Everything the step started on the node, the FUSE daemon included, dies at once:
             # nobody gets to unmount or to drop its reference count entry.
-            victims = [pid for pid in slurm.processes(node)
-                       if _comm(pid) not in ("unshare", "slurmd", "slurmstepd")]
+            victims = _step_processes(slurm, node)
             assert slurm.fuse_daemons(node) and set(slurm.fuse_daemons(node)) <= set(victims)
             for pid in victims:
                 os.kill(pid, signal.SIGKILL)
@@ -213,20 +212,31 @@ def _serving(project) -> list[int]:
     return found
 
 
-def _private_namespaces(slurm, node) -> set[str]:
-    """Mount namespaces of processes of ``node`` (its PID namespace) other than the node's own."""
+def _in_private(node) -> dict[int, str]:
+    """Processes of ``node`` (its PID namespace) in a mount namespace other than the node's own
+    (holders, daemons, ranks that joined), with that namespace."""
     node_pid_ns = os.readlink(f"/proc/{node.pid}/ns/pid_for_children")
-    found = set()
+    found = {}
     for entry in pathlib.Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 if os.readlink(entry / "ns" / "pid") == node_pid_ns:
                     ns = os.readlink(entry / "ns" / "mnt")
                     if ns != node.mnt_namespace():
-                        found.add(ns)
+                        found[int(entry.name)] = ns
             except OSError:
                 pass
     return found
+
+
+def _private_namespaces(node) -> set[str]:
+    return set(_in_private(node).values())
+
+
+def _step_processes(slurm, node) -> list[int]:
+    """What a SIGKILL of the whole step hits on ``node``: everything in its mount namespace but the
+    harness's unshare and Slurm's own daemons."""
+    return [pid for pid in slurm.processes(node) if _comm(pid) not in ("unshare", "slurmd", "slurmstepd")]
 
 
 @pytest.mark.parametrize("how", ["sigkill", "scancel"])
@@ -244,12 +254,11 @@ def test_a_killed_step_leaves_no_private_mount(slurm, project, backend, how, mon
     try:
         _wait_for(lambda: len(os.listdir(ready)) == 8, 60, "8 ranks running")
         assert _serving(project), "a FUSE daemon serves the step"
-        assert len(_private_namespaces(slurm, node)) == 1, "the 8 ranks share one private namespace"
+        assert len(_private_namespaces(node)) == 1, "the 8 ranks share one private namespace"
         assert not project.mounts(node), "the node's mount table never shows it"
         if how == "sigkill":
-            victims = [pid for pid in slurm.processes(node) if _comm(pid) not in ("unshare", "slurmd", "slurmstepd")]
-            victims += [pid for pid in _serving(project)]
-            for pid in {*victims, *(p for p in _all_in_private(slurm, node))}:
+            # The step's processes, and in private namespaces its holder, daemon and joined ranks.
+            for pid in {*_step_processes(slurm, node), *_serving(project), *_in_private(node)}:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         else:
@@ -260,7 +269,7 @@ def test_a_killed_step_leaves_no_private_mount(slurm, project, backend, how, mon
             os.killpg(srun.pid, signal.SIGKILL)
             srun.wait()
     assert srun.returncode != 0
-    _wait_for(lambda: not _serving(project) and not _private_namespaces(slurm, node), 15,
+    _wait_for(lambda: not _serving(project) and not _private_namespaces(node), 15,
               "the daemon and the namespace to go with the step")
     assert not project.mounts(node)
     before = len(project.mount_log(node))
@@ -269,26 +278,11 @@ def test_a_killed_step_leaves_no_private_mount(slurm, project, backend, how, mon
     assert result.returncode == 0, result.stderr
     check_six_output(result.stdout, project, 4, {node.name: 4})
     assert len(project.mount_log(node)) - before == 1
-    _wait_for(lambda: not _serving(project) and not _private_namespaces(slurm, node), 15,
+    _wait_for(lambda: not _serving(project) and not _private_namespaces(node), 15,
               "the step's namespace to end with it")
     base = project.on_node(node, project.mount_base)
     _wait_for(lambda: not [p for p in base.iterdir() if project.uuid in p.name], 15,
               "the mount base to be clean again")
-
-
-def _all_in_private(slurm, node) -> list[int]:
-    """Processes of ``node`` in a private mount namespace (holders, daemons, ranks that joined)."""
-    node_pid_ns = os.readlink(f"/proc/{node.pid}/ns/pid_for_children")
-    pids = []
-    for entry in pathlib.Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.readlink(entry / "ns" / "pid") == node_pid_ns and \
-                        os.readlink(entry / "ns" / "mnt") != node.mnt_namespace():
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
-    return pids
 
 
 def _comm(pid: int) -> str:
