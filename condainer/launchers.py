@@ -105,11 +105,11 @@ def _fast_path(layout, name: str, prefix: str) -> str:
         "while read -r key uid _; do [ \"$key\" = Uid: ] && break; done </proc/self/status\n"
         "read -r host </proc/sys/kernel/hostname\n"
         f'record="{record}${{SLURM_STEP_ID:+-$SLURM_JOB_ID.$SLURM_STEP_ID}}"\n'
-        'started() { shift 19; [ "$1" = "$start" ]; }  # field 22 of /proc/PID/stat: not a reused pid\n'
         "join() {  # become the command in the holder's namespace, if its record is valid\n"
         '    [ -O "${record%/*}" ] && [ -r . ] && { read -r pid start id mp <"$record"; } 2>/dev/null \\\n'
         f'        && [ "$mp" = {sh_quote(layout.mountpoint)} ] && ! [ "$image" -nt "$record" ] \\\n'
-        '        && { read -r stat <"/proc/$pid/stat"; } 2>/dev/null && started ${stat##*\') \'} || return 0\n'
+        f'        && [ "/proc/$pid/fd/{private_mount.RECORD_FD}" -ef "$record" ] || return 0'
+        "  # pid is the holder, not a reused one\n"
         f"{body}\n"
         f'    exec {sh_quote(nsenter)} --preserve-credentials -U -m -t "$pid" --wd=. -- {command} "$@"\n'
         "}\n"

@@ -31,6 +31,10 @@ LINGER_SECONDS = 5.0  # an idle namespace waits this long for the next command (
 POLL_SECONDS = 0.5  # how often the holder counts the processes in its namespace
 GRACE_SECONDS = 1.0  # after retiring, the time a command that read the record has to join
 READY_SECONDS = 10.0
+# The holder keeps its record open on this descriptor, so that a launcher's shell proves with one
+# stat (`[ /proc/PID/fd/N -ef RECORD ]`) that PID is the holder and not a reused pid; reading
+# /proc/PID/stat in sh costs a read call per byte.
+RECORD_FD = 99
 
 
 # ------------------------------------------------------------------ which mode, and why
@@ -290,21 +294,45 @@ def _start_holder(layout: Layout, backend: str, record_path: str, wanted_image: 
 
 def _sweep_dead_records(directory: str) -> None:
     """Remove the records of this node's holders that were killed (a job step ends with SIGKILL,
-    and its record's name, with the step in it, is never used again)."""
+    and its record's name, with the step in it, is never used again), and the lock and ``.starting``
+    files that such a step left without a record: those nobody holds a flock on any more."""
     from condainer.layout import hostname
 
     try:
-        names = os.listdir(directory)
+        names = set(os.listdir(directory))
     except OSError:
         return
     here = f"-{hostname()}"
     for name in names:
-        if here not in name or name.endswith((".lock", ".starting")):
+        if here not in name or name.startswith("."):
+            continue
+        base, suffix = os.path.splitext(name)
+        if suffix in (".lock", ".starting"):
+            if base not in names:
+                _unlink_if_unlocked(os.path.join(directory, name))
             continue
         record = Record.read(os.path.join(directory, name))
         if record is not None and not record.alive():
             for suffix in ("", ".starting", ".lock"):
                 _unlink(os.path.join(directory, name + suffix))
+
+
+def _unlink_if_unlocked(path: str) -> None:
+    """Remove the lock file PATH unless a process holds a flock on it. Safe for a lock taken with
+    safedir.lock_exclusive (it starts over on a removed file); a launcher waiting on a removed
+    ``.starting`` file only starts condainer itself, which serializes on the record's lock."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_nlink and os.path.samestat(os.fstat(fd), os.stat(path)):
+            os.unlink(path)
+    except OSError:
+        pass  # held, or gone meanwhile
+    finally:
+        os.close(fd)
 
 
 def _read_line(fd: int, timeout: float) -> str:
@@ -546,6 +574,7 @@ def _holder_main(layout: Layout, backend: str, tool: str, record_path: str, want
             return 1
         me = os.getpid()
         write_atomically(record_path, Record(me, start_time(me) or "", wanted_image, mp).line().encode(), mode=0o600)
+        _keep_open(record_path)
         published = True
         sessions.log_mount(f"{backend} mode=namespace", time.monotonic() - started)
         report("ok")
@@ -577,6 +606,14 @@ def _holder_main(layout: Layout, backend: str, tool: str, record_path: str, want
 
 
 _RETIRE = []
+
+
+def _keep_open(record_path: str) -> None:
+    """Hold our record open on RECORD_FD (see there), not inherited by anything we start."""
+    fd = os.open(record_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    if fd != RECORD_FD:
+        os.dup2(fd, RECORD_FD, inheritable=False)
+        os.close(fd)
 
 
 def _retire_soon(_signum, _frame) -> None:

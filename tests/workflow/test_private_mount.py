@@ -227,3 +227,52 @@ def test_host_mode_forced_uses_the_host_mount_table(pip_project):
     assert mounts.find_mount(mp) is None, "the last exec unmounted"
     status = cnd("status", "--json", cwd=pip_project, env={**os.environ, "CONDAINER_MOUNT_MODE": "host"})
     assert json.loads(status.stdout)["mount_mode"] == "host"
+
+
+def test_launcher_does_not_join_a_reused_pid(ns_project, tmp_path):
+    """A record left by a SIGKILLed step names a pid that a later, unrelated process of the user may
+    reuse: the launcher must see that the pid is not the holder, and mount afresh instead of joining
+    that process's namespaces."""
+    mp = mountpoint_of(ns_project)
+    impostor = subprocess.Popen(["sleep", "60"])
+    record = Path(private_mount.registry_dir()) / private_mount.record_name(uuid_of(ns_project))
+    try:
+        record.parent.mkdir(mode=0o700, exist_ok=True)
+        record.write_text(f"{impostor.pid} 0 0:0:0 {mp}\n")  # newer than the image, as a real one is
+        result = subprocess.run([str(ns_project / "bin" / "python"), "-c", REPORT], capture_output=True,
+                                text=True, cwd=tmp_path, timeout=60)
+        assert result.returncode == 0, result.stderr
+        seen = json.loads(result.stdout)
+        assert seen["exe"] == f"{mp}/bin/python" and f" {mp} " in seen["mounts"]
+        holder = private_mount.Record.read(str(record))
+        assert holder is not None and holder.pid != impostor.pid and holder.alive(), "a new holder took the record"
+    finally:
+        impostor.kill()
+        impostor.wait()
+
+
+def test_orphaned_lock_files_are_swept(tmp_path):
+    """A step killed with SIGKILL leaves its record's lock (and a launcher's ``.starting``) behind:
+    the next start on the node removes those nobody holds, and keeps a held one and a live record's."""
+    import fcntl
+
+    from condainer.layout import hostname
+
+    here = hostname()
+    orphans = [tmp_path / f"aaaa-{here}-7.0.lock", tmp_path / f"bbbb-{here}.starting"]
+    held = tmp_path / f"cccc-{here}.lock"
+    with_record = tmp_path / f"dddd-{here}.lock"
+    elsewhere = tmp_path / "eeee-othernode.lock"
+    for path in (*orphans, held, with_record, elsewhere):
+        path.write_text("")
+    live = tmp_path / f"dddd-{here}"
+    live.write_text(private_mount.Record(os.getpid(), private_mount.start_time(os.getpid()), "0:0:0", "/x").line())
+    fd = os.open(held, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        private_mount._sweep_dead_records(str(tmp_path))
+    finally:
+        os.close(fd)
+    assert not any(p.exists() for p in orphans)
+    assert held.exists() and with_record.exists() and live.exists()
+    assert elsewhere.exists(), "another node's files (a shared /dev/shm of simulated nodes) are left alone"
