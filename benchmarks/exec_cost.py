@@ -29,7 +29,7 @@ JOB_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 FLOOR_SCRIPT = """#!{python}
 import sys
-from condainer.layout import Layout
+from condainer.project.layout import Layout
 import os
 pid = os.posix_spawn("/usr/bin/true", ["true"], os.environ)
 os.waitpid(pid, 0)

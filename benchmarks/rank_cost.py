@@ -103,7 +103,7 @@ def _wait_no_holder(record_dir: Path, uuid: str, timeout: float = 20) -> None:
 def run(project: Path, venv: Path, runs: int, unpacked: Path | None = None) -> str:
     """The table of per-rank costs for PROJECT (markdown), whose image holds the Python environment
     UNPACKED (with numpy)."""
-    from condainer.private_mount import registry_dir
+    from condainer.node.records import registry_dir
 
     cnd = str(venv / "bin" / "cnd")
     work = tempfile.mkdtemp(prefix="rank-cost-", dir="/tmp")  # a node-local working directory

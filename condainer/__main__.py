@@ -1,3 +1,3 @@
-from condainer.entry import main
+from condainer.cli.entry import main
 
 main()

@@ -1,8 +1,22 @@
-"""One exception hierarchy: every expected failure is a CondainerError with a one-line message.
+"""One exception hierarchy, and how a run ends with it: every expected failure is a CondainerError
+with a one-line message, which `cnd` (and a launcher's slow path) prints as ``cnd: error: <message>``
+before it exits with ``exit_code``; Ctrl-C, SIGTERM and SIGHUP end it as "interrupted" and 130.
+Anything else that escapes is a bug and keeps its traceback.
 
-The CLI prints ``cnd: error: <message>`` and exits with ``exit_code``; anything else that escapes is a
-bug and keeps its traceback.
+Standard library only, and only the C half of signal: this is on every rank's path.
 """
+
+import sys
+
+try:
+    import _signal as signal  # the C half: signal.py's enums cost more than `cnd exec` itself
+except ImportError:  # pragma: no cover - an interpreter without it
+    import signal  # type: ignore[no-redef]
+
+# SIGTERM (Slurm, kill, timeout) and SIGHUP (a closed terminal or ssh session) unwind like Ctrl-C, so
+# `finally` blocks release the mount, stop children and remove temporary files (a half-written image).
+INTERRUPTING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
 
 class CondainerError(Exception):
     """An expected failure, reported to the user as one line and a non-zero exit."""
@@ -52,3 +66,36 @@ class BuildError(CondainerError):
 
 class ToolMissing(CondainerError):
     """A native tool or system facility that was asked for is not available."""
+
+
+def raise_interrupt(_signum, _frame):
+    """The handler of INTERRUPTING_SIGNALS."""
+    raise KeyboardInterrupt
+
+
+def handle_interrupting_signals() -> None:
+    """INTERRUPTING_SIGNALS raise KeyboardInterrupt from now on, for the whole run."""
+    for signum in INTERRUPTING_SIGNALS:
+        signal.signal(signum, raise_interrupt)
+
+
+def error_line(message: str) -> str:
+    """The one line an expected failure prints."""
+    return f"cnd: error: {message}"
+
+
+def run_reporting_errors(run) -> None:
+    """Call RUN() (returning an exit code) and exit with it; expected failures become one line and
+    their exit code, Ctrl-C, SIGTERM and SIGHUP "interrupted" and 130."""
+    handle_interrupting_signals()
+    try:
+        code = run()
+    except CondainerError as exc:
+        print(error_line(exc.message), file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("cnd: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(141)  # `cnd status | head` closing the pipe early is not an error worth a traceback
+    sys.exit(code)

@@ -29,8 +29,7 @@ def main(project_dir: str, name: str) -> None:
     """Run NAME of PROJECT_DIR's environment with our arguments, as `cnd exec -- NAME ARGS...`
     would (mount if needed, reference count, signals forwarded, unmount by the last user), and exit
     with its exit code."""
-    from condainer.entry import run_reporting_errors
-    from condainer.errors import CondainerError
+    from condainer.errors import CondainerError, run_reporting_errors
 
     launcher = sys.argv[0]
 
@@ -39,7 +38,7 @@ def main(project_dir: str, name: str) -> None:
             raise CondainerError(f"{launcher} was written for the project {project_dir}, which has moved or "
                                  "is gone (or the launcher was copied: link to it instead): run `cnd launchers` "
                                  "in the project directory to rewrite its launchers")
-        from condainer import runner
+        from condainer.node import runner
 
         return runner.exec_command(project_dir, [name, *sys.argv[1:]])
 

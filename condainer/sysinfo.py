@@ -99,7 +99,7 @@ def _raise_interrupt(signum, frame):
 def signals_interrupt() -> Iterator[None]:
     """INTERRUPTING_SIGNALS raise KeyboardInterrupt in the main thread for the duration, so they get
     the cleanup Ctrl-C gets (temporary files removed, children stopped) instead of killing the
-    process on the spot, and are reported as Ctrl-C is, as cli.py does for SIGTERM. A signal that is
+    process on the spot, and are reported as Ctrl-C is, as cnd does for SIGTERM (cli/exits.py). A signal that is
     ignored (nohup) stays ignored; the previous handlers are restored after.
     """
     if threading.current_thread() is not threading.main_thread():

@@ -1,6 +1,6 @@
 """Parsing what Slurm tells a task about its step (no Slurm needed)."""
 
-from condainer.slurm import current_step, expand_counts, expand_hostlist
+from condainer.node.slurm import current_step, expand_counts, expand_hostlist
 
 
 def test_expand_hostlist():

@@ -1,3 +1,1 @@
 """One interface over two implementations: native tools (mksquashfs, squashfuse) and our Python ones."""
-
-BACKENDS = ("auto", "native", "python")

@@ -89,7 +89,7 @@ class Project:
     def mount_log(self, node: Node) -> list[dict[str, str]]:
         """The mounts cnd made of this project on ``node``, one dict per line of the user's mounts.log
         (time, host, pid, step, uuid, ...): the log directory is shared by the nodes, as a home is."""
-        from condainer.layout import log_dir
+        from condainer.project.layout import log_dir
 
         log = pathlib.Path(log_dir()) / "mounts.log"
         entries = []

@@ -64,7 +64,7 @@ def watchers(node) -> list[int]:
     found = []
     for pid in processes_in_namespace(node.mnt_namespace()):
         try:
-            if b"condainer.reaper" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"condainer.node.reaper" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes():
                 found.append(pid)
         except OSError:
             pass

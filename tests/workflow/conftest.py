@@ -86,23 +86,23 @@ def kill_as_slurm_does(proc: subprocess.Popen, mountpoint: Path) -> None:
 
 def exec_mode() -> str:
     """'namespace' or 'host': where `cnd exec` and the launchers of these tests mount."""
-    from condainer import private_mount
+    from condainer.node import mount_mode
 
     wanted = os.environ.get("CONDAINER_MOUNT_MODE") or "auto"
     if wanted == "auto":
-        return "namespace" if private_mount.problem() is None else "host"
+        return "namespace" if mount_mode.problem() is None else "host"
     return wanted
 
 
 def holders_of(project: Path) -> list[int]:
     """Live holders of PROJECT's private mounts of this user on this node (private_mount.py)."""
-    from condainer import private_mount
+    from condainer.node import records
 
     uuid = mountpoint_of(project).name.removeprefix("condainer-")
-    directory = Path(private_mount.registry_dir())
+    directory = Path(records.registry_dir())
     found = []
     for path in directory.glob(f"{uuid}-*") if directory.is_dir() else []:
-        record = private_mount.Record.read(str(path)) if not path.name.endswith(".lock") else None
+        record = records.Record.read(str(path)) if not path.name.endswith(".lock") else None
         if record is not None and record.alive():
             found.append(record.pid)
     return found

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from condainer import mounts
+from condainer.backends import mounts
 
 from .conftest import BACKENDS, backend_param, cnd, kill_as_slurm_does, mountpoint_of
 
@@ -26,7 +26,7 @@ def mount_log_lines(project) -> list[str]:
     """The lines cnd logged for the mounts of PROJECT (in the user's log directory)."""
     import yaml
 
-    from condainer.layout import log_dir
+    from condainer.project.layout import log_dir
 
     uuid = yaml.safe_load((project / "condainer.yml").read_text())["uuid"]
     try:
@@ -121,7 +121,7 @@ def test_killed_exec_and_daemon_do_not_break_the_next_exec(pip_project):
 
 
 def _watchers_of(project) -> list[str]:
-    out = subprocess.run(["pgrep", "-f", f"condainer.reaper {project} "], capture_output=True, text=True)
+    out = subprocess.run(["pgrep", "-f", f"condainer.node.reaper {project} "], capture_output=True, text=True)
     return out.stdout.split()
 
 

@@ -7,16 +7,18 @@ import sys
 
 import pytest
 
-from condainer import entry, layout
-from condainer.safedir import remove_private_dir
+from condainer.cli import entry
+from condainer.node.safedir import remove_private_dir
+from condainer.project import layout
 
 from .conftest import cnd, mountpoint_of
 
 # Modules the per-rank path must not import: each costs file-system calls on the file system that
 # holds cnd, on every rank (README: "What cnd exec costs").
 HEAVY = {"click", "yaml", "pathlib", "subprocess", "dataclasses", "json", "re", "signal", "typing",
-         "inspect", "shutil", "socket", "contextlib", "condainer.cli", "condainer.config",
-         "condainer.project", "condainer.backends.mount", "condainer.fs", "condainer.slurm"}
+         "inspect", "shutil", "socket", "contextlib", "condainer.cli.commands",
+         "condainer.project.config", "condainer.project.directory", "condainer.backends.mount", "condainer.fs",
+         "condainer.node.slurm"}
 
 
 def imported(project, code: str, *args: str) -> set[str]:
@@ -30,7 +32,7 @@ def imported(project, code: str, *args: str) -> set[str]:
 def imported_by_exec(project, *command: str) -> set[str]:
     """The modules `cnd exec -- COMMAND` imports beyond those of a bare start of the same interpreter
     (a .pth file of the test venv may import some at start-up)."""
-    code = "import sys; from condainer.entry import main; main(sys.argv[1:])"
+    code = "import sys; from condainer.cli.entry import main; main(sys.argv[1:])"
     return imported(project, code, "exec", "--", *command) - imported(project, "pass")
 
 
@@ -40,12 +42,12 @@ def test_exec_and_mount_on_a_mounted_image_import_no_heavy_module(pip_project):
     cnd("-q", "mount", cwd=pip_project, check=True)
     cnd("exec", "--", "true", cwd=pip_project, check=True)  # leaves the cache of condainer.yml
     modules = imported_by_exec(pip_project, "true")
-    assert "condainer.runner" in modules, modules  # the probe sees the exec path at all
+    assert "condainer.node.runner" in modules, modules  # the probe sees the exec path at all
     assert not modules & HEAVY, sorted(modules & HEAVY)
     # `source ./activate` runs `cnd mount` in every job script: as lean while the image is mounted
-    code = "import sys; from condainer.entry import main; main(sys.argv[1:])"
+    code = "import sys; from condainer.cli.entry import main; main(sys.argv[1:])"
     modules = imported(pip_project, code, "-q", "mount") - imported(pip_project, "pass")
-    assert "condainer.runner" in modules, modules
+    assert "condainer.node.runner" in modules, modules
     assert not modules & HEAVY, sorted(modules & HEAVY)
 
 
@@ -128,7 +130,9 @@ def test_exec_restores_default_sigpipe_for_the_command(pip_project):
 def click_reading(args: list[str], monkeypatch, capsys) -> tuple | None:
     """What the click command line makes of ARGS: (name, directory, command, backend, dryrun, quiet,
     print_path), or None when it reaches neither `exec_command` nor `mount_project`."""
-    from condainer import cli, console, runner
+    from condainer import console
+    from condainer.cli import commands as cli
+    from condainer.node import runner
 
     seen = []
 

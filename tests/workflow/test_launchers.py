@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from condainer import mounts
+from condainer.backends import mounts
 
 from .conftest import BACKENDS, backend_param, cnd, exec_mode, kill_as_slurm_does, mountpoint_of, set_config
 from .test_exec import backend_of, mount_log_lines
@@ -233,7 +233,7 @@ def test_launchers_key_chooses_the_names_and_keeps_foreign_files(project, tmp_pa
 
 
 def test_python_path_the_kernel_cannot_take_goes_through_sh(project, tmp_path, monkeypatch):
-    from condainer import launchers
+    from condainer.node import launchers
 
     # The interpreter's whole installation (a venv: its site-packages come with it) under a name with
     # a space and a quote, which an interpreter line cannot hold.

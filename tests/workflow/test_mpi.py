@@ -16,12 +16,12 @@ import sys
 
 import pytest
 
-from condainer import private_mount
+from condainer.node import mount_mode
 
 from .conftest import BACKENDS, backend_param, cnd, end_private_mounts, mountpoint_of, set_config
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("mpiexec") is None or shutil.which("mpicc") is None or private_mount.problem() is not None,
+    shutil.which("mpiexec") is None or shutil.which("mpicc") is None or mount_mode.problem() is not None,
     reason="needs MPICH (mpiexec, mpicc: packages mpich libmpich-dev) and unprivileged user namespaces",
 )
 

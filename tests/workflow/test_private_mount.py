@@ -19,12 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from condainer import mounts, private_mount
+from condainer.backends import mounts
+from condainer.node import mount_mode, private_mount
+from condainer.node import records as registry
 
 from .conftest import BACKENDS, backend_param, cnd, mountpoint_of
 
-pytestmark = pytest.mark.skipif(private_mount.problem() is not None,
-                                reason=f"no private namespaces here: {private_mount.problem()}")
+pytestmark = pytest.mark.skipif(mount_mode.problem() is not None,
+                                reason=f"no private namespaces here: {mount_mode.problem()}")
 
 REPORT = ("import json, os, sys; print(json.dumps({'uid': os.getuid(), 'gid': os.getgid(), 'cwd': os.getcwd(), "
           "'exe': sys.executable, 'mounts': open('/proc/self/mountinfo').read()}))")
@@ -35,7 +37,7 @@ def uuid_of(project: Path) -> str:
 
 
 def records(project: Path) -> list[Path]:
-    d = Path(private_mount.registry_dir())
+    d = Path(registry.registry_dir())
     return sorted(p for p in d.glob(f"{uuid_of(project)}-*") if not p.name.endswith(".lock")) if d.is_dir() else []
 
 
@@ -44,7 +46,7 @@ def holders(project: Path) -> list[int]:
     image = str(project / f"{uuid_of(project)}.squashfs")
     pids = {int(p) for p in subprocess.run(["pgrep", "-f", image], capture_output=True, text=True).stdout.split()}
     for path in records(project):
-        record = private_mount.Record.read(str(path))
+        record = registry.Record.read(str(path))
         if record is not None and record.alive():
             pids.add(record.pid)
     return sorted(pids)
@@ -106,8 +108,8 @@ def test_exec_mounts_privately_as_the_user_and_leaves_nothing(ns_project, tmp_pa
     while mp.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not mp.exists(), "the mount point directory goes with the last user"
-    left = [p.name for p in Path(private_mount.registry_dir()).glob(f"{uuid_of(ns_project)}-*")] \
-        if Path(private_mount.registry_dir()).is_dir() else []
+    left = [p.name for p in Path(registry.registry_dir()).glob(f"{uuid_of(ns_project)}-*")] \
+        if Path(registry.registry_dir()).is_dir() else []
     assert not left, f"the record and its lock go too: {left}"
 
 
@@ -208,7 +210,7 @@ def test_launcher_joins_without_starting_cnd(ns_project, tmp_path):
         # system on a cluster (the project directory, here the launcher itself and the image).
         before = lines[: next(i for i, line in enumerate(lines) if f'execve("{env_python}"' in line)]
         local = ("/tmp/", "/proc/", "/dev/", "/usr/", "/lib", "/etc/", "/sys/", "/bin/", "/selinux", str(tmp_path))
-        shared = (str(ns_project), str(Path(private_mount.__file__).parents[1]))  # project, cnd's installation
+        shared = (str(ns_project), str(Path(private_mount.__file__).parents[2]))  # project, cnd's installation
         paths = [line.split('"')[1] for line in before if '"' in line]
         outside = [p for p in paths if p.startswith(shared) or not p.startswith(local) and p not in ("", ".")]
         assert len(outside) <= 5, outside
@@ -235,7 +237,7 @@ def test_launcher_does_not_join_a_reused_pid(ns_project, tmp_path):
     that process's namespaces."""
     mp = mountpoint_of(ns_project)
     impostor = subprocess.Popen(["sleep", "60"])
-    record = Path(private_mount.registry_dir()) / private_mount.record_name(uuid_of(ns_project))
+    record = Path(registry.registry_dir()) / registry.record_name(uuid_of(ns_project))
     try:
         record.parent.mkdir(mode=0o700, exist_ok=True)
         record.write_text(f"{impostor.pid} 0 0:0:0 {mp}\n")  # newer than the image, as a real one is
@@ -244,7 +246,7 @@ def test_launcher_does_not_join_a_reused_pid(ns_project, tmp_path):
         assert result.returncode == 0, result.stderr
         seen = json.loads(result.stdout)
         assert seen["exe"] == f"{mp}/bin/python" and f" {mp} " in seen["mounts"]
-        holder = private_mount.Record.read(str(record))
+        holder = registry.Record.read(str(record))
         assert holder is not None and holder.pid != impostor.pid and holder.alive(), "a new holder took the record"
     finally:
         impostor.kill()
@@ -256,7 +258,7 @@ def test_orphaned_lock_files_are_swept(tmp_path):
     the next start on the node removes those nobody holds, and keeps a held one and a live record's."""
     import fcntl
 
-    from condainer.layout import hostname
+    from condainer.project.layout import hostname
 
     here = hostname()
     orphans = [tmp_path / f"aaaa-{here}-7.0.lock", tmp_path / f"bbbb-{here}.starting"]
@@ -266,11 +268,11 @@ def test_orphaned_lock_files_are_swept(tmp_path):
     for path in (*orphans, held, with_record, elsewhere):
         path.write_text("")
     live = tmp_path / f"dddd-{here}"
-    live.write_text(private_mount.Record(os.getpid(), private_mount.start_time(os.getpid()), "0:0:0", "/x").line())
+    live.write_text(registry.Record(os.getpid(), registry.start_time(os.getpid()), "0:0:0", "/x").line())
     fd = os.open(held, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        private_mount._sweep_dead_records(str(tmp_path))
+        registry.sweep_dead_records(str(tmp_path))
     finally:
         os.close(fd)
     assert not any(p.exists() for p in orphans)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from condainer import private_mount
+from condainer.node import mount_mode
 
 REPO = Path(__file__).resolve().parents[2]
 USERS, GROUP = ("cndtest-a", "cndtest-b"), "cndtest-lab"
@@ -33,7 +33,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not all(shutil.which(t) for t in ("useradd", "groupadd", "setpriv", "unshare", "squashfuse_ll"))
-    or not os.path.exists(SYSTEM_PYTHON) or private_mount.problem() is not None,
+    or not os.path.exists(SYSTEM_PYTHON) or mount_mode.problem() is not None,
     reason="needs root (to create two users), useradd, setpriv, unshare, squashfuse_ll, /usr/bin/python3 (a Python "
            "other users may run) and unprivileged user namespaces",
 )

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from condainer import config
-from condainer.environments import virtual
-from condainer.environments.virtual import VirtualPackage as VP
+from condainer.build.environments import virtual
+from condainer.build.environments.virtual import VirtualPackage as VP
+from condainer.project import config
 
 from .conda_channel import build_virtual_channel
 from .conftest import cnd, mountpoint_of, set_config

@@ -14,9 +14,9 @@ import subprocess
 import sys
 import time
 
+from condainer.backends.mounts import system_tool, unmount
 from condainer.errors import ImageError, MountError, ToolMissing
 from condainer.fs.reader import SquashfsReader
-from condainer.mounts import system_tool, unmount
 
 
 def _is_mountpoint(path: str) -> bool:
@@ -51,7 +51,7 @@ def check_mount_prerequisites(mountpoint: str) -> None:
 
 def default_log_path() -> str:
     """Where the daemon logs: fuse.log in condainer's log directory (layout.log_dir)."""
-    from condainer.layout import log_dir
+    from condainer.project.layout import log_dir
 
     return os.path.join(log_dir(), "fuse.log")
 

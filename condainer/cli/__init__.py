@@ -1,0 +1,1 @@
+"""The command line: the `cnd` program, its click commands and the reports it prints."""
