@@ -214,7 +214,7 @@ def write_image(
     # 2. File data and fragment blocks, while the tree is listed (_write_data); then
     # 3. and 4. inode numbers, inodes and directory listings (_write_inodes), while the compression
     #    threads finish the last blocks (pipeline.BACKLOG_BYTES); the data ends where they end.
-    pipeline = BlockPipeline(out, out.tell(), codec, processors, old)
+    pipeline = BlockPipeline(out, out.tell(), codec, processors, old.verifier if old is not None else None)
     try:
         order, data = _write_data(pipeline, scanner, codec.block_size, progress, old)
         tree = scanner.finish()
