@@ -13,9 +13,9 @@ from array import array
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
-from condainer import console
 from condainer.fs import format as fmt
 from condainer.fs.compression import Codec
+from condainer.fs.progress import Progress
 from condainer.fs.writer import inodes
 from condainer.fs.writer.data import DataWriter
 from condainer.fs.writer.directory import DirEntry, write_listing
@@ -65,7 +65,7 @@ def _write_data(
     pipeline: BlockPipeline,
     scanner: Scanner,
     block_size: int,
-    progress: console.Progress | None,
+    progress: Progress | None,
     old: OldImage | None = None,
 ) -> tuple[array, DataWriter]:
     """Every regular file's data, in inode order, into the pipeline; each directory is listed when
@@ -192,7 +192,7 @@ def write_image(
     processors: int,
     all_root: bool,
     epoch: int | None,
-    progress: console.Progress | None,
+    progress: Progress | None,
     scanned: Callable[[Tree], None],
     old: OldImage | None = None,
     reused: Callable[[BlockPipeline, DataWriter], None] | None = None,
