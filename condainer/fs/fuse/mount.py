@@ -84,6 +84,30 @@ def mount_image(
         log_start = os.path.getsize(log_path)
     except OSError:
         log_start = 0
+    proc, rfd = _start_daemon(image, mountpoint, log_path, allow_other)
+    try:
+        message = _wait_ready(rfd, proc, ready_timeout)
+    finally:
+        os.close(rfd)
+    if message != "ok":
+        if proc.poll() is None:
+            proc.terminate()
+            _lazy_unmount(mountpoint)
+        if message.startswith(f"{image}: "):
+            raise ImageError(message)  # the daemon could not read the image: its one line names it
+        reason = _libfuse_reason(log_path, log_start)
+        raise MountError(f"{mountpoint}: {message}" + (f": {reason}" if reason else ""))
+    try:
+        os.statvfs(mountpoint)  # blocks until the daemon answered INIT; proves the mount serves
+    except OSError as e:
+        proc.terminate()
+        _lazy_unmount(mountpoint)
+        raise MountError(f"{mountpoint}: mount does not answer: {e.strerror}") from None
+
+
+def _start_daemon(image: str, mountpoint: str, log_path: str, allow_other: bool) -> tuple[subprocess.Popen, int]:
+    """The daemon, started in a new session with its output appended to LOG_PATH, and the read end
+    of the pipe it reports on: the pipe's write end is closed here, so a daemon that dies is EOF."""
     rfd, wfd = os.pipe()
     cmd = [sys.executable, "-m", "condainer.fs.fuse", "--ready-fd", str(wfd), "--log", log_path]
     if allow_other:
@@ -107,24 +131,7 @@ def mount_image(
             )
     finally:
         os.close(wfd)
-    try:
-        message = _wait_ready(rfd, proc, ready_timeout)
-    finally:
-        os.close(rfd)
-    if message != "ok":
-        if proc.poll() is None:
-            proc.terminate()
-            _lazy_unmount(mountpoint)
-        if message.startswith(f"{image}: "):
-            raise ImageError(message)  # the daemon could not read the image: its one line names it
-        reason = _libfuse_reason(log_path, log_start)
-        raise MountError(f"{mountpoint}: {message}" + (f": {reason}" if reason else ""))
-    try:
-        os.statvfs(mountpoint)  # blocks until the daemon answered INIT; proves the mount serves
-    except OSError as e:
-        proc.terminate()
-        _lazy_unmount(mountpoint)
-        raise MountError(f"{mountpoint}: mount does not answer: {e.strerror}") from None
+    return proc, rfd
 
 
 def _libfuse_reason(log_path: str, start: int) -> str:

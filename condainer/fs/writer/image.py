@@ -1,4 +1,4 @@
-"""The image, written in format order: one function, one comment per step (doc/format.adoc "Overview").
+"""The image, written in format order: write_image, one comment per step (doc/format.adoc "Overview").
 
 superblock placeholder and compressor options | data and fragment blocks (data.py) | inode table
 (inodes.py) | directory table (directory.py) | fragment, export, id and xattr tables back to back
@@ -185,6 +185,41 @@ def _write_inodes(
     return _Metadata(inode_mw, dir_mw, ids, xattrs, export, ref[0])
 
 
+def _write_tables(
+    out, sb: fmt.Superblock, meta: _Metadata, fragments: list[tuple[int, int]], position: int, codec: Codec
+) -> int:
+    """Write the metadata tables from POSITION on, each one's start (or index) into SB; returns
+    where they end."""
+    # 5. Inode table, then directory table.
+    sb.inode_table = position
+    inode_bytes = meta.inodes.finish()
+    out.write(inode_bytes)
+    position += len(inode_bytes)
+    sb.directory_table = position
+    dir_bytes = meta.directories.finish()
+    out.write(dir_bytes)
+    position += len(dir_bytes)
+
+    # 6. Lookup tables back to back: fragment (written even when empty), export, id, xattr.
+    #    The kernel checks that each index ends exactly where the next table begins.
+    sb.fragment_count = len(fragments)
+    for field, entries in (
+        ("fragment_table", fragment_entries(fragments)),
+        ("export_table", export_entries(meta.export)),
+        ("id_table", meta.ids.entries()),
+    ):
+        blob, index = lookup_table(entries, position, codec)
+        setattr(sb, field, index)
+        out.write(blob)
+        position += len(blob)
+    sb.id_count = len(meta.ids)
+    if len(meta.xattrs):
+        blob, sb.xattr_table = meta.xattrs.write(position)
+        out.write(blob)
+        position += len(blob)
+    return position
+
+
 def write_image(
     out,
     scanner: Scanner,
@@ -231,34 +266,8 @@ def write_image(
     sb.mkfs_time = epoch if epoch is not None else int(time.time())
     sb.root_inode = meta.root
 
-    # 5. Inode table, then directory table.
-    sb.inode_table = position
-    inode_bytes = meta.inodes.finish()
-    out.write(inode_bytes)
-    position += len(inode_bytes)
-    sb.directory_table = position
-    dir_bytes = meta.directories.finish()
-    out.write(dir_bytes)
-    position += len(dir_bytes)
-
-    # 6. Lookup tables back to back: fragment (written even when empty), export, id, xattr.
-    #    The kernel checks that each index ends exactly where the next table begins.
-    fragments = data.fragments.entries
-    sb.fragment_count = len(fragments)
-    for field, entries in (
-        ("fragment_table", fragment_entries(fragments)),
-        ("export_table", export_entries(meta.export)),
-        ("id_table", meta.ids.entries()),
-    ):
-        blob, index = lookup_table(entries, position, codec)
-        setattr(sb, field, index)
-        out.write(blob)
-        position += len(blob)
-    sb.id_count = len(meta.ids)
-    if len(meta.xattrs):
-        blob, sb.xattr_table = meta.xattrs.write(position)
-        out.write(blob)
-        position += len(blob)
+    # 5. and 6. Inode table, directory table, then the lookup tables (_write_tables).
+    position = _write_tables(out, sb, meta, data.fragments.entries, position, codec)
 
     # 7. Superblock with the final offsets, then padding to a 4 KiB multiple (not in bytes_used).
     sb.bytes_used = position
