@@ -11,7 +11,7 @@ import stat
 import time
 from array import array
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from condainer.fs import format as fmt
 from condainer.fs.compression import Codec
@@ -186,7 +186,7 @@ def _write_inodes(
 
 
 def _write_tables(
-    out, sb: fmt.Superblock, meta: _Metadata, fragments: list[tuple[int, int]], position: int, codec: Codec
+    out: BinaryIO, sb: fmt.Superblock, meta: _Metadata, fragments: list[tuple[int, int]], position: int, codec: Codec
 ) -> int:
     """Write the metadata tables from POSITION on, each one's start (or index) into SB; returns
     where they end."""
@@ -221,7 +221,7 @@ def _write_tables(
 
 
 def write_image(
-    out,
+    out: BinaryIO,
     scanner: Scanner,
     codec: Codec,
     processors: int,

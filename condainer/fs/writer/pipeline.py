@@ -25,6 +25,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import BinaryIO
 
 from condainer.errors import ImageError
 from condainer.fs import format as fmt
@@ -136,7 +137,7 @@ class BlockPipeline:
     """Compress blocks in parallel, write them in submission order, report each block's place."""
 
     def __init__(
-        self, out, position: int, codec: Codec, processors: int, verifiers: Callable[[], Verify] | None = None
+        self, out: BinaryIO, position: int, codec: Codec, processors: int, verifiers: Callable[[], Verify] | None = None
     ) -> None:
         """``verifiers``: makes a Verify for each compression thread, which add_candidate's blocks are
         checked with (an old image's, reuse.OldImage.verifier); None when there is no old image (or
