@@ -74,9 +74,11 @@ def raise_interrupt(_signum, _frame):
 
 
 def handle_interrupting_signals() -> None:
-    """INTERRUPTING_SIGNALS raise KeyboardInterrupt from now on, for the whole run."""
+    """INTERRUPTING_SIGNALS raise KeyboardInterrupt from now on, for the whole run; one that is
+    ignored (`nohup cnd build`) stays ignored."""
     for signum in INTERRUPTING_SIGNALS:
-        signal.signal(signum, raise_interrupt)
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, raise_interrupt)
 
 
 def error_line(message: str) -> str:

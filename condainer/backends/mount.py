@@ -13,6 +13,7 @@ from condainer.backends import mounts
 from condainer.backends.select import choose_mounter, fuse_problem
 from condainer.errors import ImageError, MountError, ToolMissing, child_reason
 from condainer.fs.format import MAGIC, SUPERBLOCK_SIZE
+from condainer.layout import log_dir
 
 
 def check_image_file(image: os.PathLike | str) -> Path:
@@ -54,10 +55,16 @@ def mount(
         if choice.backend == "python":
             from condainer.fs.fuse import mount_image
 
-            mount_image(image, mountpoint, foreground=foreground, allow_other=allow_other, checked=True)
+            mount_image(image, mountpoint, log_path=fuse_log_path(), foreground=foreground,
+                        allow_other=allow_other, checked=True)
             return "python"
         _mount_native(choice.tool, image, mountpoint, allow_other=allow_other, foreground=foreground)
     return "native"
+
+
+def fuse_log_path() -> str:
+    """Where the Python FUSE daemon logs: fuse.log in condainer's log directory (layout.log_dir)."""
+    return os.path.join(log_dir(), "fuse.log")
 
 
 @contextlib.contextmanager

@@ -138,28 +138,18 @@ def state(path: os.PathLike | str, *, refuse_other_users: bool = False) -> str:
     return "mounted"
 
 
-SYSTEM_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
-
-
 def system_tool(name: str) -> str | None:
-    """NAME on PATH, else in the system directories: a job's PATH may hold only a venv's bin, and a
-    mount made must still come down."""
-    import shutil
+    """NAME on PATH, else in the system directories (condainer.fs.host's rule, imported only when a
+    tool is looked for: `cnd exec` imports this module on every rank, and not condainer.fs)."""
+    from condainer.fs.host import system_tool as find
 
-    return shutil.which(name) or shutil.which(name, path=SYSTEM_PATH)
+    return find(name)
 
 
 def _umount_commands(entry: MountEntry | None, lazy: bool) -> list[list[str]]:
-    commands = []
-    if entry is None or is_fuse(entry):
-        for name in ("fusermount3", "fusermount"):
-            if tool := system_tool(name):
-                commands.append([tool, "-u", "-z"] if lazy else [tool, "-u"])
-                break
-    umount = system_tool("umount")
-    if umount and (os.geteuid() == 0 or not commands):
-        commands.append([umount, "-l"] if lazy else [umount])
-    return commands
+    from condainer.fs.host import unmount_commands
+
+    return unmount_commands(entry is None or is_fuse(entry), lazy)
 
 
 def unmount(path: os.PathLike | str, *, lazy: bool = False) -> None:

@@ -6,6 +6,7 @@ error, Ctrl-C or a full disk never leaves a half-written image under the final n
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
@@ -42,7 +43,10 @@ def pack(src: os.PathLike | str, image: os.PathLike | str, options: PackOptions,
 
     check_target(image)
     if choice.backend == "python":
-        pack_tree(src, image, options, reuse=reuse)
+        # -q silences the writer's progress line, as it does mksquashfs's (mksquashfs_args), and
+        # its other lines through console.info.
+        options = dataclasses.replace(options, progress=options.progress and not console.is_quiet())
+        pack_tree(src, image, options, reuse=reuse, say=console.info)
     else:
         _pack_native(choice.tool, src, image, options)
     return choice.backend

@@ -17,6 +17,7 @@ from condainer.errors import CondainerError, MountError
 from condainer.node import records
 from condainer.node.records import Lock, Record, start_time, tidy_registry, unlink
 from condainer.project.layout import Layout
+from condainer.sysinfo import die_with_parent
 
 LINGER_SECONDS = 5.0  # an idle namespace waits this long for the next command (CONDAINER_NS_LINGER)
 POLL_SECONDS = 0.5  # how often the holder counts the processes in its namespace
@@ -186,7 +187,6 @@ def _spawn_daemon(backend: str, tool: str, image: str, mountpoint: str, log_path
     import subprocess
     import sys
 
-    from condainer.node import userns
 
     env = dict(os.environ)
     if backend == "python":
@@ -200,7 +200,7 @@ def _spawn_daemon(backend: str, tool: str, image: str, mountpoint: str, log_path
         cmd = [tool, "-f", "-o", "ro,nosuid,nodev", image, mountpoint]
     with open(log_path, "ab") as log:
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd="/",
-                                close_fds=True, preexec_fn=lambda: userns.die_with_parent(signal.SIGTERM))
+                                close_fds=True, preexec_fn=lambda: die_with_parent(signum=signal.SIGTERM))
 
 
 def _wait_mounted(proc, mountpoint: str, log_path: str, log_start: int) -> str:
@@ -382,7 +382,6 @@ def _watch_step(janitor: int) -> int | None:
     runs on this node outside our namespace (1) or none does (0), leaving out our JANITOR (which has
     the step's environment too); it dies with us. Returns the pipe's end to read, or None outside a
     step."""
-    import signal
 
     job, step = os.environ.get("SLURM_JOB_ID"), os.environ.get("SLURM_STEP_ID")
     if not (job and step):
@@ -394,7 +393,7 @@ def _watch_step(janitor: int) -> int | None:
         try:
             from condainer.node import slurm, userns
 
-            userns.die_with_parent(signal.SIGKILL)
+            die_with_parent()
             _close_all_but(wfd)
             said = None
             here = userns.mount_namespace()

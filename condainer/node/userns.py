@@ -98,12 +98,6 @@ def keep_mount_capability() -> None:
     _check(libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, CAP_SYS_ADMIN, 0, 0), "prctl(PR_CAP_AMBIENT)")
 
 
-def die_with_parent(signum: int) -> None:
-    """Ask the kernel to send SIGNUM to this process when its parent dies (call in a child before
-    exec): a daemon must not keep a namespace alive that its holder left."""
-    _check(_c().prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
-
-
 def join(pid: int) -> None:
     """Enter the user and mount namespaces of PID (a holder of ours) and keep the working directory.
     The caller must be single-threaded; its credentials stay its own."""

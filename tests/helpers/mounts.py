@@ -71,11 +71,12 @@ def _mount_point(mnt: str | None, prefix: str):
 @contextlib.contextmanager
 def python_mount(image: str, mnt: str | None = None, log_path: str | None = None):
     """IMAGE mounted by condainer's FUSE daemon at MNT (a temporary directory if None)."""
+    from condainer.backends.mount import fuse_log_path
     from condainer.fs.fuse import mount_image
 
     with _mount_point(mnt, "sqp-") as where:
         try:
-            mount_image(image, where, log_path=log_path)
+            mount_image(image, where, log_path=log_path or fuse_log_path())
             yield where
         finally:
             unmount(where)

@@ -203,26 +203,27 @@ def test_mount_refuses_bad_mount_points_and_images(images, mnt, tmp_path):
     from condainer.fs.fuse import mount_image
 
     img = images["zstd"]
+    log = tmp_path / "fuse.log"
     with pytest.raises(MountError, match="does not exist"):
-        mount_image(img, tmp_path / "absent")
+        mount_image(img, tmp_path / "absent", log_path=log)
     (tmp_path / "file").write_bytes(b"")
     with pytest.raises(MountError, match="not a directory"):
-        mount_image(img, tmp_path / "file")
+        mount_image(img, tmp_path / "file", log_path=log)
     full = tmp_path / "full"
     full.mkdir()
     (full / "x").write_bytes(b"")
     with pytest.raises(MountError, match="not empty"):
-        mount_image(img, full)
+        mount_image(img, full, log_path=log)
     bad = tmp_path / "bad.sqfs"
     bad.write_bytes(b"not an image" * 100)
     with pytest.raises(ImageError, match="not a squashfs image"):
-        mount_image(bad, mnt)
+        mount_image(bad, mnt, log_path=log)
     with pytest.raises(ImageError, match="no such image"):
-        mount_image(tmp_path / "nope.sqfs", mnt)
+        mount_image(tmp_path / "nope.sqfs", mnt, log_path=log)
     assert not os.path.ismount(mnt)
     with python_mount(img, mnt):
         with pytest.raises(MountError, match="already mounted"):
-            mount_image(img, mnt)
+            mount_image(img, mnt, log_path=log)
 
 
 def test_damaged_block_is_eio_with_one_log_line(tree, tmp_path, mnt):

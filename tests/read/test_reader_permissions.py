@@ -112,14 +112,14 @@ def shared_dir():
 
 @contextlib.contextmanager
 def ours(image: str, mnt: str, *, allow_other: bool = False, log_path: str | None = None, backend: str = "python"):
-    from condainer.backends.mount import mount
+    from condainer.backends.mount import fuse_log_path, mount
     from condainer.fs.fuse import mount_image
 
     os.makedirs(mnt, exist_ok=True)
     os.chmod(mnt, 0o755)
     try:
         if backend == "python":
-            mount_image(image, mnt, allow_other=allow_other, log_path=log_path)
+            mount_image(image, mnt, allow_other=allow_other, log_path=log_path or fuse_log_path())
         else:
             mount(image, mnt, backend=backend, allow_other=allow_other)
         yield mnt

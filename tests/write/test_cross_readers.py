@@ -159,7 +159,7 @@ def python_fuse_mount(tmp_path):
         mnt = str(tmp_path / f"pyfuse{len(mounted)}")
         os.makedirs(mnt)
         mounted.append(mnt)
-        mount_image(str(image), mnt)
+        mount_image(str(image), mnt, log_path=str(tmp_path / "fuse.log"))
         return mnt
 
     yield mount

@@ -243,7 +243,7 @@ def test_signal_mid_pack_cleans_up_and_reports_alike(tmp_path, backend, signum):
 
 def test_an_ignored_sighup_stays_ignored_during_a_pack(tmp_path, monkeypatch):
     """nohup cnd image pack ...: the hangup must not interrupt the pack it was meant to protect."""
-    from condainer.sysinfo import signals_interrupt
+    from condainer.fs.interrupts import signals_interrupt
 
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:

@@ -300,7 +300,7 @@ def test_zstd_frames_record_their_content_size():
     ],
 )
 def test_cgroup_cpu_quota_files(tmp_path, files, expected):
-    from condainer.sysinfo import _read_quota
+    from condainer.fs.host import _read_quota
 
     for name, text in files.items():
         (tmp_path / name).write_text(text)
@@ -311,7 +311,7 @@ def test_cgroup_cpu_quota_files(tmp_path, files, expected):
 def test_default_processors_is_within_the_affinity_mask():
     import os
 
-    from condainer.sysinfo import usable_cpus as default_processors
+    from condainer.fs.host import usable_cpus as default_processors
 
     assert 1 <= default_processors() <= len(os.sched_getaffinity(0))
 

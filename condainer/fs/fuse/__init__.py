@@ -14,6 +14,6 @@ repeated stats, reads, listings, symlinks and failed lookups never come back to 
 in /proc/self/mountinfo with fstype ``fuse.condainer`` and the absolute image path as source.
 """
 
-from condainer.fs.fuse.mount import check_mount_prerequisites, default_log_path, mount_image
+from condainer.fs.fuse.mount import check_mount_prerequisites, mount_image
 
-__all__ = ["check_mount_prerequisites", "default_log_path", "mount_image"]
+__all__ = ["check_mount_prerequisites", "mount_image"]

@@ -18,20 +18,33 @@ req_t = c_void_p
 ino_t = c_uint64
 
 
+class fuse_args(ctypes.Structure):  # noqa: N801 - C name
+    _fields_ = [("argc", c_int), ("argv", POINTER(c_char_p)), ("allocated", c_int)]
+
+
+class fuse_ctx(ctypes.Structure):  # noqa: N801 - C name
+    _fields_ = [("uid", ctypes.c_uint32), ("gid", ctypes.c_uint32), ("pid", c_int), ("umask", ctypes.c_uint32)]
+
+
 def bind(mfusepy: Any) -> Any:
     """The libfuse3 functions and structures we call, or ToolMissing."""
     if mfusepy.fuse_version_major != 3:
         raise ToolMissing("the low-level FUSE layer needs libfuse3")
-    lib = mfusepy._libfuse
-    c_stat, fi_t, conn_t, c_statvfs = (
-        mfusepy.c_stat,
-        mfusepy.fuse_file_info,
-        mfusepy.fuse_conn_info,
+    c_stat, fi_p = mfusepy.c_stat, POINTER(mfusepy.fuse_file_info)
+    api = type("LibFuse3", (), {})()
+    api.fuse_args, api.entry_param, api.ops_t, api.c_stat, api.c_statvfs = (
+        fuse_args,
+        _entry_param(c_stat),
+        _lowlevel_ops(fi_p, mfusepy.fuse_conn_info),
+        c_stat,
         mfusepy.c_statvfs,
     )
+    _declare_functions(api, mfusepy._libfuse, fi_p)
+    return api
 
-    class fuse_args(ctypes.Structure):  # noqa: N801 - C name
-        _fields_ = [("argc", c_int), ("argv", POINTER(c_char_p)), ("allocated", c_int)]
+
+def _entry_param(c_stat: type) -> type:
+    """struct fuse_entry_param, around mfusepy's struct stat."""
 
     class fuse_entry_param(ctypes.Structure):  # noqa: N801 - C name
         _fields_ = [
@@ -42,10 +55,12 @@ def bind(mfusepy: Any) -> Any:
             ("entry_timeout", c_double),
         ]
 
-    class fuse_ctx(ctypes.Structure):  # noqa: N801 - C name
-        _fields_ = [("uid", ctypes.c_uint32), ("gid", ctypes.c_uint32), ("pid", c_int), ("umask", ctypes.c_uint32)]
+    return fuse_entry_param
 
-    fi_p = POINTER(fi_t)
+
+def _lowlevel_ops(fi_p: Any, conn_t: type) -> type:
+    """struct fuse_lowlevel_ops, field for field: a callback type where we answer, a plain pointer
+    (left NULL) where libfuse's default serves."""
     ops_fields = [
         ("init", CFUNCTYPE(None, c_void_p, POINTER(conn_t))),
         ("destroy", CFUNCTYPE(None, c_void_p)),
@@ -94,22 +109,21 @@ def bind(mfusepy: Any) -> Any:
     class fuse_lowlevel_ops(ctypes.Structure):  # noqa: N801 - C name
         _fields_ = ops_fields
 
+    return fuse_lowlevel_ops
+
+
+def _declare_functions(api: Any, lib: Any, fi_p: Any) -> None:
+    """Give API the library's functions we call (session, replies, directory entries), typed."""
+
     def fn(name, restype, *argtypes):
         f = getattr(lib, name)
         f.restype = restype
         f.argtypes = argtypes
         return f
 
-    api = type("LibFuse3", (), {})()
-    api.fuse_args, api.entry_param, api.ops_t, api.c_stat, api.c_statvfs = (
-        fuse_args,
-        fuse_entry_param,
-        fuse_lowlevel_ops,
-        c_stat,
-        c_statvfs,
-    )
+    c_stat, c_statvfs, entry_param = api.c_stat, api.c_statvfs, api.entry_param
     api.session_new = fn(
-        "fuse_session_new", c_void_p, POINTER(fuse_args), POINTER(fuse_lowlevel_ops), c_size_t, c_void_p
+        "fuse_session_new", c_void_p, POINTER(fuse_args), POINTER(api.ops_t), c_size_t, c_void_p
     )
     api.session_mount = fn("fuse_session_mount", c_int, c_void_p, c_char_p)
     api.session_unmount = fn("fuse_session_unmount", None, c_void_p)
@@ -121,7 +135,7 @@ def bind(mfusepy: Any) -> Any:
     api.remove_signal_handlers = fn("fuse_remove_signal_handlers", None, c_void_p)
     api.req_ctx = fn("fuse_req_ctx", POINTER(fuse_ctx), req_t)
     api.reply_err = fn("fuse_reply_err", c_int, req_t, c_int)
-    api.reply_entry = fn("fuse_reply_entry", c_int, req_t, POINTER(fuse_entry_param))
+    api.reply_entry = fn("fuse_reply_entry", c_int, req_t, POINTER(entry_param))
     api.reply_attr = fn("fuse_reply_attr", c_int, req_t, POINTER(c_stat), c_double)
     api.reply_readlink = fn("fuse_reply_readlink", c_int, req_t, c_char_p)
     api.reply_open = fn("fuse_reply_open", c_int, req_t, fi_p)
@@ -138,8 +152,6 @@ def bind(mfusepy: Any) -> Any:
         c_void_p,
         c_size_t,
         c_char_p,
-        POINTER(fuse_entry_param),
+        POINTER(entry_param),
         c_off_t,
     )
-    return api
-

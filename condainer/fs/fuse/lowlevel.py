@@ -106,7 +106,7 @@ class LowLevelFS:
 
     # -- requests --------------------------------------------------------------------------------
 
-    def init(self, userdata, conn) -> None:
+    def init(self, userdata: Any, conn: Any) -> None:
         try:
             c = conn.contents
             c.want = wanted_capabilities(c.capable, c.want)
@@ -115,10 +115,10 @@ class LowLevelFS:
         if self.ready is not None:
             self.ready()
 
-    def destroy(self, userdata) -> None:
+    def destroy(self, userdata: Any) -> None:
         self.requests.report()
 
-    def lookup(self, req, parent, name) -> None:
+    def lookup(self, req: int, parent: int, name: bytes) -> None:
         node = self.reader.lookup(self.node(parent), name)
         if node is None:
             e = self.api.entry_param()  # ino 0: a negative entry the kernel may cache
@@ -127,18 +127,18 @@ class LowLevelFS:
             return
         self.api.reply_entry(req, byref(self.entry(node)))
 
-    def getattr(self, req, ino, fi) -> None:
+    def getattr(self, req: int, ino: int, fi: Any) -> None:
         st = self.api.c_stat()
         fill_stat(st, self.node(ino))
         self.api.reply_attr(req, byref(st), self.timeout)
 
-    def readlink(self, req, ino) -> None:
+    def readlink(self, req: int, ino: int) -> None:
         node = self.node(ino)
         if not node.is_symlink:
             raise OSError(errno.EINVAL, "not a symlink")
         self.api.reply_readlink(req, node.target)
 
-    def access(self, req, ino, mask) -> None:
+    def access(self, req: int, ino: int, mask: int) -> None:
         """Sent only when the kernel does not check modes itself (a mount without
         default_permissions)."""
         node = self.node(ino)
@@ -147,19 +147,19 @@ class LowLevelFS:
         self.api.reply_err(req, 0)
 
 
-    def open(self, req, ino, fi) -> None:
+    def open(self, req: int, ino: int, fi: Any) -> None:
         if fi.contents.flags & os.O_ACCMODE != os.O_RDONLY:
             raise OSError(errno.EROFS, "read-only")
         self.api.reply_err(req, errno.ENOSYS)  # zero-message opens from now on
 
-    def opendir(self, req, ino, fi) -> None:
+    def opendir(self, req: int, ino: int, fi: Any) -> None:
         self.api.reply_err(req, errno.ENOSYS)  # zero-message opendirs, cached listings
 
-    def read(self, req, ino, size, off, fi) -> None:
+    def read(self, req: int, ino: int, size: int, off: int, fi: Any) -> None:
         data = self.reader.read(self.node(ino), off, size)
         self.api.reply_buf(req, data, len(data))
 
-    def _readdir(self, req, ino, size, off, plus: bool) -> None:
+    def _readdir(self, req: int, ino: int, size: int, off: int, plus: bool) -> None:
         node = self.node(ino)
         entries = self.reader.listdir(node)
         api = self.api
@@ -200,20 +200,20 @@ class LowLevelFS:
             used += n
         api.reply_buf(req, base, used)
 
-    def readdir(self, req, ino, size, off, fi) -> None:
+    def readdir(self, req: int, ino: int, size: int, off: int, fi: Any) -> None:
         self._readdir(req, ino, size, off, False)
 
-    def readdirplus(self, req, ino, size, off, fi) -> None:
+    def readdirplus(self, req: int, ino: int, size: int, off: int, fi: Any) -> None:
         self._readdir(req, ino, size, off, True)
 
-    def statfs(self, req, ino) -> None:
+    def statfs(self, req: int, ino: int) -> None:
         stv = self.api.c_statvfs()
         for key, value in self.reader.statfs().items():
             if hasattr(stv, key):
                 setattr(stv, key, value)
         self.api.reply_statfs(req, byref(stv))
 
-    def getxattr(self, req, ino, name, size) -> None:
+    def getxattr(self, req: int, ino: int, name: bytes, size: int) -> None:
         if self.no_xattrs:
             # An image without xattrs: ENOSYS makes the kernel stop asking (it answers EOPNOTSUPP
             # itself), which spares a round trip per exec (security.capability) and two per
@@ -225,11 +225,11 @@ class LowLevelFS:
             raise OSError(errno.ENODATA, "no such attribute")
         self._reply_sized(req, value, size)
 
-    def listxattr(self, req, ino, size) -> None:
+    def listxattr(self, req: int, ino: int, size: int) -> None:
         names = b"".join(k + b"\0" for k in self.reader.xattrs(self.node(ino)))
         self._reply_sized(req, names, size)
 
-    def _reply_sized(self, req, data: bytes, size: int) -> None:
+    def _reply_sized(self, req: int, data: bytes, size: int) -> None:
         if size == 0:
             self.api.reply_xattr(req, len(data))
         elif len(data) > size:
@@ -237,7 +237,7 @@ class LowLevelFS:
         else:
             self.api.reply_buf(req, data, len(data))
 
-    def erofs(self, req) -> None:
+    def erofs(self, req: int) -> None:
         self.api.reply_err(req, errno.EROFS)
 
     def _make_ops(self):

@@ -2,7 +2,8 @@
 
 ``mount_image`` starts ``python -m condainer.fs.fuse`` (__main__.py) in a new session and returns
 once the daemon reports through a pipe that the kernel's INIT arrived and the mount answers statvfs;
-a daemon that fails says why in one line, which becomes the MountError.
+a daemon that fails says why in one line, which becomes the MountError. Where the daemon logs is
+the caller's choice (condainer: fuse.log in its log directory).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import subprocess
 import sys
 import time
 
-from condainer.backends.mounts import system_tool, unmount
 from condainer.errors import ImageError, MountError, ToolMissing
+from condainer.fs.host import system_tool, unmount_commands
 from condainer.fs.reader import SquashfsReader
 
 
@@ -49,25 +50,19 @@ def check_mount_prerequisites(mountpoint: str) -> None:
         raise MountError(f"{mountpoint}: cannot list mount point: {e.strerror}") from None
 
 
-def default_log_path() -> str:
-    """Where the daemon logs: fuse.log in condainer's log directory (layout.log_dir)."""
-    from condainer.project.layout import log_dir
-
-    return os.path.join(log_dir(), "fuse.log")
-
-
 def mount_image(
-    image: os.PathLike,
-    mountpoint: os.PathLike,
+    image: os.PathLike | str,
+    mountpoint: os.PathLike | str,
     *,
+    log_path: os.PathLike | str,
     foreground: bool = False,
     allow_other: bool = False,
     ready_timeout: float = 10.0,
-    log_path: os.PathLike | None = None,
     checked: bool = False,
 ) -> None:
     """Mount IMAGE read-only at MOUNTPOINT with the Python FUSE daemon; return when the mount is
     ready (daemon detached unless foreground) or raise ImageError/MountError with one line.
+    LOG_PATH: the file the detached daemon appends its log (and libfuse's complaints) to.
     CHECKED: the caller (backends.mount.mount) has checked the image, the mount point and FUSE, and
     the daemon's own open of the image is the only parse."""
     image = os.path.abspath(os.fspath(image))
@@ -83,12 +78,36 @@ def mount_image(
         serve(image, mountpoint, foreground=True, allow_other=allow_other)
         return
 
-    log_path = os.fspath(log_path) if log_path else default_log_path()
+    log_path = os.fspath(log_path)
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     try:
         log_start = os.path.getsize(log_path)
     except OSError:
         log_start = 0
+    proc, rfd = _start_daemon(image, mountpoint, log_path, allow_other)
+    try:
+        message = _wait_ready(rfd, proc, ready_timeout)
+    finally:
+        os.close(rfd)
+    if message != "ok":
+        if proc.poll() is None:
+            proc.terminate()
+            _lazy_unmount(mountpoint)
+        if message.startswith(f"{image}: "):
+            raise ImageError(message)  # the daemon could not read the image: its one line names it
+        reason = _libfuse_reason(log_path, log_start)
+        raise MountError(f"{mountpoint}: {message}" + (f": {reason}" if reason else ""))
+    try:
+        os.statvfs(mountpoint)  # blocks until the daemon answered INIT; proves the mount serves
+    except OSError as e:
+        proc.terminate()
+        _lazy_unmount(mountpoint)
+        raise MountError(f"{mountpoint}: mount does not answer: {e.strerror}") from None
+
+
+def _start_daemon(image: str, mountpoint: str, log_path: str, allow_other: bool) -> tuple[subprocess.Popen, int]:
+    """The daemon, started in a new session with its output appended to LOG_PATH, and the read end
+    of the pipe it reports on: the pipe's write end is closed here, so a daemon that dies is EOF."""
     rfd, wfd = os.pipe()
     cmd = [sys.executable, "-m", "condainer.fs.fuse", "--ready-fd", str(wfd), "--log", log_path]
     if allow_other:
@@ -112,24 +131,7 @@ def mount_image(
             )
     finally:
         os.close(wfd)
-    try:
-        message = _wait_ready(rfd, proc, ready_timeout)
-    finally:
-        os.close(rfd)
-    if message != "ok":
-        if proc.poll() is None:
-            proc.terminate()
-            _lazy_unmount(mountpoint)
-        if message.startswith(f"{image}: "):
-            raise ImageError(message)  # the daemon could not read the image: its one line names it
-        reason = _libfuse_reason(log_path, log_start)
-        raise MountError(f"{mountpoint}: {message}" + (f": {reason}" if reason else ""))
-    try:
-        os.statvfs(mountpoint)  # blocks until the daemon answered INIT; proves the mount serves
-    except OSError as e:
-        proc.terminate()
-        _lazy_unmount(mountpoint)
-        raise MountError(f"{mountpoint}: mount does not answer: {e.strerror}") from None
+    return proc, rfd
 
 
 def _libfuse_reason(log_path: str, start: int) -> str:
@@ -175,9 +177,12 @@ def _wait_ready(rfd: int, proc: subprocess.Popen, timeout: float) -> str:
 
 
 def _lazy_unmount(mountpoint: str) -> None:
-    """Best-effort cleanup of a mount whose daemon never became ready."""
-    with contextlib.suppress(MountError):
-        unmount(mountpoint, lazy=True)
+    """Best-effort cleanup of a mount whose daemon never became ready: detach it. When the daemon
+    has taken the mount down already, the command fails, harmlessly."""
+    for command in unmount_commands(fuse=True, lazy=True):
+        with contextlib.suppress(OSError):
+            if subprocess.run([*command, mountpoint], capture_output=True).returncode == 0:
+                return
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import os
 import stat
 import threading
 from collections.abc import Mapping
+from typing import Any
 
 from condainer.fs.reader import DamagedImage, Inode
 
@@ -96,7 +97,7 @@ def wanted_capabilities(capable: int, want: int) -> int:
     return want & ~FUSE_CAP_READDIRPLUS_AUTO
 
 
-def fill_stat(st, node: Inode) -> None:
+def fill_stat(st: Any, node: Inode) -> None:
     """Copy NODE's attributes into a ctypes struct stat (both adapters answer with it)."""
     st.st_ino = node.ino
     st.st_mode = node.mode

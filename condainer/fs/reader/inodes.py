@@ -109,6 +109,13 @@ class InodeTable(MetadataReader):
         n.uid = self._ids[uid_i]
         n.gid = self._ids[gid_i]
         n.mtime = mtime
+        self._parse_body(n, itype, pos, offset, what)
+        self._count_blocks(n, itype, what)
+        return n
+
+    def _parse_body(self, n: Inode, itype: int, pos: int, offset: int, what: str) -> None:
+        """The fields after the common header, which differ by inode type (basic 1-7, extended 8-14)."""
+        basic = n.type
         if itype == 1:
             raw, pos, offset = self._meta_read(pos, offset, fmt.DIR_INODE.size, what)
             n.dir_block, n.nlink, n.size, n.dir_offset, n.parent = fmt.DIR_INODE.unpack(raw)
@@ -153,9 +160,11 @@ class InodeTable(MetadataReader):
             if itype > 7:
                 n.xattr = vals[1]
             n.size = 0
-        # st_blocks as the kernel's fs/squashfs/inode.c counts them: 512-byte units of the data
-        # (a basic file rounds up from size - 1, an extended one leaves out its sparse bytes),
-        # plus the units its xattrs take.
+
+    def _count_blocks(self, n: Inode, itype: int, what: str) -> None:
+        """st_blocks as the kernel's fs/squashfs/inode.c counts them: 512-byte units of the data
+        (a basic file rounds up from size - 1, an extended one leaves out its sparse bytes), plus
+        the units its xattrs take."""
         if itype == 2:
             n.blocks = ((n.size - 1) >> 9) + 1 if n.size else 0
         elif itype == 9:
@@ -165,7 +174,6 @@ class InodeTable(MetadataReader):
                 raise DamagedImage(f"{what}: xattr index {n.xattr} beyond the xattr table")
             _, _, xsize = self._table_entry(self._xattr_id_index, n.xattr, fmt.XATTR_ID_ENTRY, "xattr id table")
             n.blocks += ((xsize - 1) >> 9) + 1
-        return n
 
     def readlink(self, node: Inode) -> bytes:
         if not node.is_symlink:

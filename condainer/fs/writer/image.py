@@ -1,4 +1,4 @@
-"""The image, written in format order: one function, one comment per step (doc/format.adoc "Overview").
+"""The image, written in format order: write_image, one comment per step (doc/format.adoc "Overview").
 
 superblock placeholder and compressor options | data and fragment blocks (data.py) | inode table
 (inodes.py) | directory table (directory.py) | fragment, export, id and xattr tables back to back
@@ -11,11 +11,11 @@ import stat
 import time
 from array import array
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
-from condainer import console
 from condainer.fs import format as fmt
 from condainer.fs.compression import Codec
+from condainer.fs.progress import Progress
 from condainer.fs.writer import inodes
 from condainer.fs.writer.data import DataWriter
 from condainer.fs.writer.directory import DirEntry, write_listing
@@ -65,7 +65,7 @@ def _write_data(
     pipeline: BlockPipeline,
     scanner: Scanner,
     block_size: int,
-    progress: console.Progress | None,
+    progress: Progress | None,
     old: OldImage | None = None,
 ) -> tuple[array, DataWriter]:
     """Every regular file's data, in inode order, into the pipeline; each directory is listed when
@@ -185,14 +185,49 @@ def _write_inodes(
     return _Metadata(inode_mw, dir_mw, ids, xattrs, export, ref[0])
 
 
+def _write_tables(
+    out: BinaryIO, sb: fmt.Superblock, meta: _Metadata, fragments: list[tuple[int, int]], position: int, codec: Codec
+) -> int:
+    """Write the metadata tables from POSITION on, each one's start (or index) into SB; returns
+    where they end."""
+    # 5. Inode table, then directory table.
+    sb.inode_table = position
+    inode_bytes = meta.inodes.finish()
+    out.write(inode_bytes)
+    position += len(inode_bytes)
+    sb.directory_table = position
+    dir_bytes = meta.directories.finish()
+    out.write(dir_bytes)
+    position += len(dir_bytes)
+
+    # 6. Lookup tables back to back: fragment (written even when empty), export, id, xattr.
+    #    The kernel checks that each index ends exactly where the next table begins.
+    sb.fragment_count = len(fragments)
+    for field, entries in (
+        ("fragment_table", fragment_entries(fragments)),
+        ("export_table", export_entries(meta.export)),
+        ("id_table", meta.ids.entries()),
+    ):
+        blob, index = lookup_table(entries, position, codec)
+        setattr(sb, field, index)
+        out.write(blob)
+        position += len(blob)
+    sb.id_count = len(meta.ids)
+    if len(meta.xattrs):
+        blob, sb.xattr_table = meta.xattrs.write(position)
+        out.write(blob)
+        position += len(blob)
+    return position
+
+
 def write_image(
-    out,
+    out: BinaryIO,
     scanner: Scanner,
     codec: Codec,
     processors: int,
     all_root: bool,
     epoch: int | None,
-    progress: console.Progress | None,
+    progress: Progress | None,
     scanned: Callable[[Tree], None],
     old: OldImage | None = None,
     reused: Callable[[BlockPipeline, DataWriter], None] | None = None,
@@ -214,7 +249,7 @@ def write_image(
     # 2. File data and fragment blocks, while the tree is listed (_write_data); then
     # 3. and 4. inode numbers, inodes and directory listings (_write_inodes), while the compression
     #    threads finish the last blocks (pipeline.BACKLOG_BYTES); the data ends where they end.
-    pipeline = BlockPipeline(out, out.tell(), codec, processors, old)
+    pipeline = BlockPipeline(out, out.tell(), codec, processors, old.verifier if old is not None else None)
     try:
         order, data = _write_data(pipeline, scanner, codec.block_size, progress, old)
         tree = scanner.finish()
@@ -231,34 +266,8 @@ def write_image(
     sb.mkfs_time = epoch if epoch is not None else int(time.time())
     sb.root_inode = meta.root
 
-    # 5. Inode table, then directory table.
-    sb.inode_table = position
-    inode_bytes = meta.inodes.finish()
-    out.write(inode_bytes)
-    position += len(inode_bytes)
-    sb.directory_table = position
-    dir_bytes = meta.directories.finish()
-    out.write(dir_bytes)
-    position += len(dir_bytes)
-
-    # 6. Lookup tables back to back: fragment (written even when empty), export, id, xattr.
-    #    The kernel checks that each index ends exactly where the next table begins.
-    fragments = data.fragments.entries
-    sb.fragment_count = len(fragments)
-    for field, entries in (
-        ("fragment_table", fragment_entries(fragments)),
-        ("export_table", export_entries(meta.export)),
-        ("id_table", meta.ids.entries()),
-    ):
-        blob, index = lookup_table(entries, position, codec)
-        setattr(sb, field, index)
-        out.write(blob)
-        position += len(blob)
-    sb.id_count = len(meta.ids)
-    if len(meta.xattrs):
-        blob, sb.xattr_table = meta.xattrs.write(position)
-        out.write(blob)
-        position += len(blob)
+    # 5. and 6. Inode table, directory table, then the lookup tables (_write_tables).
+    position = _write_tables(out, sb, meta, data.fragments.entries, position, codec)
 
     # 7. Superblock with the final offsets, then padding to a 4 KiB multiple (not in bytes_used).
     sb.bytes_used = position

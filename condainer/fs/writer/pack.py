@@ -21,16 +21,17 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from condainer import console
 from condainer.errors import ImageError
 from condainer.fs import format as fmt
 from condainer.fs.compression import Codec, make_codec
+from condainer.fs.host import usable_cpus
+from condainer.fs.interrupts import signals_interrupt
 from condainer.fs.options import PackOptions
+from condainer.fs.progress import Progress, Say, human_bytes, say_on_stderr
 from condainer.fs.writer.data import DataWriter
 from condainer.fs.writer.image import write_image
 from condainer.fs.writer.pipeline import BlockPipeline
 from condainer.fs.writer.scan import Scanner, Tree, printable
-from condainer.sysinfo import signals_interrupt, usable_cpus
 
 if TYPE_CHECKING:
     from condainer.fs.writer.reuse import OldImage
@@ -62,7 +63,12 @@ def _source_date_epoch() -> int | None:
 
 
 def pack_tree(
-    src: os.PathLike, image: os.PathLike, options: PackOptions, reuse: os.PathLike | str | None = None
+    src: os.PathLike,
+    image: os.PathLike,
+    options: PackOptions,
+    reuse: os.PathLike | str | None = None,
+    *,
+    say: Say = say_on_stderr,
 ) -> PackStats:
     """Pack directory ``src`` into the squashfs image ``image`` (replaced if it exists).
 
@@ -73,6 +79,8 @@ def pack_tree(
     are not compressed again; the image is the same bytes as without it when the old one was
     written by this writer with the same settings. An old image that cannot serve (missing,
     damaged, other settings) is named in one line, and the pack goes on without it.
+    ``say`` takes those lines for a person (what was reused, xattrs left out): condainer passes
+    its console's, which -q silences.
     """
     started = time.monotonic()
     codec = make_codec(options.compression, options.effective_level, options.block_size)
@@ -83,31 +91,31 @@ def pack_tree(
     src_b = os.fsencode(os.path.abspath(src))
     image_b = os.fsencode(os.path.abspath(image))
     check_target(image_b)
-    old = _open_old(reuse, codec) if reuse is not None else None
+    old = _open_old(reuse, codec, say) if reuse is not None else None
     try:
-        return _pack(src_b, image_b, options, codec, processors, epoch, old, started)
+        return _pack(src_b, image_b, options, codec, processors, epoch, old, started, say)
     finally:
         if old is not None:
             old.close()
 
 
-def _open_old(path: os.PathLike | str, codec: Codec) -> OldImage | None:
+def _open_old(path: os.PathLike | str, codec: Codec, say: Say) -> OldImage | None:
     """The old image to copy blocks from, or None after one line saying why it cannot serve."""
     from condainer.fs.writer.reuse import open_old_image  # the reader, only for a re-pack
 
     old, why = open_old_image(path, codec)
     if old is None:
-        console.info(f"reuse: {why}: packing without it")
+        say(f"reuse: {why}: packing without it")
     return old
 
 
-def _report_reuse(old: OldImage, processors: int) -> Callable[[BlockPipeline, DataWriter], None]:
+def _report_reuse(old: OldImage, processors: int, say: Say) -> Callable[[BlockPipeline, DataWriter], None]:
     """What a re-pack says once its data is written: what was copied and what that saved."""
 
     def report(pipeline: BlockPipeline, data: DataWriter) -> None:
         copied = pipeline.copied_bytes
         line = (
-            f"reuse: copied {data.copied_files()} files' data ({console.human_bytes(copied)},"
+            f"reuse: copied {data.copied_files()} files' data ({human_bytes(copied)},"
             f" {pipeline.copied_blocks} blocks) from {printable(os.fsencode(old.path))}"
         )
         if pipeline.compressed_bytes:
@@ -116,13 +124,13 @@ def _report_reuse(old: OldImage, processors: int) -> Callable[[BlockPipeline, Da
             line += f", about {saved:.1f} s of compression saved ({saved / processors:.1f} s on {processors} threads)"
         if old.damaged:
             line += f"; {old.damaged} of its blocks did not read back and were compressed anew"
-        console.info(line)
+        say(line)
 
     return report
 
 
 def _pack(src_b: bytes, image_b: bytes, options: PackOptions, codec: Codec, processors: int,
-          epoch: int | None, old: OldImage | None, started: float) -> PackStats:
+          epoch: int | None, old: OldImage | None, started: float, say: Say) -> PackStats:
     shown = printable(image_b)
     directory, name = os.path.split(image_b)
     tmp = os.path.join(directory, b"." + name + b"." + secrets.token_hex(6).encode() + b".tmp")
@@ -135,15 +143,15 @@ def _pack(src_b: bytes, image_b: bytes, options: PackOptions, codec: Codec, proc
             with open(fd, "wb", buffering=1 << 20) as out, _collector_paused():
                 skip = {(st.st_dev, st.st_ino) for st in [os.fstat(out.fileno()), _lstat(image_b)] if st}
                 scanner = Scanner(src_b, skip)
-                progress = console.Progress("pack") if options.progress else None
+                progress = Progress("pack") if options.progress else None
 
                 def scanned(tree: Tree) -> None:
                     if progress:
                         progress.close()  # every file is read: end its line before any message
-                    _check_tree(tree, src_b, options.all_root, epoch)
+                    _check_tree(tree, src_b, options.all_root, epoch, say)
 
                 try:
-                    reused = _report_reuse(old, processors) if old is not None else None
+                    reused = _report_reuse(old, processors, say) if old is not None else None
                     counts = write_image(
                         out, scanner, codec, processors, options.all_root, epoch, progress, scanned, old, reused
                     )
@@ -226,7 +234,7 @@ def check_target(image: os.PathLike | str | bytes) -> None:
         raise ImageError(f"{printable(path)} exists and is a {kind}, not an image: refusing to replace it")
 
 
-def _check_tree(tree: Tree, src: bytes, all_root: bool, epoch: int | None) -> None:
+def _check_tree(tree: Tree, src: bytes, all_root: bool, epoch: int | None, say: Say) -> None:
     """Refuse what squashfs cannot store (too many ids, mtimes out of range); name what it leaves out."""
     ids = 0 if all_root else len(tree.ids())
     if ids > fmt.MAX_IDS:
@@ -237,7 +245,7 @@ def _check_tree(tree: Tree, src: bytes, all_root: bool, epoch: int | None) -> No
     _check_mtimes(tree, epoch)
     if tree.skipped_xattrs:
         names = b", ".join(sorted(tree.skipped_xattrs)).decode(errors="replace")
-        console.info(f"pack: xattrs squashfs cannot store were left out: {names}")
+        say(f"pack: xattrs squashfs cannot store were left out: {names}")
 
 
 def _check_mtimes(tree: Tree, epoch: int | None) -> None:

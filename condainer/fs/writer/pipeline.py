@@ -25,14 +25,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import BinaryIO
 
 from condainer.errors import ImageError
 from condainer.fs import format as fmt
 from condainer.fs.compression import Codec
-
-if TYPE_CHECKING:
-    from condainer.fs.writer.reuse import OldImage
 
 BATCH_BYTES = 256 * 1024  # bytes of blocks handed to a thread at once
 BATCH_ITEMS = 64  # blocks and marks per batch (small blocks, or many files' start marks)
@@ -61,8 +58,8 @@ class Placed:
         """Piece ``index`` is an old image's compressed block, copied as it was."""
 
 
-# A verifier (reuse.OldImage.verifier, one per thread): (block, old position, old size word) ->
-# the old compressed bytes when they decompress to exactly ``block``, else None.
+# A verifier (reuse.OldImage.verifier makes them, one per thread): (block, old position, old size
+# word) -> the old compressed bytes when they decompress to exactly ``block``, else None.
 Verify = Callable[[bytes, int, int], "bytes | None"]
 
 
@@ -139,12 +136,15 @@ def _compress(
 class BlockPipeline:
     """Compress blocks in parallel, write them in submission order, report each block's place."""
 
-    def __init__(self, out, position: int, codec: Codec, processors: int, old: OldImage | None = None) -> None:
-        """``old``: an old image (reuse.OldImage) whose blocks candidates are checked against, for
-        add_candidate; None when there is none (or nothing to compress)."""
+    def __init__(
+        self, out: BinaryIO, position: int, codec: Codec, processors: int, verifiers: Callable[[], Verify] | None = None
+    ) -> None:
+        """``verifiers``: makes a Verify for each compression thread, which add_candidate's blocks are
+        checked with (an old image's, reuse.OldImage.verifier); None when there is no old image (or
+        nothing to compress)."""
         self._out = out
         self.position = position
-        self._old = old if not codec.raw else None
+        self._verifiers = verifiers if not codec.raw else None
         self._batch: list[tuple[bytes | tuple | None, Placed, int]] = []
         self._batch_bytes = 0
         self._pending: collections.deque[_Batch] = collections.deque()
@@ -171,7 +171,7 @@ class BlockPipeline:
         # One compressor per thread (a python-zstandard compressor is not thread-safe), built here
         # so that a failure is the caller's. Daemon: the interpreter never waits for one at exit,
         # even if close() was interrupted before it could join.
-        verify = self._old.verifier() if self._old is not None else None
+        verify = self._verifiers() if self._verifiers is not None else None
         thread = threading.Thread(target=self._run, args=(codec.compressor(), verify), name="compress", daemon=True)
         try:
             thread.start()
@@ -204,7 +204,7 @@ class BlockPipeline:
         word), ...; tried in this order): a compression thread copies the old bytes that
         decompress to exactly ``block``, else compresses it (``target.copied(index)`` says which,
         before ``placed``)."""
-        if self._old is None:
+        if self._verifiers is None:
             self.add(block, target, index)
             return
         self._batch.append(((block, old), target, index))
