@@ -12,12 +12,12 @@ import os
 import re
 import signal
 import subprocess
-import tempfile
 from pathlib import Path
 
 from condainer import console
 from condainer.backends.select import choose_packer
 from condainer.errors import ImageError, child_reason
+from condainer.fs.atomic import temporary_beside, umask
 from condainer.fs.compression import level_range
 from condainer.fs.options import PackOptions
 from condainer.sysinfo import die_with_parent, signals_interrupt, usable_cpus
@@ -96,8 +96,7 @@ def _pack_native(tool: str, src: Path, image: Path, options: PackOptions) -> Non
 def _run_mksquashfs(tool: str, src: Path, image: Path, options: PackOptions) -> None:
     from condainer.fs.writer import check_target
 
-    # mkstemp: O_EXCL | O_NOFOLLOW, a fresh name beside IMAGE that nothing else can own.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{image.name}.", suffix=".tmp", dir=image.parent)
+    fd, tmp_name = temporary_beside(str(image))  # a fresh name beside IMAGE that nothing else can own
     os.close(fd)
     tmp = Path(tmp_name)
     # mksquashfs stores a source that is a symlink as that symlink: give it the directory, which is
@@ -129,7 +128,7 @@ def _run_mksquashfs(tool: str, src: Path, image: Path, options: PackOptions) -> 
             raise ImageError(unread)
         if proc.returncode != 0:
             raise ImageError(f"mksquashfs failed: {child_reason(err, proc.returncode)}")
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~umask())
         check_target(image)  # again: it may have been put there while mksquashfs ran
         os.replace(tmp, image)
     finally:
@@ -181,7 +180,3 @@ def _open_error(path: str) -> str | None:
     return None
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

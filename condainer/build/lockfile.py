@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from condainer.errors import ConfigError, ImageError
-from condainer.project.layout import write_atomically
+from condainer.fs.atomic import write_atomically
 
 LOCK_NAME = "condainer.lock"
 IN_IMAGE = ".condainer/condainer.lock"  # relative to the environment's prefix (the mount point)

@@ -10,7 +10,7 @@ import click
 
 from condainer import console
 from condainer.dryrun import Actions
-from condainer.fs.compression import level_range
+from condainer.fs.compression import block_size_problem, level_problem, level_range
 from condainer.fs.options import COMPRESSIONS, DEFAULT_BLOCK_SIZE, PackOptions
 from condainer.project.layout import BACKENDS
 
@@ -38,22 +38,18 @@ def parse_size(text: str) -> int:
         value = int(number) * mult
     except ValueError:
         raise click.BadParameter(f"{text!r} is not a size such as 128K or 1M", _ctx(), param_hint="--block-size") from None
-    if value < 4096 or value > 1 << 20 or value & (value - 1):
-        raise click.BadParameter(f"{text!r}: block size must be a power of two from 4K to 1M", _ctx(),
-                                 param_hint="--block-size")
+    problem = block_size_problem(value)
+    if problem:
+        raise click.BadParameter(f"{text!r}: {problem}", _ctx(), param_hint="--block-size")
     return value
 
 
 def pack_options(compression: str, level: int | None, block_size: str, processors: int | None,
                  all_root: bool = False) -> PackOptions:
     """PackOptions from CLI values, with the compression level checked against its compressor."""
-    if level is not None:
-        levels = level_range(compression)
-        if levels is None:
-            raise click.BadParameter(f"--level is not supported for {compression}", param_hint="--level", ctx=_ctx())
-        lo, hi = levels
-        if not lo <= level <= hi:
-            raise click.BadParameter(f"{compression} level must be {lo}..{hi}", param_hint="--level", ctx=_ctx())
+    problem = level_problem(compression, level) if level is not None else None
+    if problem:
+        raise click.BadParameter(problem, param_hint="--level", ctx=_ctx())
     if processors is not None and processors < 1:
         raise click.BadParameter("must be at least 1", param_hint="--processors", ctx=_ctx())
     return PackOptions(

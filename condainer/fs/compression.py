@@ -282,6 +282,25 @@ def level_range(name: str) -> tuple[int, int] | None:
     return codec.levels if codec is not None and codec.user_levels else None
 
 
+def level_problem(name: str, level: int, *, chosen_by_user: bool = True) -> str | None:
+    """Why LEVEL cannot be used with compressor NAME, or None: the one rule (and wording) for the
+    command line, condainer.yml and the writer. CHOSEN_BY_USER: only the levels a user may choose
+    count (the writer itself also applies the fixed level of a compressor that offers none)."""
+    codec = REGISTRY.get(name)
+    levels = level_range(name) if chosen_by_user else (codec.levels if codec is not None else None)
+    if levels is None:
+        return f"{name} takes no level"
+    lo, hi = levels
+    return None if lo <= level <= hi else f"{name} level must be {lo}..{hi}, not {level}"
+
+
+def block_size_problem(size: int) -> str | None:
+    """Why SIZE cannot be a squashfs data block size, or None (the one rule, as level_problem)."""
+    if fmt.MIN_BLOCK_SIZE <= size <= fmt.MAX_BLOCK_SIZE and not size & (size - 1):
+        return None
+    return f"{size} is not a power of two from 4096 (4K) to 1048576 (1M)"
+
+
 def default_level(name: str) -> int | None:
     """The level condainer packs NAME with when none is given."""
     return REGISTRY[name].default_level
@@ -329,15 +348,15 @@ def make_codec(name: str, level: int | None, block_size: int) -> Codec:
     spec = REGISTRY.get(name)
     if spec is None or not spec.writable:
         raise ImageError(f"unknown compression {name!r}: choose {', '.join(WRITABLE[:-1])} or {WRITABLE[-1]}")
-    if block_size < fmt.MIN_BLOCK_SIZE or block_size > fmt.MAX_BLOCK_SIZE or block_size & (block_size - 1):
-        raise ImageError(f"block size {block_size}: must be a power of two from 4 KiB to 1 MiB")
+    problem = block_size_problem(block_size)
+    if problem:
+        raise ImageError(f"block size {problem}")
     if spec.levels is None:
         level = None
     elif level is None:
         level = spec.default_level
-    if level is not None:
-        lo, hi = spec.levels
-        if not lo <= level <= hi:
-            raise ImageError(f"{name} level {level}: must be between {lo} and {hi}")
+    problem = level_problem(name, level, chosen_by_user=False) if level is not None else None
+    if problem:
+        raise ImageError(problem)
     spec.check_writable()
     return Codec(name, level, block_size)

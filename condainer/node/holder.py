@@ -252,9 +252,10 @@ def main(layout: Layout, backend: str, tool: str, record_path: str, wanted_image
     """The holder: namespace, mount, record, then wait for the users to go; report to READY_FD."""
     import signal
 
+    from condainer.fs.atomic import write_atomically
     from condainer.node import userns
     from condainer.node.sessions import NodeSessions
-    from condainer.project.layout import log_dir, write_atomically
+    from condainer.project.layout import log_dir
 
     sessions = NodeSessions(layout.state_dir, layout.uuid)  # for its log lines only
 

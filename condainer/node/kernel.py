@@ -16,7 +16,7 @@ import re
 import shutil
 
 from condainer.errors import CondainerError
-from condainer.project.layout import write_atomically
+from condainer.fs.atomic import write_atomically
 
 NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 

@@ -18,7 +18,7 @@ import shutil
 import sys
 
 from condainer import package_root
-from condainer.project.layout import write_atomically
+from condainer.fs.atomic import write_atomically
 
 MARK = "# condainer launcher"
 

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from condainer.errors import ConfigError
-from condainer.fs.compression import level_range
+from condainer.fs.compression import block_size_problem, level_problem
 from condainer.fs.options import COMPRESSIONS, DEFAULT_BLOCK_SIZE, DEFAULT_COMPRESSION
 from condainer.project.layout import (
     BACKENDS,
@@ -118,16 +118,13 @@ def _validate(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise bad(key, "must be a positive integer or empty")
     size = cfg.get("block_size")
-    if size is not None and (size < 4096 or size > 1 << 20 or size & (size - 1)):
-        raise bad("block_size", f"{size} is not a power of two from 4096 to 1048576")
+    problem = block_size_problem(size) if size is not None else None
+    if problem:
+        raise bad("block_size", problem)
     level, compression = cfg.get("compression_level"), cfg["compression"]
-    if level is not None:
-        levels = level_range(compression)
-        if levels is None:
-            raise bad("compression_level", f"{compression} takes no level: leave it empty")
-        lo, hi = levels
-        if not lo <= level <= hi:
-            raise bad("compression_level", f"{compression} level must be {lo}..{hi}, not {level}")
+    problem = level_problem(compression, level) if level is not None else None
+    if problem:
+        raise bad("compression_level", problem + (": leave it empty" if "takes no level" in problem else ""))
     mode = cfg.get("mount_mode") or DEFAULT_MOUNT_MODE
     if mode not in MOUNT_MODES:
         raise bad("mount_mode", f"must be one of {', '.join(MOUNT_MODES)}, not {mode!r}")

@@ -6,7 +6,7 @@ condainer.yml. Instead, a full load of condainer.yml (config.load) leaves ``.con
 it: those values followed by the exact text they were parsed from. The per-rank path reads both
 files and uses the values only when the text still matches byte for byte, so an edit of
 condainer.yml is never ignored. Standard library only (os): this module is on that per-rank path,
-and so are its two small-file helpers (read_file, write_atomically), which the rest of cnd shares.
+and so is its small-file reader (read_file), which the rest of cnd shares.
 """
 
 import os
@@ -131,31 +131,6 @@ def read_file(path: str) -> bytes | None:
         os.close(fd)
 
 
-def write_atomically(path: str, data: bytes, *, mode: int = 0o644, durable: bool = False) -> None:
-    """Write PATH so that a reader sees the old file or the new one, never a part: a temporary file
-    beside it (never following a link), renamed over it; DURABLE also flushes it to disk first.
-    The temporary file is removed on any failure, which is raised."""
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fchmod(fd, mode)
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def cached(directory: str) -> Layout | None:
     """The layout from the cache, or None when there is no cache, it belongs to another text of
     condainer.yml or another condainer version, or a variable of mount_base_directory is unset (the
@@ -204,6 +179,8 @@ def write_cache(directory: str, text: bytes, raw: dict) -> None:
     if read_file(path) == data:
         return
     try:
+        from condainer.fs.atomic import write_atomically  # not on the per-rank path: a full load
+
         write_atomically(path, data)
     except OSError:
         pass

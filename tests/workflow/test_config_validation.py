@@ -16,7 +16,7 @@ def _project(tmp_path, mount_base, extra: str):
 
 
 @pytest.mark.parametrize(("extra", "says"), [
-    ("block_size: 1000", "block_size: 1000 is not a power of two from 4096 to 1048576"),
+    ("block_size: 1000", "block_size: 1000 is not a power of two from 4096 (4K) to 1048576 (1M)"),
     ("block_size: 2097152", "block_size: 2097152 is not a power of two"),
     ("compression_level: 99", "compression_level: zstd level must be 1..22, not 99"),
     ("compression: gzip\ncompression_level: 10", "compression_level: gzip level must be 1..9, not 10"),

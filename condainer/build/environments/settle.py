@@ -14,6 +14,8 @@ import stat
 import time
 from pathlib import Path
 
+from condainer.fs.atomic import umask, write_atomically
+
 _HEADER = re.compile(rb"^==> \d{4}-\d\d-\d\d \d\d:\d\d:\d\d <==$", re.MULTILINE)
 
 
@@ -28,9 +30,7 @@ def pin_history_times(prefix: Path, seconds: int) -> None:
     pinned = _HEADER.sub(stamp, data)
     if pinned != data:
         # a new file, not an edit in place: the old one may be a hard link into a package cache
-        tmp = history.with_name(".history.tmp")
-        tmp.write_bytes(pinned)
-        tmp.replace(history)
+        write_atomically(str(history), pinned, mode=0o666 & ~umask())
 
 
 def pin_copied_times(directory: Path, seconds: int) -> None:

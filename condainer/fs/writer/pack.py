@@ -15,7 +15,6 @@ import datetime
 import errno
 import gc
 import os
-import secrets
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from condainer.errors import ImageError
 from condainer.fs import format as fmt
+from condainer.fs.atomic import temporary_beside
 from condainer.fs.compression import Codec, make_codec
 from condainer.fs.host import usable_cpus
 from condainer.fs.interrupts import signals_interrupt
@@ -132,11 +132,9 @@ def _report_reuse(old: OldImage, processors: int, say: Say) -> Callable[[BlockPi
 def _pack(src_b: bytes, image_b: bytes, options: PackOptions, codec: Codec, processors: int,
           epoch: int | None, old: OldImage | None, started: float, say: Say) -> PackStats:
     shown = printable(image_b)
-    directory, name = os.path.split(image_b)
-    tmp = os.path.join(directory, b"." + name + b"." + secrets.token_hex(6).encode() + b".tmp")
     with signals_interrupt():
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            fd, tmp = temporary_beside(image_b, 0o644)
         except OSError as exc:
             raise ImageError(f"cannot create {shown}: {exc.strerror}") from exc
         try:
