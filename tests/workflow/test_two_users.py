@@ -16,20 +16,17 @@ from __future__ import annotations
 import grp
 import json
 import os
-import pwd
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from condainer.node import mount_mode
+from tests.helpers.users import GROUP, SYSTEM_PYTHON, USERS, ensure_users, site_packages
 
 REPO = Path(__file__).resolve().parents[2]
-USERS, GROUP = ("cndtest-a", "cndtest-b"), "cndtest-lab"
-SYSTEM_PYTHON = "/usr/bin/python3"
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not all(shutil.which(t) for t in ("useradd", "groupadd", "setpriv", "unshare", "squashfuse_ll"))
@@ -79,39 +76,15 @@ pgrep -u "$A,$B" > "$S/left.out"; report processes-after 0 "$S/left.out"
 """
 
 
-def _ensure_users() -> dict[str, int]:
-    try:
-        grp.getgrnam(GROUP)
-    except KeyError:
-        subprocess.run(["groupadd", GROUP], check=True)
-    uids = {}
-    for user in USERS:
-        try:
-            pwd.getpwnam(user)
-        except KeyError:
-            subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", "-G", GROUP, user], check=True)
-        uids[user] = pwd.getpwnam(user).pw_uid
-    return uids
-
-
-def _site_packages(into: Path) -> None:
-    """condainer's dependencies where both users can import them (/usr/bin/python3's version)."""
-    version = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    deps = ["PySquashfsImage==0.9.0", "mfusepy>=3.1,<4", "zstandard>=0.22", "PyYAML>=6", "click>=8.1"]
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(into), "--python-version", version,
-                    "--only-binary=:all:", *deps], check=True, capture_output=True)
-
-
 def test_two_users_of_one_group_run_one_image_at_once():
-    uids = _ensure_users()
+    uids = ensure_users()
     a, b = USERS
     lab = grp.getgrnam(GROUP).gr_gid
     shared = Path(tempfile.mkdtemp(prefix="condainer-2u-", dir="/tmp"))
     try:
         os.chmod(shared, 0o755)
         site = shared / "site"
-        _site_packages(site)
+        site_packages(site)
         project, base = shared / "project", shared / "base"
         project.mkdir()
         os.chown(project, uids[a], lab)
