@@ -1,3 +1,3 @@
-from condainer.cli.entry import main
+from condainer.entry import main
 
 main()

@@ -13,7 +13,7 @@ from condainer.backends import mounts
 from condainer.backends.select import choose_mounter, fuse_problem
 from condainer.errors import ImageError, MountError, ToolMissing, child_reason
 from condainer.fs.format import MAGIC, SUPERBLOCK_SIZE
-from condainer.layout import log_dir
+from condainer.project.layout import log_dir
 
 
 def check_image_file(image: os.PathLike | str) -> Path:

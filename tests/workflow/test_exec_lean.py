@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from condainer.cli import entry
+from condainer import entry
 from condainer.node.safedir import remove_private_dir
 from condainer.project import layout
 
@@ -32,7 +32,7 @@ def imported(project, code: str, *args: str) -> set[str]:
 def imported_by_exec(project, *command: str) -> set[str]:
     """The modules `cnd exec -- COMMAND` imports beyond those of a bare start of the same interpreter
     (a .pth file of the test venv may import some at start-up)."""
-    code = "import sys; from condainer.cli.entry import main; main(sys.argv[1:])"
+    code = "import sys; from condainer.entry import main; main(sys.argv[1:])"
     return imported(project, code, "exec", "--", *command) - imported(project, "pass")
 
 
@@ -45,7 +45,7 @@ def test_exec_and_mount_on_a_mounted_image_import_no_heavy_module(pip_project):
     assert "condainer.node.runner" in modules, modules  # the probe sees the exec path at all
     assert not modules & HEAVY, sorted(modules & HEAVY)
     # `source ./activate` runs `cnd mount` in every job script: as lean while the image is mounted
-    code = "import sys; from condainer.cli.entry import main; main(sys.argv[1:])"
+    code = "import sys; from condainer.entry import main; main(sys.argv[1:])"
     modules = imported(pip_project, code, "-q", "mount") - imported(pip_project, "pass")
     assert "condainer.node.runner" in modules, modules
     assert not modules & HEAVY, sorted(modules & HEAVY)
