@@ -30,7 +30,8 @@ import time
 
 import pytest
 
-from condainer.node import mount_mode, records
+from condainer.node import mount_mode
+from condainer.node import records as registry
 from tests.helpers.users import SYSTEM_PYTHON, ensure_users, site_packages
 
 from .conftest import REPO
@@ -110,7 +111,7 @@ def shared(slurm):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         for uid in uids.values():
-            shutil.rmtree(records.registry_dir(uid), ignore_errors=True)
+            shutil.rmtree(registry.registry_dir(uid), ignore_errors=True)
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -226,7 +227,7 @@ def test_two_users_run_one_image_on_one_node_at_once(slurm, fuse_for_users, shar
         if ours := [p.name for p in base.iterdir() if project.uuid in p.name or _uid(p) in uids.values()]:
             found.append(f"in the node's mount base {project.mount_base}: {ours}")
         for user in USERS:
-            if os.path.exists(records.registry_dir(uids[user])):
+            if os.path.exists(registry.registry_dir(uids[user])):
                 found.append(f"{user}'s record directory: {_records(uids[user])}")
         return found
 
@@ -315,7 +316,7 @@ def _fuse_users(node) -> list[int]:
 
 def _records(uid: int) -> list[str]:
     """What user UID has in its node-local record directory (/dev/shm/.condainer-<uid>), or []."""
-    directory = records.registry_dir(uid)
+    directory = registry.registry_dir(uid)
     return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
 
 
