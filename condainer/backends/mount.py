@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from condainer.backends import mounts
+from condainer import mounts
 from condainer.backends.select import choose_mounter, fuse_problem
 from condainer.errors import ImageError, MountError, ToolMissing, child_reason
 from condainer.fs.format import MAGIC, SUPERBLOCK_SIZE

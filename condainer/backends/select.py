@@ -6,7 +6,7 @@ import dataclasses
 import os
 import shutil
 
-from condainer.backends import mounts
+from condainer import mounts
 from condainer.errors import ToolMissing
 
 

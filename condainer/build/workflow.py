@@ -16,8 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from condainer import console
-from condainer.backends import mounts
+from condainer import console, mounts
 from condainer.backends.pack import pack
 from condainer.build import locked as locking
 from condainer.build import lockfile

@@ -146,7 +146,7 @@ def mount_cmd(image_path, mountpoint, foreground, allow_other, backend) -> None:
 @click.argument("mountpoint", type=click.Path())
 def umount_cmd(mountpoint) -> None:
     """Unmount MOUNTPOINT (also cleans a stale mount whose daemon died)."""
-    from condainer.backends import mounts
+    from condainer import mounts
     from condainer.errors import MountError
 
     current = mounts.state(mountpoint)

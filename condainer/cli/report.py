@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from condainer import console
-from condainer.backends import mounts, select
+from condainer import console, mounts
+from condainer.backends import select
 from condainer.backends.mount import check_image_file
 from condainer.build.environments import conda, virtual
 from condainer.errors import CondainerError, ToolMissing

@@ -2,7 +2,7 @@
 compression threads), and where the system programs are that take a FUSE mount down.
 
 condainer's own modules (sysinfo, mounts) use these definitions, so there is one rule for each.
-Only os and math at load time: ``cnd exec`` reaches ``system_tool`` through condainer.backends.mounts.
+Only os and math at load time: ``cnd exec`` reaches ``system_tool`` through condainer.mounts.
 """
 
 from __future__ import annotations

@@ -205,7 +205,7 @@ def _spawn_daemon(backend: str, tool: str, image: str, mountpoint: str, log_path
 
 def _wait_mounted(proc, mountpoint: str, log_path: str, log_start: int) -> str:
     """'ok' once MOUNTPOINT answers in our namespace, else the daemon's last line."""
-    from condainer.backends import mounts
+    from condainer import mounts
 
     deadline = time.monotonic() + READY_SECONDS
     while time.monotonic() < deadline:

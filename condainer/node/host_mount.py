@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from condainer.backends import mounts
+from condainer import mounts
 from condainer.errors import MountError
 from condainer.node.sessions import NodeSessions
 from condainer.project.layout import Layout

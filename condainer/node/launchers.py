@@ -77,7 +77,7 @@ def _fast_path(layout, name: str, prefix: str) -> str:
     the image, and no Python starts before the command. When there is no holder yet, one launcher
     (the one that creates ``RECORD.starting``) starts condainer, which makes it, and the launchers
     that start meanwhile (the other ranks of a job step) wait for that one, then join."""
-    from condainer.backends.mounts import system_tool
+    from condainer.mounts import system_tool
     from condainer.node import records
 
     nsenter = system_tool("nsenter")

@@ -18,8 +18,7 @@ MAX_SECONDS = 7 * 24 * 3600
 def main(project_dir: str, step: str) -> int:
     from pathlib import Path
 
-    from condainer import console
-    from condainer.backends import mounts
+    from condainer import console, mounts
     from condainer.node import slurm
     from condainer.node.host_mount import start_watcher, tidy_node
     from condainer.node.runner import load_layout

@@ -83,7 +83,7 @@ def umount_project(directory: os.PathLike | str, *, dryrun: bool = False) -> Non
     if dryrun:
         _dry_run(f"unmount {mp} if mounted and no exec is running")
         return
-    from condainer.backends import mounts
+    from condainer import mounts
     from condainer.node import host_mount, private_mount
 
     holder = private_mount.ask_to_retire(layout)

@@ -29,7 +29,7 @@ def fuse_usable() -> bool:
 def is_mounted(mnt: os.PathLike | str) -> bool:
     """MNT is in the mount table (also when its FUSE daemon died and stat fails, where
     os.path.ismount says False)."""
-    from condainer.backends.mounts import find_mount
+    from condainer.mounts import find_mount
 
     return find_mount(mnt) is not None
 

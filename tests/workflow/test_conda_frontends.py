@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from condainer.backends import mounts
+from condainer import mounts
 
 from .conftest import cnd, end_private_mounts, force_unmount, mountpoint_of, set_config
 from .test_project import one_line_error

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from condainer.backends import mounts
+from condainer import mounts
 
 from .conftest import BACKENDS, backend_param, cnd, kill_as_slurm_does, mountpoint_of
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from condainer.backends import mounts
+from condainer import mounts
 
 from .conftest import cnd, force_unmount
 

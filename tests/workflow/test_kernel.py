@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from condainer.backends import mounts
+from condainer import mounts
 
 from .conftest import BACKENDS, backend_param, cnd, force_unmount, mountpoint_of, set_config
 from .test_project import one_line_error

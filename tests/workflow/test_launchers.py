@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from condainer.backends import mounts
+from condainer import mounts
 
 from .conftest import BACKENDS, backend_param, cnd, exec_mode, kill_as_slurm_does, mountpoint_of, set_config
 from .test_exec import backend_of, mount_log_lines

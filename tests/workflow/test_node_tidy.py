@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from condainer.backends import mounts
+from condainer import mounts
 
 from .conftest import BACKENDS, backend_param, cnd, mountpoint_of
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from condainer.backends import mounts
+from condainer import mounts
 from condainer.node import mount_mode, private_mount
 from condainer.node import records as registry
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from condainer.backends import mounts
+from condainer import mounts
 
 from .conftest import BACKENDS, backend_param, cnd, force_unmount, mountpoint_of, set_config
 

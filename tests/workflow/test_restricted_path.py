@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from condainer.backends import mounts
+from condainer import mounts
 
 from .conftest import backend_param, cnd, force_unmount, mountpoint_of
 
