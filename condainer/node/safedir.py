@@ -70,7 +70,7 @@ def remove_private_dir(path: os.PathLike | str) -> None:
     """Remove PATH if it is an empty directory of ours (an idle mount point): never a symlink, never
     another user's, never one that is still mounted or holds anything (rmdir refuses those), and
     never while a private-namespace mount of any user sits on it (each holds a shared flock on it,
-    see private_mount.py: removing it would detach their mounts)."""
+    see node/holder.py: removing it would detach their mounts)."""
     p = os.fspath(path)
     try:
         fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)

@@ -203,8 +203,8 @@ def _collector_paused() -> Iterator[None]:
 
 
 def interrupted(image: str) -> ImageError:
-    """What both backends report for Ctrl-C, SIGTERM or SIGHUP during a pack: exit 130, as cli.py
-    reports every other interruption."""
+    """What both backends report for Ctrl-C, SIGTERM or SIGHUP during a pack: exit 130, as cnd
+    reports every other interruption (errors.run_reporting_errors)."""
     return ImageError(f"pack of {image} interrupted: no image written", exit_code=130)
 
 
