@@ -5,34 +5,13 @@ importers: entry.py dispatches to cli/ and node/ by design."""
 
 from __future__ import annotations
 
-import ast
 import pathlib
 
 import condainer
+from tests.helpers.imports import assert_no_cycle, imports, modules
 
 ROOT = pathlib.Path(condainer.__file__).parent
 PARTS = ("cli", "build", "node", "backends", "project", "fs")  # from the top down
-
-
-def _modules() -> dict[str, pathlib.Path]:
-    found = {}
-    for path in ROOT.rglob("*.py"):
-        parts = path.relative_to(ROOT.parent).with_suffix("").parts
-        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
-    return found
-
-
-def _imports(path: pathlib.Path, modules: dict[str, pathlib.Path]) -> set[str]:
-    """The modules of condainer that PATH imports (``from P import m``: P.m when it is a module)."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            for alias in node.names:
-                sub = f"{node.module}.{alias.name}"
-                names.add(sub if sub in modules else node.module)
-    return {name for name in names if name in modules}
 
 
 def _part(module: str) -> str | None:
@@ -41,31 +20,19 @@ def _part(module: str) -> str | None:
 
 
 def test_no_import_cycle_in_condainer():
-    modules = _modules()
-    graph = {name: _imports(path, modules) - {name} for name, path in modules.items()}
-    done: set[str] = set()
-
-    def visit(name: str, trail: list[str]) -> None:
-        if name in trail:
-            raise AssertionError("import cycle: " + " -> ".join([*trail[trail.index(name):], name]))
-        if name in done:
-            return
-        for imported in sorted(graph[name]):
-            visit(imported, [*trail, name])
-        done.add(name)
-
-    for name in sorted(graph):
-        visit(name, [])
+    known = modules(ROOT)
+    assert_no_cycle({name: {i for i in imports(path, known) if i in known and i != name}
+                     for name, path in known.items()})
 
 
 def test_no_part_imports_a_part_above_it():
-    modules = _modules()
+    known = modules(ROOT)
     upward = []
-    for name, path in modules.items():
+    for name, path in known.items():
         mine = _part(name)
         if mine is None:
             continue
-        for imported in _imports(path, modules):
+        for imported in imports(path, known):
             theirs = _part(imported)
             if theirs is not None and PARTS.index(theirs) < PARTS.index(mine):
                 upward.append(f"{name} -> {imported}")
